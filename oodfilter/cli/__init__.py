@@ -1,0 +1,1 @@
+"""The ``oodfilter`` command line: a thin click layer over the library."""

@@ -1,0 +1,24 @@
+"""``oodfilter convert-clipn``: turn a reference CLIPN release checkpoint into a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("convert-clipn")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--arch", default="ViT-B-16", show_default=True, help="open_clip architecture of the checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it already holds files.")
+def convert_clipn(checkpoint: Path, out_dir: Path, arch: str, overwrite: bool) -> None:
+    """Convert a reference CLIPN CHECKPOINT (.pt) into a bundle folder OUT_DIR.
+
+    The checkpoint is read with weights_only=True and every key must match ARCH; the bundle then loads
+    with `--model OUT_DIR` (or oodfilter.load_model) without the network.
+    """
+    from oodfilter.model.convert import convert_reference_checkpoint
+
+    bundle = convert_reference_checkpoint(checkpoint, out_dir, architecture=arch, overwrite=overwrite)
+    click.echo(f"wrote bundle {bundle}")

@@ -1,0 +1,72 @@
+"""Entry point of the ``oodfilter`` command: a click group with lazily imported subcommands."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from oodfilter.errors import OODFilterError
+
+# command name → "module:attribute"; modules are imported only when their command runs, so that
+# `oodfilter --help` does not pay for importing torch and open_clip.
+COMMANDS = {
+    "convert-clipn": "oodfilter.cli.convert:convert_clipn",
+    "plugins": "oodfilter.cli.plugins:plugins",
+}
+
+EXIT_USAGE = 2
+EXIT_UNEXPECTED = 1
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Return the command names, sorted."""
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import and return the command ``cmd_name``."""
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="oodfilter")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Find images that belong to none of your classes, with CLIPN and peer scores."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI with an error boundary: known errors print one clear line, never a traceback."""
+    try:
+        return cli.main(args=argv, prog_name="oodfilter", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(EXIT_UNEXPECTED)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except OODFilterError as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except Exception as error:
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        click.echo(f"Unexpected error: {type(error).__name__}: {error} (run with -vv for details)", err=True)
+        sys.exit(EXIT_UNEXPECTED)

@@ -1,0 +1,89 @@
+"""Safe decoding of image files into RGB PIL images."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from oodfilter.errors import InputError
+
+# Pillow's own decompression-bomb limit (~89.5 megapixels), applied before any pixel is decoded.
+DEFAULT_MAX_PIXELS = 89_478_485
+_HIGH_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+
+
+class ImageDecodeError(InputError):
+    """An image file cannot be decoded; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def load_rgb_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``path`` into an 8-bit RGB image, EXIF orientation applied.
+
+    Palette, grayscale, CMYK and 16-bit images are converted; transparency is composited on white.
+
+    Raises:
+        ImageDecodeError: missing file or broken link, no permission, empty, not an image, truncated
+            or corrupt, or more than ``max_pixels`` pixels.
+    """
+    file = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageDecodeError(
+                        file, f"{width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb?)"
+                    )
+                image.load()
+                return _to_rgb(ImageOps.exif_transpose(image))
+    except ImageDecodeError:
+        raise
+    except FileNotFoundError as error:
+        reason = "broken symbolic link" if file.is_symlink() else "file not found"
+        raise ImageDecodeError(file, reason) from error
+    except PermissionError as error:
+        raise ImageDecodeError(file, "permission denied") from error
+    except IsADirectoryError as error:
+        raise ImageDecodeError(file, "is a directory") from error
+    except UnidentifiedImageError as error:
+        empty = file.is_file() and file.stat().st_size == 0
+        raise ImageDecodeError(file, "empty file" if empty else "not a recognised image format") from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageDecodeError(file, f"decompression bomb refused: {error}") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageDecodeError(file, f"corrupt or truncated image ({error})") from error
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in _HIGH_BIT_MODES:
+        image = Image.fromarray(_to_8bit(np.asarray(image, dtype=np.float64), image.mode), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _to_8bit(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """Map 16-bit, 32-bit integer or float pixels onto 0..255 by their nominal range."""
+    high = float(pixels.max()) if pixels.size else 0.0
+    if mode == "F":
+        scale = 255.0 if high <= 1.0 else 255.0 / max(high, 1e-12)
+    elif high <= 255:
+        scale = 1.0
+    elif high <= 65535:
+        scale = 255.0 / 65535.0
+    else:
+        scale = 255.0 / high
+    return np.clip(pixels * scale, 0, 255).round().astype(np.uint8)

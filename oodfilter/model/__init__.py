@@ -1,0 +1,22 @@
+"""CLIPN over open_clip: model, loading, bundles and the reference-checkpoint converter."""
+
+from oodfilter.model.bundle import load_bundle, save_bundle
+from oodfilter.model.clipn import CLIPN, ModelSource
+from oodfilter.model.convert import convert_reference_checkpoint, load_reference_checkpoint
+from oodfilter.model.loading import build_from_open_clip, build_tiny_model, load_model
+from oodfilter.model.no_tower import NoTextTower
+from oodfilter.model.registration import TINY_MODEL_NAME
+
+__all__ = [
+    "CLIPN",
+    "TINY_MODEL_NAME",
+    "ModelSource",
+    "NoTextTower",
+    "build_from_open_clip",
+    "build_tiny_model",
+    "convert_reference_checkpoint",
+    "load_bundle",
+    "load_model",
+    "load_reference_checkpoint",
+    "save_bundle",
+]

@@ -1,0 +1,154 @@
+"""The CLIPN model: a frozen open_clip CLIP plus a trainable no-text tower."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from oodfilter.model.fingerprint import tensors_fingerprint
+from oodfilter.model.no_tower import DEFAULT_NUM_PROMPTS, NoTextTower
+from oodfilter.model.text_parts import text_parts
+
+Tokenizer = Callable[..., torch.Tensor]
+TOWERS = ("yes", "no")
+
+
+@dataclass
+class ModelSource:
+    """Where a model came from, recorded in bundles and manifests.
+
+    Attributes:
+        name: open_clip model name (``ViT-B-16``, ``hf-hub:org/repo``, ``test-tiny``) or bundle path.
+        pretrained: Pretrained tag or weights file for ``name``, if any.
+        kind: ``open_clip``, ``bundle`` or ``reference-checkpoint``.
+        details: Extra provenance (checkpoint hash, epoch, ...).
+    """
+
+    name: str
+    pretrained: str | None = None
+    kind: str = "open_clip"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class CLIPN(nn.Module):
+    """CLIP saying no: a frozen open_clip model with a second, trainable "no" text tower.
+
+    Args:
+        clip: An open_clip ``CLIP`` (or ``CustomTextCLIP`` with a CLIP text tower); frozen here.
+        tokenizer: The tokenizer that goes with ``clip`` (``open_clip.get_tokenizer``).
+        model_config: The open_clip model config (``model_cfg``) that rebuilds ``clip``.
+        preprocess: The eval image transform (PIL image → (3, H, W) tensor).
+        source: Provenance of the weights.
+        num_prompts: Number of learnable no-prompts.
+        no_branch_trained: Whether the no-tower holds trained weights (False for a fresh copy, whose
+            "no" logits equal the "yes" logits and carry no information).
+    """
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        tokenizer: Tokenizer,
+        *,
+        model_config: dict[str, Any],
+        preprocess: Callable[[Any], torch.Tensor] | None = None,
+        source: ModelSource | None = None,
+        num_prompts: int = DEFAULT_NUM_PROMPTS,
+        no_branch_trained: bool = False,
+    ) -> None:
+        super().__init__()
+        self.clip = clip
+        self.no_tower = NoTextTower(text_parts(clip), num_prompts=num_prompts)
+        self.clip.requires_grad_(False)
+        self.clip.eval()
+        self.tokenizer = tokenizer
+        self.model_config = model_config
+        self.preprocess = preprocess
+        self.source = source or ModelSource(name="unknown")
+        self.no_branch_trained = no_branch_trained
+        self.training_config: dict[str, Any] | None = None
+
+    def train(self, mode: bool = True) -> CLIPN:
+        """Set training mode on the no-tower only; the frozen CLIP always stays in eval mode."""
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's weights."""
+        return self.no_tower.prompts.device
+
+    @property
+    def logit_scale(self) -> float:
+        """The fixed logit scale s = exp(logit_scale) of the frozen CLIP."""
+        return float(self.clip.logit_scale.detach().exp().item())
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension D of the joint embedding space."""
+        projection = self.no_tower.text_projection
+        if isinstance(projection, nn.Linear):
+            return int(projection.out_features)
+        if projection is not None:
+            return int(projection.shape[1])
+        return int(self.no_tower.positional_embedding.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        """Side length in pixels of the model's square input images."""
+        size = getattr(self.clip.visual, "image_size", 224)
+        return int(size[0] if isinstance(size, tuple | list) else size)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Tokenize texts with the model's tokenizer, (N, L) on the model's device."""
+        return self.tokenizer(list(texts)).to(self.device)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Encode preprocessed images (B, 3, H, W) to L2-normalised features (B, D)."""
+        return F.normalize(self.clip.encode_image(images), dim=-1)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Encode token ids (B, L) with the yes tower ψ to L2-normalised features (B, D)."""
+        return F.normalize(self.clip.encode_text(tokens), dim=-1)
+
+    def encode_text_no(self, tokens: torch.Tensor, choice: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode token ids (B, L) with the no tower ψⁿᵒ to L2-normalised features (B, D).
+
+        ``choice`` selects a prompt option per text (see :meth:`NoTextTower.select_prompts`).
+        """
+        return self.no_tower(tokens, choice)
+
+    def encode(self, tokens: torch.Tensor, tower: str) -> torch.Tensor:
+        """Encode token ids with the ``yes`` or ``no`` tower."""
+        if tower == "yes":
+            return self.encode_text(tokens)
+        if tower == "no":
+            return self.encode_text_no(tokens)
+        raise ValueError(f"unknown tower '{tower}'; expected one of {TOWERS}")
+
+    def text_fingerprint(self, tower: str) -> str:
+        """Fingerprint of everything that determines the ``tower``'s text vectors (weights, tokenizer)."""
+        tokenizer_id = f"{type(self.tokenizer).__name__}:{getattr(self.tokenizer, 'context_length', '')}"
+        if tower == "no":
+            named = list(self.no_tower.state_dict().items())
+            extra = f"no|{self.no_tower.pool_type}|{self.no_tower.eos_id}|{tokenizer_id}"
+        elif tower == "yes":
+            parts = text_parts(self.clip)
+            named = [(f"token_embedding.{k}", v) for k, v in parts.token_embedding.state_dict().items()]
+            named += [("positional_embedding", parts.positional_embedding)]
+            named += [(f"transformer.{k}", v) for k, v in parts.transformer.state_dict().items()]
+            named += [(f"ln_final.{k}", v) for k, v in parts.ln_final.state_dict().items()]
+            projection = parts.text_projection
+            if isinstance(projection, nn.Linear):
+                named += [(f"text_projection.{k}", v) for k, v in projection.state_dict().items()]
+            elif projection is not None:
+                named += [("text_projection", projection)]
+            extra = f"yes|{parts.pool_type}|{parts.eos_id}|{tokenizer_id}"
+        else:
+            raise ValueError(f"unknown tower '{tower}'; expected one of {TOWERS}")
+        return tensors_fingerprint(named, extra=extra)

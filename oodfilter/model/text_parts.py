@@ -1,0 +1,89 @@
+"""Access to the pieces of an open_clip text tower, whatever class holds them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import open_clip
+import torch
+from open_clip.transformer import TextTransformer
+from torch import nn
+
+from oodfilter.errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class TextParts:
+    """The modules and settings that make up a CLIP-style text tower."""
+
+    token_embedding: nn.Embedding
+    positional_embedding: nn.Parameter
+    transformer: nn.Module
+    ln_final: nn.Module
+    text_projection: nn.Parameter | nn.Linear | None
+    attn_mask: torch.Tensor | None
+    pool_type: str
+    eos_id: int | None
+
+
+def text_parts(clip: nn.Module) -> TextParts:
+    """Return the text-tower pieces of an open_clip ``CLIP`` or of a ``CustomTextCLIP`` with a CLIP text tower.
+
+    Raises:
+        UnsupportedModelError: the text tower is of another kind (e.g. a Hugging Face encoder), for which
+            CLIPN's additive no-prompts are not defined.
+    """
+    if isinstance(clip, open_clip.CLIP):
+        return TextParts(
+            token_embedding=clip.token_embedding,
+            positional_embedding=clip.positional_embedding,
+            transformer=clip.transformer,
+            ln_final=clip.ln_final,
+            text_projection=clip.text_projection,
+            attn_mask=clip.attn_mask,
+            pool_type=clip.text_pool_type,
+            eos_id=getattr(clip, "text_eos_id", None),
+        )
+    tower = getattr(clip, "text", None)
+    if isinstance(tower, TextTransformer) and tower.cls_emb is None and not tower.use_pad_mask:
+        return TextParts(
+            token_embedding=tower.token_embedding,
+            positional_embedding=tower.positional_embedding,
+            transformer=tower.transformer,
+            ln_final=tower.ln_final,
+            text_projection=tower.text_projection,
+            attn_mask=tower.attn_mask,
+            pool_type=tower.pool_type,
+            eos_id=tower.eos_id,
+        )
+    kind = type(tower).__name__ if tower is not None else type(clip).__name__
+    raise UnsupportedModelError(
+        f"CLIPN needs a CLIP-style text transformer (token + positional embeddings) to carry its no-prompts; "
+        f"this model's text tower is a {kind}. Use an open_clip model with a CLIP text tower (e.g. ViT-B-16)."
+    )
+
+
+def pool_tokens(x: torch.Tensor, tokens: torch.Tensor, pool_type: str, eos_id: int | None) -> torch.Tensor:
+    """Pool per-token features to one vector per text, as CLIP does.
+
+    Args:
+        x: Per-token features, (B, L, W).
+        tokens: Token ids, (B, L).
+        pool_type: ``argmax`` (end-of-text is the largest id), ``eos``, ``first``, ``last`` or ``none``.
+        eos_id: End-of-text id, needed for ``eos``.
+
+    Returns:
+        (B, W) pooled features, or ``x`` unchanged for ``none``.
+    """
+    rows = torch.arange(x.shape[0], device=x.device)
+    if pool_type == "argmax":
+        return x[rows, tokens.argmax(dim=-1)]
+    if pool_type == "eos":
+        if eos_id is None:
+            raise UnsupportedModelError("text pooling 'eos' needs an end-of-text token id")
+        return x[rows, (tokens == eos_id).int().argmax(dim=-1)]
+    if pool_type == "first":
+        return x[:, 0]
+    if pool_type == "last":
+        return x[:, -1]
+    return x

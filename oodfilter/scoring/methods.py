@@ -1,0 +1,131 @@
+"""Built-in score methods, registered in the ``scorers`` registry like any plugin.
+
+Each method turns a :class:`FeatureBatch` (image features and their cosines to the class vectors) into a
+:class:`~oodfilter.scoring.functional.ScoreOutput`; the math lives in :mod:`oodfilter.scoring.functional`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from oodfilter.registry import Registry
+from oodfilter.scoring import functional as fn
+from oodfilter.scoring.functional import ScoreOutput
+
+
+@dataclass(frozen=True)
+class FeatureBatch:
+    """Everything a score needs about a batch of images.
+
+    Attributes:
+        features: (B, D) L2-normalised image features.
+        cosines_yes: (B, C) cosines to the yes class vectors.
+        cosines_no: (B, C) cosines to the no class vectors, or None without a no-branch.
+        logit_scale: The model's fixed logit scale s.
+    """
+
+    features: torch.Tensor
+    cosines_yes: torch.Tensor
+    cosines_no: torch.Tensor | None
+    logit_scale: float
+
+    @property
+    def logits_yes(self) -> torch.Tensor:
+        """(B, C) yes logits s·cos."""
+        return self.logit_scale * self.cosines_yes
+
+    @property
+    def logits_no(self) -> torch.Tensor:
+        """(B, C) no logits s·cos; raises if the batch has no no-branch cosines."""
+        if self.cosines_no is None:
+            raise ValueError("this batch has no no-branch cosines; build the text index with include_no=True")
+        return self.logit_scale * self.cosines_no
+
+
+class ScoreMethod(ABC):
+    """A zero-shot OOD score over shared image features (higher = more OOD)."""
+
+    name: ClassVar[str]
+    needs_no_branch: ClassVar[bool] = False
+    threshold_free: ClassVar[bool] = False
+
+    @abstractmethod
+    def __call__(self, batch: FeatureBatch) -> ScoreOutput:
+        """Score a batch: (B,) ood scores and, for threshold-free methods, (B,) decisions."""
+
+
+scorers: Registry[type[ScoreMethod]] = Registry("scorers")
+
+
+@scorers.register("atd")
+class ATD(ScoreMethod):
+    """CLIPN agreeing-to-differ: ood = p_{C+1} = Σ_c pⁿᵒ_c p_c; OOD iff p_{C+1} > max_c pʸᵉˢ_c p_c."""
+
+    name = "atd"
+    needs_no_branch = True
+    threshold_free = True
+
+    def __call__(self, batch: FeatureBatch) -> ScoreOutput:
+        """Score with :func:`oodfilter.scoring.functional.atd`."""
+        return fn.atd(batch.logits_yes, batch.logits_no)
+
+
+@scorers.register("ctw")
+class CTW(ScoreMethod):
+    """CLIPN competing-to-win: ood = pⁿᵒ of the top class; OOD iff it exceeds 0.5."""
+
+    name = "ctw"
+    needs_no_branch = True
+    threshold_free = True
+
+    def __call__(self, batch: FeatureBatch) -> ScoreOutput:
+        """Score with :func:`oodfilter.scoring.functional.ctw`."""
+        return fn.ctw(batch.logits_yes, batch.logits_no)
+
+
+@scorers.register("msp")
+class MSP(ScoreMethod):
+    """Maximum softmax probability of the yes classifier: ood = 1 − max_c softmax(s·cos)_c."""
+
+    name = "msp"
+
+    def __call__(self, batch: FeatureBatch) -> ScoreOutput:
+        """Score with :func:`oodfilter.scoring.functional.msp`."""
+        return fn.msp(batch.logits_yes)
+
+
+@scorers.register("maxlogit")
+class MaxLogit(ScoreMethod):
+    """Maximum logit: ood = −max_c s·cos_c."""
+
+    name = "maxlogit"
+
+    def __call__(self, batch: FeatureBatch) -> ScoreOutput:
+        """Score with :func:`oodfilter.scoring.functional.max_logit`."""
+        return fn.max_logit(batch.logits_yes)
+
+
+@scorers.register("energy")
+class Energy(ScoreMethod):
+    """Energy: ood = −logsumexp_c s·cos_c."""
+
+    name = "energy"
+
+    def __call__(self, batch: FeatureBatch) -> ScoreOutput:
+        """Score with :func:`oodfilter.scoring.functional.energy`."""
+        return fn.energy(batch.logits_yes)
+
+
+@scorers.register("mcm")
+class MCM(ScoreMethod):
+    """Maximum concept matching: ood = 1 − max_c softmax(cos_c / T), T = 1 (unscaled cosines)."""
+
+    name = "mcm"
+
+    def __call__(self, batch: FeatureBatch) -> ScoreOutput:
+        """Score with :func:`oodfilter.scoring.functional.mcm`."""
+        return fn.mcm(batch.cosines_yes)
