@@ -17,6 +17,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
     Raises:
         InputError: ``cuda`` was asked for on a machine without a usable CUDA device.
+
     """
     if isinstance(device, torch.device):
         return device

@@ -27,6 +27,7 @@ class Registry(Generic[T]):
     Args:
         point: Name of the extension point; plugins register under the entry-point group
             ``oodfilter.<point>``.
+
     """
 
     def __init__(self, point: str) -> None:

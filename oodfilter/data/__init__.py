@@ -2,4 +2,7 @@
 
 from oodfilter.data.decode import ImageDecodeError, load_rgb_image
 
-__all__ = ["ImageDecodeError", "load_rgb_image"]
+__all__ = [
+    "ImageDecodeError",
+    "load_rgb_image",
+]

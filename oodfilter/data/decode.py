@@ -32,6 +32,7 @@ def load_rgb_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     Raises:
         ImageDecodeError: missing file or broken link, no permission, empty, not an image, truncated
             or corrupt, or more than ``max_pixels`` pixels.
+
     """
     file = Path(path)
     try:

@@ -9,9 +9,9 @@ from oodfilter.model.registration import TINY_MODEL_NAME
 
 __all__ = [
     "CLIPN",
-    "TINY_MODEL_NAME",
     "ModelSource",
     "NoTextTower",
+    "TINY_MODEL_NAME",
     "build_from_open_clip",
     "build_tiny_model",
     "convert_reference_checkpoint",

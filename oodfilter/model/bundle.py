@@ -56,6 +56,7 @@ def save_bundle(
 
     Raises:
         InputError: ``out_dir`` exists, is not empty and ``overwrite`` is False.
+
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
@@ -112,6 +113,7 @@ def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> CLIPN:
     Raises:
         CheckpointError: the manifest is missing or malformed, a file is missing or altered, or the
             weights do not match the recorded architecture (the message lists the keys).
+
     """
     folder = Path(bundle_dir)
     manifest = _read_manifest(folder)

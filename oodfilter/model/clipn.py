@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 from oodfilter.model.fingerprint import tensors_fingerprint
@@ -27,6 +27,7 @@ class ModelSource:
         pretrained: Pretrained tag or weights file for ``name``, if any.
         kind: ``open_clip``, ``bundle`` or ``reference-checkpoint``.
         details: Extra provenance (checkpoint hash, epoch, ...).
+
     """
 
     name: str
@@ -47,6 +48,7 @@ class CLIPN(nn.Module):
         num_prompts: Number of learnable no-prompts.
         no_branch_trained: Whether the no-tower holds trained weights (False for a fresh copy, whose
             "no" logits equal the "yes" logits and carry no information).
+
     """
 
     def __init__(
@@ -61,7 +63,7 @@ class CLIPN(nn.Module):
         no_branch_trained: bool = False,
     ) -> None:
         super().__init__()
-        self.clip = clip
+        self.clip: Any = clip  # open_clip CLIP or CustomTextCLIP
         self.no_tower = NoTextTower(text_parts(clip), num_prompts=num_prompts)
         self.clip.requires_grad_(False)
         self.clip.eval()

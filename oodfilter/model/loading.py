@@ -57,6 +57,7 @@ def load_model(
 
     Raises:
         ModelLoadError: the name, tag or file cannot be resolved or loaded; the message says why.
+
     """
     target = resolve_device(device)
     path = Path(model)
@@ -86,6 +87,7 @@ def build_from_open_clip(
 
     Raises:
         ModelLoadError: open_clip cannot build or load the model.
+
     """
     register_model_configs()
     model_config = _model_config(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 from oodfilter.model.text_parts import TextParts, pool_tokens
@@ -59,6 +59,7 @@ class NoTextTower(nn.Module):
             batch_size: Number of texts.
             choice: Optional (B,) indices into :meth:`prompt_options`. Without it the mean prompt is
                 used in eval mode and a uniformly random option per text in training mode.
+
         """
         if choice is None and self.training:
             choice = torch.randint(0, self.num_prompts + 1, (batch_size,), device=self.prompts.device)

@@ -22,6 +22,7 @@ def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, w
 
     Raises:
         CheckpointError: keys are missing or unexpected, or shapes differ; the message lists them.
+
     """
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))

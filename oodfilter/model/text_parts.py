@@ -32,6 +32,7 @@ def text_parts(clip: nn.Module) -> TextParts:
     Raises:
         UnsupportedModelError: the text tower is of another kind (e.g. a Hugging Face encoder), for which
             CLIPN's additive no-prompts are not defined.
+
     """
     if isinstance(clip, open_clip.CLIP):
         return TextParts(
@@ -74,6 +75,7 @@ def pool_tokens(x: torch.Tensor, tokens: torch.Tensor, pool_type: str, eos_id: i
 
     Returns:
         (B, W) pooled features, or ``x`` unchanged for ``none``.
+
     """
     rows = torch.arange(x.shape[0], device=x.device)
     if pool_type == "argmax":

@@ -4,4 +4,12 @@ from oodfilter.scoring import functional
 from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, scorers
 from oodfilter.scoring.scorer import ImageScore, Scorer, ScoreResult
 
-__all__ = ["FeatureBatch", "ImageScore", "ScoreMethod", "ScoreResult", "Scorer", "functional", "scorers"]
+__all__ = [
+    "FeatureBatch",
+    "ImageScore",
+    "ScoreMethod",
+    "ScoreResult",
+    "Scorer",
+    "functional",
+    "scorers",
+]

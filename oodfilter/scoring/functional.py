@@ -19,6 +19,7 @@ class ScoreOutput(NamedTuple):
     Attributes:
         ood_score: (B,) higher = more OOD.
         is_ood: (B,) bool threshold-free decision, or None when the method has no such rule.
+
     """
 
     ood_score: torch.Tensor
@@ -47,6 +48,7 @@ def ctw(logits_yes: torch.Tensor, logits_no: torch.Tensor) -> ScoreOutput:
     Args:
         logits_yes: (B, C) yes logits.
         logits_no: (B, C) no logits.
+
     """
     ly, ln = _wide(logits_yes), _wide(logits_no)
     top = ly.argmax(dim=1, keepdim=True)  # (B, 1)
@@ -63,6 +65,7 @@ def atd(logits_yes: torch.Tensor, logits_no: torch.Tensor) -> ScoreOutput:
     Args:
         logits_yes: (B, C) yes logits.
         logits_no: (B, C) no logits.
+
     """
     ly, ln = _wide(logits_yes), _wide(logits_no)
     p = torch.softmax(ly, dim=1)  # (B, C)

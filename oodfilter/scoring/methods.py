@@ -26,6 +26,7 @@ class FeatureBatch:
         cosines_yes: (B, C) cosines to the yes class vectors.
         cosines_no: (B, C) cosines to the no class vectors, or None without a no-branch.
         logit_scale: The model's fixed logit scale s.
+
     """
 
     features: torch.Tensor

@@ -33,6 +33,7 @@ class ScoreResult:
         top_class: (N,) long index of the most likely ID class.
         top_prob: (N,) its softmax probability under the yes classifier.
         class_names: The C class names ``top_class`` indexes.
+
     """
 
     method: str
@@ -82,6 +83,7 @@ class Scorer:
     Raises:
         ModelMismatchError: the text index was built with a different model.
         InputError: the method needs a trained no-branch that the model lacks.
+
     """
 
     def __init__(

@@ -6,8 +6,8 @@ from oodfilter.text.store import EmbeddingStore
 from oodfilter.text.templates import TEMPLATE_SETS, resolve_templates
 
 __all__ = [
-    "TEMPLATE_SETS",
     "EmbeddingStore",
+    "TEMPLATE_SETS",
     "TextIndex",
     "build_text_index",
     "clean_class_names",

@@ -22,6 +22,7 @@ def clean_class_names(names: Iterable[str], *, source: str = "the class list") -
 
     Raises:
         ClassListError: no class name is left.
+
     """
     if isinstance(names, ClassList):
         return names
@@ -49,6 +50,7 @@ def read_class_names(path: str | Path) -> ClassList:
 
     Raises:
         ClassListError: the file is missing, unreadable, not UTF-8 text, or lists no class.
+
     """
     file = Path(path)
     try:

@@ -12,7 +12,7 @@ import faiss
 import numpy as np
 import platformdirs
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
@@ -41,6 +41,7 @@ class TextIndex:
         yes: (C, D) float32, L2-normalised yes-tower class vectors W_yes.
         no: (C, D) float32, L2-normalised no-tower class vectors W_no, or None without a no-branch.
         fingerprints: Tower fingerprint per tower (``yes``, ``no``), identifying the model.
+
     """
 
     class_names: list[str]
@@ -105,6 +106,7 @@ def build_text_index(
         batch_size: Captions per encoder call.
         include_no: Encode the no tower too; default: when the model's no-branch is trained (an
             untrained copy would only repeat the yes vectors).
+
     """
     names = clean_class_names(class_names)
     chosen = resolve_templates(templates)
@@ -148,10 +150,10 @@ def _cached_or_encoded(
         # Encode each distinct missing caption once (repeated class names share a key).
         unique: dict[int, int] = {}
         for position in missing:
-            unique.setdefault(keys[position], position)
+            unique.setdefault(keys[position], int(position))
         order = list(unique.values())
         encoded = encode_captions(model, tower, [captions[i] for i in order], batch_size)
-        by_key = dict(zip(unique, encoded))
+        by_key = dict(zip(unique, encoded, strict=True))
         vectors[missing] = np.stack([by_key[keys[i]] for i in missing])
         if store is not None:
             store.add(list(unique), encoded)

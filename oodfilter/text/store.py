@@ -43,6 +43,7 @@ class EmbeddingStore:
     Raises:
         ModelMismatchError: the folder holds vectors of another fingerprint or dimension.
         CheckpointError: the folder's files are unreadable.
+
     """
 
     def __init__(self, folder: str | Path, fingerprint: str, dim: int) -> None:
@@ -91,7 +92,7 @@ class EmbeddingStore:
         found = np.array([key in self._rows for key in keys], dtype=bool)
         vectors = np.zeros((len(keys), self.dim), dtype=np.float32)
         if found.any():
-            rows = np.array([self._rows[key] for key, hit in zip(keys, found) if hit], dtype=np.int64)
+            rows = np.array([self._rows[key] for key, hit in zip(keys, found, strict=True) if hit], dtype=np.int64)
             vectors[found] = self.index.index.reconstruct_batch(rows)
         return found, vectors
 

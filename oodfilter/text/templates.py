@@ -29,6 +29,7 @@ def resolve_templates(templates: str | Sequence[str] = DEFAULT_TEMPLATES) -> tup
     Raises:
         UnknownNameError: an unknown set name.
         InputError: an empty list, or a template without exactly one ``{}`` placeholder.
+
     """
     if isinstance(templates, str):
         if templates not in TEMPLATE_SETS:
