@@ -16,6 +16,8 @@ from oodfilter.errors import OODFilterError
 COMMANDS = {
     "convert-clipn": "oodfilter.cli.convert:convert_clipn",
     "plugins": "oodfilter.cli.plugins:plugins",
+    "scan": "oodfilter.cli.scan:scan_command",
+    "undo": "oodfilter.cli.undo:undo_command",
 }
 
 EXIT_USAGE = 2

@@ -1,0 +1,108 @@
+"""``oodfilter scan``: score image files and write a manifest; optionally move, copy or link them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+EXIT_INPUTS_FAILED = 3
+
+
+
+@click.command("scan")
+@click.argument("inputs", nargs=-1)
+@click.option("--classes", "-c", help="Class list file: one in-distribution class name per line.")
+@click.option("--out", "-o", help="Manifest file; format from the suffix: .jsonl (default), .csv, .parquet.")
+@click.option("--model", "-m", help="Bundle folder, reference .pt, open_clip name (ViT-B-16), or test-tiny.")
+@click.option("--pretrained", help="Pretrained tag or weights file for an open_clip name.")
+@click.option("--method", help="Score: atd (default with a trained no-branch), ctw, mcm, msp, energy, maxlogit.")
+@click.option("--threshold", type=float, help="Decide OOD as ood_score > X instead of the threshold-free rule.")
+@click.option("--templates", help="Prompt template set: photo (default) or ensemble.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (auto).")
+@click.option("--batch-size", type=int, help="Images per forward pass (64).")
+@click.option("--workers", type=int, help="Decoding worker processes (cores - 1).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), help="Autocast on CUDA (auto).")
+@click.option("--include", multiple=True, help="Only paths matching this pattern (repeatable).")
+@click.option("--exclude", multiple=True, help="Skip paths matching this pattern (repeatable).")
+@click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted scan: score only inputs missing from --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing manifest.")
+@click.option("--action", type=click.Choice(["tag", "move", "copy", "link"]), help="What to do with selected files.")
+@click.option("--select", type=click.Choice(["ood", "id"]), help="Which files the action takes (ood).")
+@click.option("--dest", type=click.Path(file_okay=False), help="Folder for move/copy/link (relative paths kept).")
+@click.option("--dry-run", is_flag=True, help="Print the file actions instead of doing them.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Text-vector cache folder.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of option defaults.")
+@click.option("--strict", is_flag=True, help="Exit with code 3 if any input could not be read.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
+@click.pass_context
+def scan_command(ctx: click.Context, **options: Any) -> None:
+    """Score the images in INPUTS (files, folders, quoted globs) against a class list.
+
+    Writes one manifest row per input (path, status, error, ood_score, is_ood, top_class, top_prob);
+    higher scores are more OOD. Unreadable files become error rows and the scan goes on. Nothing is
+    deleted or overwritten: --action move|copy|link puts files under --dest and records a journal that
+    'oodfilter undo' reverses.
+    """
+    from oodfilter.scan import load_scan_config, scan
+
+    overrides = _explicit_options(ctx, options)
+    config = load_scan_config(options["config_file"], overrides)
+    from oodfilter.cli.progress import ScanProgress
+
+    with ScanProgress(quiet=options["quiet"]) as progress:
+        summary = scan(config, progress=progress)
+    if not options["quiet"]:
+        _print_summary(summary)
+    if summary.planned:
+        for action in summary.planned:
+            click.echo(f"would {action.op} {action.source} -> {action.destination}")
+    if options["strict"] and summary.errors:
+        sys.exit(EXIT_INPUTS_FAILED)
+
+
+def _explicit_options(ctx: click.Context, options: dict[str, Any]) -> dict[str, Any]:
+    """Options the user typed, so that they override the YAML file while defaults do not."""
+    overrides: dict[str, Any] = {}
+    for name, value in options.items():
+        if name in ("config_file", "strict", "quiet"):
+            continue
+        if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            continue
+        if name == "no_recursive":
+            overrides["recursive"] = not value
+        elif name in ("inputs", "include", "exclude"):
+            if value:
+                overrides[name] = list(value)
+        else:
+            overrides[name] = value
+    return overrides
+
+
+def _print_summary(summary: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"oodfilter scan ({summary.method})", show_header=False)
+    table.add_row("inputs", str(summary.total))
+    table.add_row("scored this run", str(summary.scanned))
+    table.add_row("in-distribution", str(summary.in_distribution))
+    table.add_row("OOD", str(summary.ood))
+    undecided = summary.ok - summary.ood - summary.in_distribution
+    if undecided:
+        table.add_row("no decision (pass --threshold)", str(undecided))
+    table.add_row("errors", str(summary.errors))
+    table.add_row("throughput", f"{summary.images_per_second:.1f} files/s")
+    table.add_row("manifest", str(Path(summary.manifest)))
+    if summary.actions is not None:
+        table.add_row("files acted on", str(summary.actions.done + summary.actions.already_done))
+        table.add_row("skipped actions", str(len(summary.actions.skipped)))
+    console = Console(stderr=True)
+    console.print(table)
+    if summary.actions is not None:
+        for problem in summary.actions.skipped:
+            console.print(f"skipped: {problem}")

@@ -1,0 +1,110 @@
+"""Scan configuration: defaults < YAML file < explicit arguments (the CLI's flags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from oodfilter.errors import InputError
+from oodfilter.sinks.actions import ACTIONS
+from oodfilter.text.templates import DEFAULT_TEMPLATES
+
+
+def _default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+@dataclass
+class ScanConfig:
+    """Everything a scan needs. Paths are kept as given; see ``oodfilter scan --help`` for each field."""
+
+    inputs: list[str] = field(default_factory=list)
+    classes: str | list[str] = ""
+    out: str = "oodfilter-scan.jsonl"
+    model: str = "ViT-B-16"
+    pretrained: str | None = None
+    method: str | None = None
+    threshold: float | None = None
+    templates: str | list[str] = DEFAULT_TEMPLATES
+    device: str = "auto"
+    batch_size: int = 64
+    workers: int = field(default_factory=_default_workers)
+    precision: str = "auto"
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    recursive: bool = True
+    resume: bool = False
+    overwrite: bool = False
+    action: str = "tag"
+    select: str = "ood"
+    dest: str | None = None
+    dry_run: bool = False
+    cache_dir: str | None = None
+    max_pixels: int = 89_478_485
+
+    def validate(self) -> None:
+        """Check values that do not depend on files or the model.
+
+        Raises:
+            InputError: a value is out of range or options contradict each other.
+
+        """
+        if not self.inputs:
+            raise InputError("no inputs: pass image files, folders or glob patterns to scan")
+        if not self.classes:
+            raise InputError("no class list: pass --classes FILE (one in-distribution class per line)")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.workers < 0:
+            raise InputError(f"--workers must be 0 or more, got {self.workers}")
+        if self.action not in ACTIONS:
+            raise InputError(f"--action must be one of {', '.join(ACTIONS)}, got '{self.action}'")
+        if self.select not in ("ood", "id"):
+            raise InputError(f"--select must be 'ood' or 'id', got '{self.select}'")
+        if self.action != "tag" and not self.dest:
+            raise InputError(f"--action {self.action} needs --dest DIR, the folder the files go to")
+        if self.resume and self.overwrite:
+            raise InputError("--resume and --overwrite contradict each other; pick one")
+        if self.threshold is not None and not (self.threshold == self.threshold):  # NaN
+            raise InputError("--threshold must be a number")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as plain data (for the resolved-config file)."""
+        return dataclasses.asdict(self)
+
+
+def load_scan_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ScanConfig:
+    """Build a :class:`ScanConfig` from defaults, then a YAML file, then ``overrides``.
+
+    Raises:
+        InputError: the YAML file is unreadable, not a mapping, or names unknown keys.
+
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except FileNotFoundError as error:
+            raise InputError(f"config file {file} does not exist") from error
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
+            raise InputError(f"config file {file} is not readable YAML: {error}") from error
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise InputError(f"config file {file} must hold a mapping of option: value")
+        values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
+    values.update(overrides or {})
+    known = {f.name for f in dataclasses.fields(ScanConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"unknown scan option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    for key in ("inputs", "include", "exclude"):
+        if isinstance(values.get(key), str):
+            values[key] = [values[key]]
+    return ScanConfig(**values)

@@ -1,0 +1,1 @@
+"""Where scan results go: manifests (JSONL, CSV, Parquet) and journaled file actions."""

@@ -1,0 +1,195 @@
+"""Scan manifests: one row per input, written incrementally, readable after a crash.
+
+Formats by suffix: ``.jsonl`` (default), ``.csv``, ``.parquet`` (needs the ``parquet`` extra). JSONL and
+CSV are appended and flushed batch by batch; a line cut short by a crash is dropped when the manifest is
+reopened. Parquet cannot be appended safely, so its rows go to ``<out>.partial.jsonl`` while the scan runs
+and are written to the Parquet file (atomically) when it finishes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+from oodfilter.errors import InputError, MissingDependencyError
+
+COLUMNS = ("path", "status", "error", "ood_score", "is_ood", "top_class", "top_prob")
+FORMATS = (".jsonl", ".csv", ".parquet")
+
+Row = dict[str, Any]
+
+
+def manifest_format(path: str | Path) -> str:
+    """Return the manifest format of ``path`` from its suffix.
+
+    Raises:
+        InputError: an unknown suffix.
+
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"manifest {path}: unknown format '{suffix}'; use .jsonl, .csv or .parquet")
+    return suffix
+
+
+def sidecar(path: str | Path, name: str) -> Path:
+    """Return the path of a file kept beside the manifest (``<out>.<name>``)."""
+    out = Path(path)
+    return out.with_name(f"{out.name}.{name}")
+
+
+def read_manifest(path: str | Path) -> list[Row]:
+    """Read every complete row of a manifest (and, for Parquet, of its partial journal)."""
+    out = Path(path)
+    fmt = manifest_format(out)
+    if fmt == ".parquet":
+        rows = _read_parquet(out) if out.is_file() else []
+        return rows + _read_jsonl(sidecar(out, "partial.jsonl"))
+    if not out.is_file():
+        return []
+    return _read_jsonl(out) if fmt == ".jsonl" else _read_csv(out)
+
+
+class ManifestWriter:
+    """Appends rows to a manifest, flushing after every batch.
+
+    Args:
+        path: The manifest file; its suffix picks the format.
+        append: Keep the rows already there (resume); a torn last line is cut off first.
+
+    """
+
+    def __init__(self, path: str | Path, *, append: bool) -> None:
+        self.path = Path(path)
+        self.format = manifest_format(self.path)
+        if self.format == ".parquet":
+            _require_pyarrow()
+        self._journal = sidecar(self.path, "partial.jsonl") if self.format == ".parquet" else self.path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._append = append
+        if append and self._journal.is_file():
+            _truncate_torn_tail(self._journal)
+        mode = "a" if append else "w"
+        self._handle: IO[str] = open(self._journal, mode, encoding="utf-8", newline="")  # noqa: SIM115
+        self._csv: Any = None
+        if self.format == ".csv":
+            self._csv = csv.DictWriter(self._handle, fieldnames=COLUMNS, extrasaction="ignore")
+            if self._handle.tell() == 0:
+                self._csv.writeheader()
+
+    def write(self, rows: list[Row]) -> None:
+        """Append ``rows`` and flush them to the operating system."""
+        if self._csv is not None:
+            self._csv.writerows([_csv_row(row) for row in rows])
+        else:
+            self._handle.write("".join(json.dumps(_json_row(row)) + "\n" for row in rows))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        """Close the file; for Parquet, write all rows to the Parquet file and drop the journal."""
+        self._handle.close()
+        if self.format == ".parquet":
+            kept = _read_parquet(self.path) if self._append and self.path.is_file() else []
+            rows = kept + _read_jsonl(self._journal)
+            _write_parquet_atomically(self.path, rows)
+            self._journal.unlink(missing_ok=True)
+
+
+def _json_row(row: Row) -> Row:
+    return {column: row.get(column) for column in COLUMNS}
+
+
+def _csv_row(row: Row) -> Row:
+    return {column: "" if row.get(column) is None else row.get(column) for column in COLUMNS}
+
+
+def _truncate_torn_tail(path: Path) -> None:
+    """Cut a final line that a crash left without its newline."""
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+def _read_jsonl(path: Path) -> list[Row]:
+    if not path.is_file():
+        return []
+    rows = []
+    lines = path.read_bytes().split(b"\n")
+    for number, line in enumerate(lines[:-1], start=1):  # the part after the last newline is torn
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise InputError(f"manifest {path} line {number} is not valid JSON ({error}); fix or remove it") from error
+    return rows
+
+
+def _read_csv(path: Path) -> list[Row]:
+    text = path.read_bytes()
+    complete = text[: text.rfind(b"\n") + 1].decode("utf-8")
+    rows = []
+    for raw in csv.DictReader(io.StringIO(complete, newline="")):
+        rows.append(
+            {
+                "path": raw["path"],
+                "status": raw["status"],
+                "error": raw["error"] or None,
+                "ood_score": float(raw["ood_score"]) if raw["ood_score"] else None,
+                "is_ood": {"True": True, "False": False}.get(raw["is_ood"]),
+                "top_class": raw["top_class"] or None,
+                "top_prob": float(raw["top_prob"]) if raw["top_prob"] else None,
+            }
+        )
+    return rows
+
+
+def _require_pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as error:
+        raise MissingDependencyError(
+            "Parquet manifests need pyarrow: pip install 'oodfilter[parquet]', or use a .jsonl or .csv output"
+        ) from error
+    return pyarrow
+
+
+def _read_parquet(path: Path) -> list[Row]:
+    _require_pyarrow()
+    import pyarrow.parquet as pq
+
+    return list(pq.read_table(path).to_pylist())
+
+
+def _write_parquet_atomically(path: Path, rows: list[Row]) -> None:
+    pa = _require_pyarrow()
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("path", pa.string()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("ood_score", pa.float64()),
+            ("is_ood", pa.bool_()),
+            ("top_class", pa.string()),
+            ("top_prob", pa.float64()),
+        ]
+    )
+    table = pa.Table.from_pylist([_json_row(row) for row in rows], schema=schema)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
