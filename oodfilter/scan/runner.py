@@ -29,7 +29,7 @@ from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.loading import load_model
 from oodfilter.scan.config import ScanConfig
-from oodfilter.scoring.methods import scorers
+from oodfilter.scoring.methods import choose_method, scorers
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
 from oodfilter.sinks.manifest import ManifestWriter, Row, read_manifest, sidecar
@@ -98,7 +98,7 @@ def scan(config: ScanConfig, *, progress: Progress | None = None, model: CLIPN |
     _check_output_is_free(config, out)
     names = clean_class_names(config.classes) if isinstance(config.classes, list) else read_class_names(config.classes)
     clipn = model if model is not None else load_model(config.model, config.pretrained, device=config.device)
-    method = _choose_method(config, clipn)
+    method = choose_method(config.method, no_branch_trained=clipn.no_branch_trained, model_name=clipn.source.name)
     if config.action != "tag" and config.threshold is None and not scorers.get(method).threshold_free:
         raise InputError(f"--action {config.action} needs decisions, and '{method}' has no threshold-free rule: "
                          "pass --threshold X")
@@ -131,18 +131,6 @@ def scan(config: ScanConfig, *, progress: Progress | None = None, model: CLIPN |
     return summary
 
 
-def _choose_method(config: ScanConfig, model: CLIPN) -> str:
-    if config.method:
-        return config.method.lower()
-    if model.no_branch_trained:
-        return "atd"
-    plain = ", ".join(n for n in scorers.list() if not scorers.get(n).needs_no_branch)
-    raise InputError(
-        f"model '{model.source.name}' has no trained CLIPN no-branch, so the default method (atd) cannot run: "
-        f"pass --method with one of {plain}, or --model a CLIPN bundle (see 'oodfilter convert-clipn')"
-    )
-
-
 def _check_output_is_free(config: ScanConfig, out: Path) -> None:
     exists = out.exists() or sidecar(out, "partial.jsonl").exists()
     if exists and not (config.resume or config.overwrite):
@@ -165,6 +153,7 @@ def _run_identity(
 ) -> dict[str, Any]:
     return {
         "oodfilter_version": __version__,
+        "cwd": os.getcwd(),
         "model": model.source.name,
         "fingerprints": fingerprints,
         "method": method,

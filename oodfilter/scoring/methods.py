@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import torch
 
+from oodfilter.errors import InputError
 from oodfilter.registry import Registry
 from oodfilter.scoring import functional as fn
 from oodfilter.scoring.functional import ScoreOutput
@@ -130,3 +131,22 @@ class MCM(ScoreMethod):
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.mcm`."""
         return fn.mcm(batch.cosines_yes)
+
+
+def choose_method(method: str | None, *, no_branch_trained: bool, model_name: str) -> str:
+    """Return ``method`` (lower-cased), or the default: ``atd`` when the model has a trained no-branch.
+
+    Raises:
+        InputError: no method was given and the model has no trained no-branch; the message lists the
+            methods that need none.
+
+    """
+    if method:
+        return method.lower()
+    if no_branch_trained:
+        return "atd"
+    plain = ", ".join(name for name in scorers.list() if not scorers.get(name).needs_no_branch)
+    raise InputError(
+        f"model '{model_name}' has no trained CLIPN no-branch, so the default method (atd) cannot run: "
+        f"pass --method with one of {plain}, or --model a CLIPN bundle (see 'oodfilter convert-clipn')"
+    )
