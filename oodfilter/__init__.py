@@ -75,7 +75,12 @@ if TYPE_CHECKING:
     from oodfilter.text import TextIndex, build_text_index, clean_class_names, read_class_names
 
 
+_SUBPACKAGES = ("data", "evaluate", "model", "pipeline", "scan", "scoring", "sinks", "text", "train")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:  # `oodfilter.scan.scan(...)` works without importing the subpackage first
+        return importlib.import_module(f"oodfilter.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'oodfilter' has no attribute '{name}'")

@@ -11,10 +11,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 
-class ScanProgress:
-    """A ``progress(done, total)`` callback that draws a bar on a terminal or logs every few seconds."""
+class TaskProgress:
+    """A ``progress(done, total, text="")`` callback: a bar on a terminal, a line every few seconds otherwise.
 
-    def __init__(self, *, quiet: bool, interval: float = 5.0) -> None:
+    Args:
+        label: What is being counted (``scanning``, ``training``).
+        quiet: Show nothing.
+        interval: Seconds between plain log lines.
+    """
+
+    def __init__(self, label: str, *, quiet: bool, interval: float = 5.0) -> None:
+        self.label = label
         self.quiet = quiet
         self.interval = interval
         self._bar: Progress | None = None
@@ -23,10 +30,10 @@ class ScanProgress:
         self._start = time.perf_counter()
         self._first_done: int | None = None
 
-    def __enter__(self) -> ScanProgress:
+    def __enter__(self) -> TaskProgress:
         if not self.quiet and sys.stderr.isatty():
             self._bar = Progress(
-                TextColumn("scanning"),
+                TextColumn(self.label),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"),
@@ -42,18 +49,19 @@ class ScanProgress:
         if self._bar is not None:
             self._bar.stop()
 
-    def __call__(self, done: int, total: int) -> None:
-        """Report that ``done`` of ``total`` inputs are in the manifest."""
+    def __call__(self, done: int, total: int, text: str = "") -> None:
+        """Report that ``done`` of ``total`` units are finished; ``text`` replaces the rate if given."""
         if self.quiet:
             return
         now = time.perf_counter()
         if self._first_done is None:
             self._first_done, self._start = done, now
         rate = (done - self._first_done) / (now - self._start) if now > self._start else 0.0
+        detail = text or f"{rate:.1f}/s"
         if self._bar is not None:
             if self._task is None:
-                self._task = self._bar.add_task("scan", total=total, rate="")
-            self._bar.update(self._task, completed=done, rate=f"{rate:.1f} files/s")
+                self._task = self._bar.add_task(self.label, total=total, rate="")
+            self._bar.update(self._task, completed=done, rate=detail)
         elif now - self._last >= self.interval or done == total:
             self._last = now
-            click.echo(f"scanned {done}/{total} files ({rate:.1f} files/s)", err=True)
+            click.echo(f"{self.label} {done}/{total} ({detail})", err=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
+
+from oodfilter.cli.options import explicit_options
 
 EXIT_INPUTS_FAILED = 3
 
@@ -52,9 +53,9 @@ def scan_command(ctx: click.Context, **options: Any) -> None:
 
     overrides = _explicit_options(ctx, options)
     config = load_scan_config(options["config_file"], overrides)
-    from oodfilter.cli.progress import ScanProgress
+    from oodfilter.cli.progress import TaskProgress
 
-    with ScanProgress(quiet=options["quiet"]) as progress:
+    with TaskProgress("scanning", quiet=options["quiet"]) as progress:
         summary = scan(config, progress=progress)
     if not options["quiet"]:
         _print_summary(summary)
@@ -66,20 +67,15 @@ def scan_command(ctx: click.Context, **options: Any) -> None:
 
 
 def _explicit_options(ctx: click.Context, options: dict[str, Any]) -> dict[str, Any]:
-    """Options the user typed, so that they override the YAML file while defaults do not."""
-    overrides: dict[str, Any] = {}
-    for name, value in options.items():
-        if name in ("config_file", "strict", "quiet"):
-            continue
-        if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
-            continue
-        if name == "no_recursive":
-            overrides["recursive"] = not value
-        elif name in ("inputs", "include", "exclude"):
-            if value:
-                overrides[name] = list(value)
-        else:
-            overrides[name] = value
+    """Options the user typed, mapped onto ScanConfig fields."""
+    overrides = explicit_options(ctx, options, skip=("config_file", "strict", "quiet"))
+    if "no_recursive" in overrides:
+        overrides["recursive"] = not overrides.pop("no_recursive")
+    for name in ("inputs", "include", "exclude"):
+        if name in overrides:
+            overrides[name] = list(overrides[name])
+            if not overrides[name]:
+                del overrides[name]
     return overrides
 
 

@@ -72,6 +72,26 @@ def save_bundle(
     return out
 
 
+def write_bundle_into(model: CLIPN, folder: str | Path, *, training_config: dict[str, Any] | None = None) -> Path:
+    """Write the bundle files into an existing folder that holds other things too (a training run).
+
+    Files are staged in a hidden sub-folder and moved into place one by one, the manifest
+    (``oodfilter.json``) last, so the folder only reads as a bundle once every file is complete.
+    Existing bundle files there are replaced; nothing else in the folder is touched.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".bundle-staging.", dir=out))
+    try:
+        _write_bundle_files(model, staging, training_config)
+        (out / YES_DIR).mkdir(exist_ok=True)
+        for name in (YES_CONFIG_FILE, YES_WEIGHTS_FILE, NO_TOWER_FILE, BUNDLE_MANIFEST):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
 def _write_bundle_files(model: CLIPN, folder: Path, training_config: dict[str, Any] | None) -> None:
     (folder / YES_DIR).mkdir()
     yes_config = {

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from oodfilter.config import build_config
 from oodfilter.errors import InputError
 from oodfilter.sinks.actions import ACTIONS
 from oodfilter.text.templates import DEFAULT_TEMPLATES
@@ -83,28 +82,5 @@ def load_scan_config(path: str | Path | None = None, overrides: dict[str, Any] |
 
     Raises:
         InputError: the YAML file is unreadable, not a mapping, or names unknown keys.
-
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except FileNotFoundError as error:
-            raise InputError(f"config file {file} does not exist") from error
-        except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
-            raise InputError(f"config file {file} is not readable YAML: {error}") from error
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise InputError(f"config file {file} must hold a mapping of option: value")
-        values.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
-    values.update(overrides or {})
-    known = {f.name for f in dataclasses.fields(ScanConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise InputError(f"unknown scan option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    for key in ("inputs", "include", "exclude"):
-        if isinstance(values.get(key), str):
-            values[key] = [values[key]]
-    return ScanConfig(**values)
+    return build_config(ScanConfig, path, overrides)

@@ -1,0 +1,1 @@
+"""Evaluation: detection metrics (and, later, the eval runner)."""

@@ -1,0 +1,78 @@
+"""Fine-tuning configuration (defaults are the reference recipe of METHOD.md §2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from oodfilter.config import build_config
+from oodfilter.errors import InputError
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run needs; see ``oodfilter finetune --help`` for each field.
+
+    ``batch_size`` is the global batch (split across processes under torchrun); the N×N loss of
+    METHOD.md §2 covers the whole global batch, as in the reference.
+    """
+
+    model: str = "ViT-B-16"
+    pretrained: str | None = None
+    data: str = ""
+    out: str = ""
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 256
+    lr: float = 3e-4
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    weight_decay: float = 0.2
+    warmup_steps: int = 0
+    grad_accum: int = 1
+    grad_clip: float | None = None
+    precision: str = "auto"
+    seed: int = 0
+    val_fraction: float = 0.05
+    val_every: int = 0
+    val_max: int = 512
+    checkpoint_every: int = 0
+    log_every: int = 10
+    workers: int = dataclasses.field(default_factory=lambda: max(0, min(8, (os.cpu_count() or 2) - 1)))
+    device: str = "auto"
+    templates: str | list[str] = "ensemble"
+    resume: bool = False
+
+    def validate(self) -> None:
+        """Check values that do not depend on files or the model.
+
+        Raises:
+            InputError: a missing or out-of-range value.
+        """
+        if not self.data:
+            raise InputError("no training data: pass --data (a caption table or an image-folder tree)")
+        if not self.out:
+            raise InputError("no output folder: pass --out DIR (the bundle is written there)")
+        if (self.steps is None) == (self.epochs is None):
+            raise InputError("pass exactly one of --steps N or --epochs N")
+        if (self.steps is not None and self.steps < 1) or (self.epochs is not None and self.epochs < 1):
+            raise InputError("--steps and --epochs must be at least 1")
+        if self.batch_size < 2:
+            raise InputError("--batch-size must be at least 2 (the loss contrasts pairs within a batch)")
+        if self.grad_accum < 1 or self.batch_size % self.grad_accum:
+            raise InputError(f"--grad-accum must divide the batch size ({self.batch_size})")
+        if self.lr <= 0:
+            raise InputError("--lr must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as plain data (stored in the bundle)."""
+        return dataclasses.asdict(self)
+
+
+def load_finetune_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FinetuneConfig:
+    """Build a :class:`FinetuneConfig` from defaults, a YAML file, then ``overrides``."""
+    return build_config(FinetuneConfig, path, overrides)
