@@ -15,6 +15,7 @@ from oodfilter.errors import OODFilterError
 # `oodfilter --help` does not pay for importing torch and open_clip.
 COMMANDS = {
     "convert-clipn": "oodfilter.cli.convert:convert_clipn",
+    "eval": "oodfilter.cli.evaluate:eval_command",
     "finetune": "oodfilter.cli.finetune:finetune_command",
     "plugins": "oodfilter.cli.plugins:plugins",
     "scan": "oodfilter.cli.scan:scan_command",

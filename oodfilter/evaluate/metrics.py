@@ -6,6 +6,7 @@ in-distribution samples, ``ood_scores`` those of OOD samples.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,10 +47,12 @@ def fpr_at_95_tpr(id_scores: ArrayLike, ood_scores: ArrayLike, *, convention: st
     """
     id_arr, ood_arr = _check(id_scores, ood_scores)
     if convention == "clipn":
-        threshold = np.quantile(id_arr, 0.95, method="higher")  # ≥ 95% of ID scores are ≤ threshold
+        # The lowest threshold that accepts (score ≤ t) at least 95% of the ID samples.
+        threshold = np.sort(id_arr)[math.ceil(0.95 * id_arr.size) - 1]
         return float((ood_arr <= threshold).mean())
     if convention == "openood":
-        threshold = np.quantile(ood_arr, 0.05, method="lower")  # ≥ 95% of OOD scores are ≥ threshold
+        # The highest threshold that flags (score ≥ t) at least 95% of the OOD samples.
+        threshold = np.sort(ood_arr)[ood_arr.size - math.ceil(0.95 * ood_arr.size)]
         return float((id_arr >= threshold).mean())
     raise InputError(f"unknown FPR95 convention '{convention}'; use 'clipn' or 'openood'")
 

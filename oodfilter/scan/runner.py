@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from torch.utils.data import DataLoader
 
 from oodfilter import __version__
 from oodfilter.data.discovery import DiscoveredFile, discover_images
-from oodfilter.data.files import ImageFileDataset, collate_decoded
+from oodfilter.data.encode import image_batches
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.loading import load_model
@@ -211,15 +210,8 @@ def _score_files(
 ) -> None:
     if scorer.model.preprocess is None:
         raise InputError("the model has no image transform; it cannot scan files")
-    dataset = ImageFileDataset(paths, scorer.model.preprocess, max_pixels=config.max_pixels)
-    loader = DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        num_workers=config.workers,
-        collate_fn=collate_decoded,
-        pin_memory=scorer.device.type == "cuda",
-        prefetch_factor=4 if config.workers > 0 else None,
-    )
+    loader = image_batches(paths, scorer.model.preprocess, batch_size=config.batch_size, workers=config.workers,
+                           pin_memory=scorer.device.type == "cuda", max_pixels=config.max_pixels)
     writer = ManifestWriter(out, append=config.resume)
     done = already
     if progress is not None:

@@ -1,7 +1,7 @@
 """OOD scores: pure functions, built-in methods (a registry) and the batched Scorer."""
 
 from oodfilter.scoring import functional
-from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, scorers
+from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext, choose_method, scorers
 from oodfilter.scoring.scorer import ImageScore, Scorer, ScoreResult
 
 __all__ = [
@@ -10,6 +10,8 @@ __all__ = [
     "ScoreMethod",
     "ScoreResult",
     "Scorer",
+    "ScoringContext",
+    "choose_method",
     "functional",
     "scorers",
 ]

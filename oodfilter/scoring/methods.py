@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
@@ -48,12 +49,40 @@ class FeatureBatch:
         return self.logit_scale * self.cosines_no
 
 
+@dataclass
+class ScoringContext:
+    """What a score method may use to prepare itself (mine negatives, load or fit a probe).
+
+    Attributes:
+        model: The CLIPN model.
+        text_index: The class vectors of the ID class list.
+        device: Where scoring runs.
+        cache_dir: Cache root for prepared state (None: the default cache folder).
+        reference_features: Optional (N, D) features of unlabelled ID images, for methods that fit on
+            them (PLP) when nothing fitted is saved.
+    """
+
+    model: Any
+    text_index: Any
+    device: torch.device
+    cache_dir: Path | None = None
+    reference_features: torch.Tensor | None = None
+
+
 class ScoreMethod(ABC):
-    """A zero-shot OOD score over shared image features (higher = more OOD)."""
+    """A zero-shot OOD score over shared image features (higher = more OOD).
+
+    Subclasses set ``name``, may override :meth:`prepare` to build state from the model and class list,
+    and implement ``__call__``. Plugins register subclasses under the entry-point group
+    ``oodfilter.scorers``.
+    """
 
     name: ClassVar[str]
     needs_no_branch: ClassVar[bool] = False
     threshold_free: ClassVar[bool] = False
+
+    def prepare(self, context: ScoringContext) -> None:  # noqa: B027 - optional hook, empty by default
+        """Build any state the method needs before scoring (default: nothing)."""
 
     @abstractmethod
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:

@@ -15,7 +15,7 @@ from oodfilter.device import autocast_dtype, maybe_autocast, resolve_device
 from oodfilter.errors import InputError, ModelMismatchError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.scoring import functional as fn
-from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, scorers
+from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext, scorers
 from oodfilter.text.index import TextIndex
 
 # Features scored per step: bounds the (B, C) cosine matrices for large vocabularies.
@@ -79,6 +79,9 @@ class Scorer:
         batch_size: Images per forward pass.
         precision: ``auto`` (bf16/fp16 autocast on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``.
         allow_untrained_no_branch: Permit CLIPN methods with a no-branch that was never trained.
+        cache_dir: Cache root for methods that prepare state (mined negatives, probes).
+        reference_features: Unlabelled ID image features for methods that fit on them (see
+            :class:`~oodfilter.scoring.methods.ScoringContext`).
 
     Raises:
         ModelMismatchError: the text index was built with a different model.
@@ -97,6 +100,8 @@ class Scorer:
         batch_size: int = 64,
         precision: str = "auto",
         allow_untrained_no_branch: bool = False,
+        cache_dir: str | Path | None = None,
+        reference_features: torch.Tensor | None = None,
     ) -> None:
         self.method = scorers.create(method) if isinstance(method, str) else method
         if batch_size < 1:
@@ -110,6 +115,9 @@ class Scorer:
         self.amp_dtype = autocast_dtype(self.device, precision)
         self._yes = text_index.yes.to(self.device)  # (C, D)
         self._no = text_index.no.to(self.device) if text_index.no is not None else None  # (C, D)
+        self.method.prepare(ScoringContext(model=self.model, text_index=text_index, device=self.device,
+                                           cache_dir=Path(cache_dir) if cache_dir is not None else None,
+                                           reference_features=reference_features))
         if self.method.name == "atd" and len(text_index) == 1:
             warnings.warn(
                 "ATD with a single class reduces to that class's yes-probability; list more ID classes "

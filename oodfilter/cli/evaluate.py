@@ -1,0 +1,67 @@
+"""``oodfilter eval``: compare score methods on your ID and OOD images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from oodfilter.cli.options import explicit_options
+
+
+@click.command("eval")
+@click.option("--classes", "-c", help="Class list file (one in-distribution class per line).")
+@click.option("--id", "id_", help="In-distribution images: folder, glob, or scan manifest.")
+@click.option("--ood", multiple=True, help="An OOD image set (folder, glob or manifest); repeat for several.")
+@click.option("--id-labels", help="TSV/CSV of file and class_index or class_name, for ID top-1 accuracy.")
+@click.option("--methods", help="Comma-separated score methods (default: all that can run).")
+@click.option("--model", "-m", help="Bundle folder, reference .pt, open_clip name, or test-tiny.")
+@click.option("--pretrained", help="Pretrained tag or weights file for an open_clip name.")
+@click.option("--out", "-o", help="results.json to write (histogram PNGs go beside it).")
+@click.option("--templates", help="Prompt template set (photo).")
+@click.option("--batch-size", type=int, help="Images per forward pass (64).")
+@click.option("--workers", type=int, help="Decoding worker processes (0).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (auto).")
+@click.option("--cache-dir", help="Cache folder for text vectors and prepared scorers.")
+@click.option("--fpr-convention", type=click.Choice(["clipn", "openood"]), help="FPR95 definition (clipn).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of option defaults.")
+@click.pass_context
+def eval_command(ctx: click.Context, **options: Any) -> None:
+    """Measure AUROC, FPR95, AUPR-In and AUPR-Out of score methods, ID vs each OOD set.
+
+    All methods share one pass of image features. FPR95 (clipn convention): the share of OOD images
+    accepted at the threshold that keeps 95% of the ID images; openood: the share of ID images rejected
+    at the threshold that catches 95% of the OOD images.
+    """
+    from oodfilter.evaluate.runner import evaluate, load_eval_config
+
+    overrides = explicit_options(ctx, options, skip=("config_file",))
+    if "id_" in overrides:
+        overrides["id"] = overrides.pop("id_")
+    if "ood" in overrides:
+        overrides["ood"] = list(overrides["ood"])
+    if "methods" in overrides:
+        overrides["methods"] = [m.strip() for m in overrides["methods"].split(",") if m.strip()]
+    report = evaluate(load_eval_config(options["config_file"], overrides))
+    _print(report)
+
+
+def _print(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for set_name in [*report.sets, "average"]:
+        table = Table(title=f"ID vs {set_name}" if set_name != "average" else "average over OOD sets")
+        for column in ("method", "AUROC", f"FPR95 ({report.fpr_convention})", "AUPR-In", "AUPR-Out"):
+            table.add_column(column, justify="left" if column == "method" else "right")
+        for method in report.methods:
+            row = report.results[method][set_name]
+            table.add_row(method, *(f"{100 * row[k]:.2f}" for k in ("auroc", "fpr95", "aupr_in", "aupr_out")))
+        console.print(table)
+    if report.id_accuracy is not None:
+        console.print(f"ID top-1 accuracy of the yes-branch classifier: {100 * report.id_accuracy:.2f}%")
+    for method, reason in report.skipped.items():
+        console.print(f"skipped {method}: {reason}")
+    if report.errors:
+        console.print(f"{len(report.errors)} images could not be decoded and were left out")

@@ -1,0 +1,209 @@
+"""``oodfilter eval``: several score methods on one pass of image features, ID vs OOD sets."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from oodfilter.config import build_config
+from oodfilter.data.discovery import discover_images
+from oodfilter.data.encode import encode_image_files
+from oodfilter.errors import InputError, OODFilterError
+from oodfilter.evaluate import metrics
+from oodfilter.evaluate.histogram import save_histogram_png
+from oodfilter.model.clipn import CLIPN
+from oodfilter.model.loading import load_model
+from oodfilter.scoring.methods import scorers
+from oodfilter.scoring.scorer import Scorer
+from oodfilter.sinks.manifest import FORMATS, read_manifest
+from oodfilter.text.classes import clean_class_names, read_class_names
+from oodfilter.text.index import build_text_index
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
+# Folder names that say nothing about a set; the parent folder names it instead.
+_GENERIC_FOLDERS = {"images", "imgs", "img", "data", "val", "test", "train"}
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate; see ``oodfilter eval --help``."""
+
+    classes: str | list[str] = ""
+    id: str = ""
+    ood: list[str] = field(default_factory=list)
+    id_labels: str | None = None
+    methods: list[str] = field(default_factory=list)
+    model: str = "ViT-B-16"
+    pretrained: str | None = None
+    out: str | None = None
+    templates: str | list[str] = "photo"
+    batch_size: int = 64
+    workers: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    cache_dir: str | None = None
+    fpr_convention: str = "clipn"
+    plots: bool = True
+
+
+@dataclass
+class EvalReport:
+    """Results: ``results[method][set]`` = metric → value (set ``average`` included)."""
+
+    methods: list[str]
+    sets: list[str]
+    results: dict[str, dict[str, dict[str, float]]]
+    scores: dict[str, dict[str, list[float]]]
+    id_accuracy: float | None
+    skipped: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    fpr_convention: str = "clipn"
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for ``results.json``."""
+        return dataclasses.asdict(self)
+
+
+def load_eval_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> EvalConfig:
+    """Build an :class:`EvalConfig` from defaults, a YAML file, then ``overrides``."""
+    return build_config(EvalConfig, path, overrides)
+
+
+def read_image_set(source: str) -> list[str]:
+    """Return the image paths of a folder, glob or file list, or the ``ok`` rows of a scan manifest."""
+    if Path(source).is_file() and Path(source).suffix.lower() in FORMATS:
+        return [row["path"] for row in read_manifest(source) if row["status"] == "ok"]
+    return [str(item.path) for item in discover_images([source])]
+
+
+def read_labels(path: str, class_names: list[str]) -> dict[str, int]:
+    """Read ``file``/``path`` → ``class_index`` or ``class_name`` (TSV or CSV); keys are absolute paths.
+
+    Raises:
+        InputError: missing columns or a class name not in the class list.
+    """
+    table = Path(path)
+    with open(table, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t" if table.suffix.lower() == ".tsv" else ","))
+    if not rows:
+        raise InputError(f"label file {table} is empty")
+    path_key = "path" if "path" in rows[0] else "file" if "file" in rows[0] else None
+    if path_key is None or not ({"class_index", "class_name"} & set(rows[0])):
+        raise InputError(f"label file {table} needs a 'file' (or 'path') column and 'class_index' or 'class_name'")
+    index_of = {name: i for i, name in reversed(list(enumerate(class_names)))}
+    labels = {}
+    for row in rows:
+        file = Path(row[path_key])
+        key = str((file if file.is_absolute() else table.parent / file).resolve())
+        if "class_index" in row and row["class_index"] not in (None, ""):
+            labels[key] = int(row["class_index"])
+        elif row["class_name"] in index_of:
+            labels[key] = index_of[row["class_name"]]
+        else:
+            raise InputError(f"label file {table}: class '{row['class_name']}' is not in the class list")
+    return labels
+
+
+def evaluate(config: EvalConfig, *, model: CLIPN | None = None) -> EvalReport:
+    """Score ID and OOD image sets with every requested method from one pass of image features.
+
+    Raises:
+        InputError: missing sets or classes, an unknown method, or a requested method that cannot run.
+    """
+    if not config.id or not config.ood:
+        raise InputError("pass the in-distribution images (--id) and at least one OOD set (--ood)")
+    if not config.classes:
+        raise InputError("pass the class list (--classes)")
+    names = clean_class_names(config.classes) if isinstance(config.classes, list) else read_class_names(config.classes)
+    clipn = model if model is not None else load_model(config.model, config.pretrained, device=config.device)
+    requested = [m.lower() for m in config.methods] or scorers.list()
+    for name in requested:
+        scorers.get(name)  # unknown names fail here, listing the registered ones
+    needs_no = any(scorers.get(m).needs_no_branch for m in requested) and clipn.no_branch_trained
+    index = build_text_index(clipn, names, templates=config.templates, cache_dir=config.cache_dir, include_no=needs_no)
+    base = Scorer(clipn, index, "msp", batch_size=config.batch_size, precision=config.precision,
+                  allow_untrained_no_branch=True)
+
+    set_names = _set_names(config.ood)
+    sources = {"id": config.id, **dict(zip(set_names, config.ood, strict=True))}
+    features: dict[str, torch.Tensor] = {}
+    paths: dict[str, list[str]] = {}
+    errors: dict[str, str] = {}
+    for set_name, source in sources.items():
+        listed = read_image_set(source)
+        if not listed:
+            raise InputError(f"the {set_name} set {source} holds no images")
+        encoded = encode_image_files(base.encode_images, clipn.preprocess or base.preprocess, listed,
+                                     batch_size=config.batch_size, workers=config.workers)
+        features[set_name], paths[set_name] = encoded.features, encoded.paths
+        errors.update(encoded.errors)
+
+    report = EvalReport(methods=[], sets=set_names, results={}, scores={}, id_accuracy=None, errors=errors,
+                        fpr_convention=config.fpr_convention)
+    top = base.score_features(features["id"]).top_class
+    if config.id_labels:
+        labels = read_labels(config.id_labels, names)
+        known = [(i, labels[str(Path(p).resolve())]) for i, p in enumerate(paths["id"]) if str(Path(p).resolve())
+                 in labels]
+        if known:
+            report.id_accuracy = sum(int(top[i]) == label for i, label in known) / len(known)
+    for method in requested:
+        try:
+            scorer = Scorer(clipn, index, method, batch_size=config.batch_size, precision=config.precision,
+                            cache_dir=config.cache_dir)
+        except OODFilterError as error:
+            if config.methods:  # asked for by name: say why it cannot run
+                raise
+            report.skipped[method] = str(error)
+            continue
+        scores = {name: scorer.score_features(f).ood_score.tolist() for name, f in features.items()}
+        report.methods.append(method)
+        report.scores[method] = scores
+        report.results[method] = _metrics_for(scores, set_names, config.fpr_convention)
+    if config.out:
+        _write_outputs(report, Path(config.out), plots=config.plots)
+    return report
+
+
+def _set_names(sources: list[str]) -> list[str]:
+    names: list[str] = []
+    for source in sources:
+        path = Path(source.rstrip("/"))
+        base = (path.parent.name if path.stem in _GENERIC_FOLDERS else path.stem) or "ood"
+        name, n = base, 2
+        while name in names or name == "id":
+            name, n = f"{base}-{n}", n + 1
+        names.append(name)
+    return names
+
+
+def _metrics_for(scores: dict[str, list[float]], set_names: list[str], convention: str) -> dict[str, dict[str, float]]:
+    table: dict[str, dict[str, float]] = {}
+    for name in set_names:
+        id_scores, ood_scores = scores["id"], scores[name]
+        table[name] = {
+            "auroc": metrics.auroc(id_scores, ood_scores),
+            "fpr95": metrics.fpr_at_95_tpr(id_scores, ood_scores, convention=convention),
+            "aupr_in": metrics.aupr_in(id_scores, ood_scores),
+            "aupr_out": metrics.aupr_out(id_scores, ood_scores),
+        }
+    table["average"] = {key: sum(table[n][key] for n in set_names) / len(set_names) for key in METRICS}
+    return table
+
+
+def _write_outputs(report: EvalReport, out: Path, *, plots: bool) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report.to_json(), indent=1))
+    if plots:
+        for method, scores in report.scores.items():
+            save_histogram_png(scores, out.with_name(f"{out.stem}.{method}.png"),
+                               title=f"{method}: ID vs OOD scores")
