@@ -22,8 +22,8 @@ def test_plugins_lists_builtin_scorers():
     result = CliRunner().invoke(cli, ["plugins"])
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert any(line.startswith("atd") and "needs no-branch" in line for line in lines)
-    assert any(line.startswith("mcm") and "builtin" in line for line in lines)
+    assert any(line.strip().startswith("atd") and "needs no-branch" in line for line in lines)
+    assert any(line.strip().startswith("mcm") and "builtin" in line for line in lines)
 
 
 def test_known_errors_print_one_line_and_exit_2(tmp_path, capsys):

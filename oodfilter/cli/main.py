@@ -17,6 +17,7 @@ COMMANDS = {
     "convert-clipn": "oodfilter.cli.convert:convert_clipn",
     "eval": "oodfilter.cli.evaluate:eval_command",
     "finetune": "oodfilter.cli.finetune:finetune_command",
+    "fit": "oodfilter.cli.fit:fit_group",
     "plugins": "oodfilter.cli.plugins:plugins",
     "scan": "oodfilter.cli.scan:scan_command",
     "undo": "oodfilter.cli.undo:undo_command",

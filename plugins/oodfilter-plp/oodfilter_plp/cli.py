@@ -1,0 +1,48 @@
+"""``oodfilter fit plp``: fit the PLP probe on unlabelled in-distribution images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("plp")
+@click.option("--images", required=True, help="Unlabelled in-distribution images (folder or glob).")
+@click.option("--classes", "-c", required=True, help="Class list file.")
+@click.option("--model", "-m", default="ViT-B-16", show_default=True, help="Model (bundle, open_clip name, ...).")
+@click.option("--pretrained", help="Pretrained tag or weights file for an open_clip name.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Also write the probe here.")
+@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Images per forward pass.")
+@click.option("--workers", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Cache root.")
+def fit_plp_command(images: str, classes: str, model: str, pretrained: str | None, out: Path | None, epochs: int,
+                    batch_size: int, workers: int, cache_dir: Path | None) -> None:
+    """Pseudo-label ID images by zero-shot argmax (5 templates) and train the PLP linear probe.
+
+    The probe is cached for (model, class list), where the `plp` scorer finds it.
+    """
+    import oodfilter
+    from oodfilter.data.discovery import discover_images
+    from oodfilter.data.encode import encode_image_files
+
+    from oodfilter_plp.probe import probe_cache_path
+    from oodfilter_plp.scorer import PLP_TEMPLATES, fit_plp
+
+    clipn = oodfilter.load_model(model, pretrained)
+    names = oodfilter.read_class_names(classes)
+    index = oodfilter.build_text_index(clipn, names, templates=list(PLP_TEMPLATES), cache_dir=cache_dir,
+                                       include_no=False)
+    scorer = oodfilter.Scorer(clipn, index, "msp", batch_size=batch_size)
+    paths = [str(item.path) for item in discover_images([images])]
+    if clipn.preprocess is None:
+        raise click.UsageError("the model has no image transform")
+    encoded = encode_image_files(scorer.encode_images, clipn.preprocess, paths, batch_size=batch_size,
+                                 workers=workers)
+    probe = fit_plp(clipn, index, encoded.features, epochs=epochs)
+    cached = probe.save(probe_cache_path(clipn.text_fingerprint("yes"), list(names), cache_dir))
+    if out is not None:
+        probe.save(out)
+    click.echo(f"PLP probe on {len(encoded.paths)} images ({len(encoded.errors)} unreadable); agreement with "
+               f"pseudo-labels {probe.pseudo_label_accuracy:.3f}; saved to {out or cached}")

@@ -1,0 +1,82 @@
+"""PLP: the probe learns its pseudo-labels, separates ID from OOD, and is found after `oodfilter fit plp`."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import oodfilter  # noqa: E402
+from oodfilter.evaluate.metrics import auroc  # noqa: E402
+from oodfilter_plp import LinearProbe, fit_probe, probe_cache_path  # noqa: E402
+
+
+def _clusters(dim=32, classes=4, per_class=30, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(dim, dim, generator=g)).Q.T
+    centres = basis[:classes]
+    labels = torch.arange(classes).repeat(per_class)
+    features = F.normalize(centres[labels] + 0.1 * torch.randn(len(labels), dim, generator=g), dim=-1)
+    ood = F.normalize(torch.randn(per_class, dim - classes, generator=g) @ basis[classes:], dim=-1)
+    return features, labels, ood
+
+
+def test_probe_reaches_the_pseudo_label_accuracy():
+    features, labels, _ = _clusters()
+    noisy = labels.clone()
+    noisy[::10] = (noisy[::10] + 1) % 4  # 10% wrong pseudo-labels: the probe should not memorise them
+    weight, bias, accuracy = fit_probe(features, noisy, 4)
+    assert accuracy == pytest.approx(0.9, abs=0.02)
+    predictions = (features @ weight.T + bias).argmax(dim=1)
+    assert (predictions == labels).float().mean() > 0.98
+
+
+def test_probe_scores_separate_id_from_ood():
+    features, labels, ood = _clusters()
+    weight, bias, _ = fit_probe(features, labels, 4)
+    probe = LinearProbe(weight, bias, "x", "y", 1.0)
+
+    def msp_ood(f):
+        return 1 - torch.softmax(probe.logits(f), dim=1).amax(dim=1)
+
+    assert auroc(msp_ood(features).numpy(), msp_ood(ood).numpy()) > 0.95
+
+
+def test_probe_round_trip(tmp_path):
+    probe = LinearProbe(torch.randn(3, 8), torch.randn(3), "fp", "cls", 0.75)
+    loaded = LinearProbe.load(probe.save(tmp_path / "p.safetensors"))
+    assert torch.equal(loaded.weight, probe.weight) and loaded.pseudo_label_accuracy == 0.75
+    (tmp_path / "bad.safetensors").write_bytes(b"nope")
+    with pytest.raises(oodfilter.CheckpointError):
+        LinearProbe.load(tmp_path / "bad.safetensors")
+
+
+def test_fit_command_then_scorer_finds_the_probe(tmp_path):
+    from oodfilter.cli.main import cli
+
+    images = tmp_path / "id"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("cat\ndog\nbird\n")
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(cli, ["fit", "plp", "--images", str(images), "--classes", str(classes), "--model",
+                                      "test-tiny", "--cache-dir", str(cache), "--epochs", "20"])
+    assert result.exit_code == 0, result.output
+    model = oodfilter.load_model("test-tiny", device="cpu")
+    assert probe_cache_path(model.text_fingerprint("yes"), ["cat", "dog", "bird"], cache).is_file()
+    index = oodfilter.build_text_index(model, ["cat", "dog", "bird"], cache_dir=cache)
+    rows = oodfilter.Scorer(model, index, "plp", cache_dir=cache).score_paths(sorted(images.iterdir())[:3])
+    assert [r.status for r in rows] == ["ok"] * 3
+    other = oodfilter.build_text_index(model, ["cat", "dog"], cache_dir=cache)
+    with pytest.raises(oodfilter.InputError, match="oodfilter fit plp"):
+        oodfilter.Scorer(model, other, "plp", cache_dir=cache)
