@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+
 from oodfilter.errors import InputError
 from oodfilter.text.index import TextIndex
 

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
+
 from oodfilter.errors import InputError
 from oodfilter.scoring.functional import ScoreOutput
 from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext
 from oodfilter.text.index import build_text_index
-
 from oodfilter_neglabel.mining import mine_negatives
 from oodfilter_neglabel.vocabulary import load_vocabulary
 

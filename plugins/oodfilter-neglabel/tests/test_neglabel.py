@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import oodfilter  # noqa: E402
-from oodfilter_neglabel import load_vocabulary, mine_negatives, neglabel_scores  # noqa: E402
+import oodfilter
+from oodfilter_neglabel import load_vocabulary, mine_negatives, neglabel_scores
 
 
 def test_score_matches_the_formula_in_float64():

@@ -26,7 +26,6 @@ def fit_plp_command(images: str, classes: str, model: str, pretrained: str | Non
     import oodfilter
     from oodfilter.data.discovery import discover_images
     from oodfilter.data.encode import encode_image_files
-
     from oodfilter_plp.probe import probe_cache_path
     from oodfilter_plp.scorer import PLP_TEMPLATES, fit_plp
 

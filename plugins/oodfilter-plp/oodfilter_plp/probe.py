@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
+
 from oodfilter.errors import CheckpointError
 from oodfilter.text.index import default_cache_dir
-from safetensors.torch import load_file, save_file
 
 
 @dataclass

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
+
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.scoring import functional as fn
 from oodfilter.scoring.functional import ScoreOutput
 from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext
 from oodfilter.text.index import TextIndex
-
 from oodfilter_plp.probe import LinearProbe, classes_sha256, fit_probe, probe_cache_path
 
 logger = logging.getLogger(__name__)

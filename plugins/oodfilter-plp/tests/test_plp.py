@@ -13,9 +13,9 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import oodfilter  # noqa: E402
-from oodfilter.evaluate.metrics import auroc  # noqa: E402
-from oodfilter_plp import LinearProbe, fit_probe, probe_cache_path  # noqa: E402
+import oodfilter
+from oodfilter.evaluate.metrics import auroc
+from oodfilter_plp import LinearProbe, fit_probe, probe_cache_path
 
 
 def _clusters(dim=32, classes=4, per_class=30, seed=0):
