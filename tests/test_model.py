@@ -25,18 +25,20 @@ def test_no_tower_starts_as_exact_copy_of_yes_tower(fresh_tiny_model):
     assert no.token_embedding.weight.data_ptr() != parts.token_embedding.weight.data_ptr()
     tokens = model.tokenize(["a photo of a dog", "a tench", "something quite different"])
     with torch.no_grad():
-        torch.testing.assert_close(model.encode_text_no(tokens), model.encode_text(tokens), rtol=0, atol=1e-6)
+        assert torch.equal(model.encode_text_no(tokens), model.encode_text(tokens))
     assert model.no_branch_trained is False
 
 
 def test_only_the_no_branch_trains(fresh_tiny_model):
     model = fresh_tiny_model
+    assert not any(p.requires_grad for p in model.parameters())  # eval mode: nothing to train
+    model.train()
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(name.startswith("no_tower.") for name in trainable)
     assert "no_tower.prompts" in trainable
     assert not model.clip.logit_scale.requires_grad
-    model.train()
     assert model.no_tower.training and not model.clip.training
+    model.eval()
 
 
 def test_prompt_selection_eval_mean_and_training_draws(tiny_model):

@@ -19,6 +19,7 @@ COMMANDS = {
     "finetune": "oodfilter.cli.finetune:finetune_command",
     "fit": "oodfilter.cli.fit:fit_group",
     "plugins": "oodfilter.cli.plugins:plugins",
+    "report": "oodfilter.cli.report:report_command",
     "scan": "oodfilter.cli.scan:scan_command",
     "undo": "oodfilter.cli.undo:undo_command",
 }

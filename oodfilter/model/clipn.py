@@ -72,12 +72,19 @@ class CLIPN(nn.Module):
         self.preprocess = preprocess
         self.source = source or ModelSource(name="unknown")
         self.no_branch_trained = no_branch_trained
+        self.train(False)
         self.training_config: dict[str, Any] | None = None
 
     def train(self, mode: bool = True) -> CLIPN:
-        """Set training mode on the no-tower only; the frozen CLIP always stays in eval mode."""
+        """Set training mode on the no-tower only; the frozen CLIP always stays in eval mode.
+
+        The no-tower's weights require gradients only in training mode: in eval mode its transformer
+        then runs the same inference kernels as the frozen yes tower (an untrained copy gives bitwise
+        the same features, and inference is faster).
+        """
         super().train(mode)
         self.clip.eval()
+        self.no_tower.requires_grad_(mode)
         return self
 
     @property

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from oodfilter import __version__
+from oodfilter.atomic import atomic_write_text
 from oodfilter.data.discovery import DiscoveredFile, discover_images
 from oodfilter.data.encode import image_batches
 from oodfilter.errors import InputError
@@ -188,15 +188,8 @@ def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any]) -> set[st
 
 def _write_beside(out: Path, meta: dict[str, Any], config: ScanConfig) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
-    _atomic_text(sidecar(out, "config.yaml"), yaml.safe_dump(config.to_dict(), sort_keys=True))
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
+    atomic_write_text(sidecar(out, "config.yaml"), yaml.safe_dump(config.to_dict(), sort_keys=True))
 
 
 def _score_files(

@@ -12,10 +12,10 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import IO, Any
 
+from oodfilter.atomic import atomic_write
 from oodfilter.errors import InputError, MissingDependencyError
 
 COLUMNS = ("path", "status", "error", "ood_score", "is_ood", "top_class", "top_prob")
@@ -185,11 +185,4 @@ def _write_parquet_atomically(path: Path, rows: list[Row]) -> None:
         ]
     )
     table = pa.Table.from_pylist([_json_row(row) for row in rows], schema=schema)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))

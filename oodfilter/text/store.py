@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from oodfilter.atomic import atomic_write, atomic_write_text
 from oodfilter.errors import CheckpointError, ModelMismatchError
 
 INDEX_FILE = "vectors.faiss"
@@ -115,17 +114,6 @@ class EmbeddingStore:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         meta: dict[str, Any] = {"version": STORE_VERSION, "fingerprint": self.fingerprint, "dim": self.dim}
-        _atomic_write(self.folder / META_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
-        _atomic_write(self.folder / INDEX_FILE, lambda tmp: faiss.write_index(self.index, tmp))
+        atomic_write_text(self.folder / META_FILE, json.dumps(meta))
+        atomic_write(self.folder / INDEX_FILE, lambda tmp: faiss.write_index(self.index, tmp))
         self._pending = 0
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

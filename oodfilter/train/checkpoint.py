@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from oodfilter.atomic import atomic_write
 from oodfilter.errors import CheckpointError
 
 CHECKPOINT_NAME = "last.pt"
@@ -45,16 +44,7 @@ def save_checkpoint(
         "torch_rng": torch.get_rng_state(),
         "base_fingerprint": base_fingerprint,
     }
-    target = folder / CHECKPOINT_NAME
-    handle, tmp = tempfile.mkstemp(prefix=".last.", suffix=".pt", dir=folder)
-    os.close(handle)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(folder / CHECKPOINT_NAME, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

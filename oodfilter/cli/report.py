@@ -1,0 +1,24 @@
+"""``oodfilter report``: turn a scan manifest into one self-contained HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("report")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="HTML file (MANIFEST.html).")
+@click.option("--per-gallery", type=int, default=24, show_default=True, help="Thumbnails per gallery.")
+def report_command(manifest: Path, out: Path | None, per_gallery: int) -> None:
+    """Write an HTML report of a scan manifest; it works offline.
+
+    The page shows a summary, the score histogram with the decision boundary, the most OOD, borderline
+    and most in-distribution images, per-class counts and errors.
+    """
+    from oodfilter.report import ReportConfig, write_report
+
+    target = write_report(manifest, out or manifest.with_name(manifest.name + ".html"),
+                          ReportConfig(per_gallery=per_gallery))
+    click.echo(f"wrote {target}")

@@ -1,0 +1,168 @@
+"""``oodfilter report``: a self-contained HTML page (thumbnails embedded, no network) of one scan."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from oodfilter.atomic import atomic_write_text
+from oodfilter.data.decode import ImageDecodeError, load_rgb_image
+from oodfilter.errors import InputError
+from oodfilter.report.summary import ReportData, Row, summarise
+from oodfilter.sinks.manifest import read_manifest, sidecar
+
+THUMB_SIZE = 160
+MAX_TABLE_ROWS = 200
+
+
+@dataclass
+class ReportConfig:
+    """Options of a report: gallery size, histogram bins, thumbnail size."""
+
+    per_gallery: int = 24
+    bins: int = 40
+    thumb_size: int = THUMB_SIZE
+
+
+def write_report(manifest: str | Path, out: str | Path, config: ReportConfig | None = None) -> Path:
+    """Render the report of a scan manifest to ``out`` (written atomically) and return its path.
+
+    Only the gallery images are opened (at most three galleries of ``per_gallery``), so large scans stay
+    fast. An image that can no longer be read is shown as a placeholder with the reason.
+
+    Raises:
+        InputError: the manifest is missing or empty.
+    """
+    options = config or ReportConfig()
+    rows = read_manifest(manifest)
+    if not rows:
+        raise InputError(f"manifest {manifest} is missing or has no rows; run oodfilter scan first")
+    meta_path = sidecar(manifest, "meta.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    data = summarise(rows, meta, per_gallery=options.per_gallery)
+    page = _page(data, meta, Path(manifest), options)
+    return atomic_write_text(out, page)
+
+
+def _thumbnail(path: str, size: int, cache: dict[str, str]) -> str:
+    if path not in cache:
+        try:
+            image = load_rgb_image(path)
+            image.thumbnail((size, size))
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=80)
+            cache[path] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+        except ImageDecodeError as error:
+            cache[path] = f"error:{error.reason}"
+    return cache[path]
+
+
+def _gallery(title: str, rows: list[Row], size: int, cache: dict[str, str]) -> str:
+    cards = []
+    for row in rows:
+        source = _thumbnail(row["path"], size, cache)
+        decision = {True: "OOD", False: "ID", None: "no decision"}[row.get("is_ood")]
+        label = (f"{row['ood_score']:.4f} · {decision}<br>{html.escape(str(row.get('top_class')))} "
+                 f"({(row.get('top_prob') or 0):.2f})")
+        if source.startswith("error:"):
+            picture = f'<div class="missing">{html.escape(source[6:])}</div>'
+        else:
+            picture = f'<img class="thumb" src="{source}" alt="{html.escape(Path(row["path"]).name)}">'
+        cards.append(f'<figure title="{html.escape(row["path"])}">{picture}<figcaption>{label}</figcaption></figure>')
+    body = "".join(cards) or "<p>none</p>"
+    return f'<section><h2>{html.escape(title)} ({len(rows)})</h2><div class="gallery">{body}</div></section>'
+
+
+def _histogram_svg(data: ReportData, bins: int) -> str:
+    if not data.scores:
+        return "<p>no scores</p>"
+    low, high = min(data.scores), max(data.scores)
+    if high <= low:
+        high = low + 1e-6
+    counts = [0] * bins
+    for score in data.scores:
+        counts[min(bins - 1, int((score - low) / (high - low) * bins))] += 1
+    width, height, pad = 720, 220, 30
+    peak = max(counts)
+    bar = (width - 2 * pad) / bins
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}" role="img" '
+             f'aria-label="histogram of OOD scores">']
+    for i, count in enumerate(counts):
+        h = (height - pad) * count / peak
+        centre = low + (i + 0.5) * (high - low) / bins
+        colour = "#d62728" if data.boundary is not None and centre > data.boundary else "#1f77b4"
+        parts.append(f'<rect x="{pad + i * bar:.1f}" y="{height - h:.1f}" width="{bar - 1:.1f}" height="{h:.1f}" '
+                     f'fill="{colour}"><title>{count}</title></rect>')
+    if data.boundary is not None and low <= data.boundary <= high:
+        x = pad + (data.boundary - low) / (high - low) * (width - 2 * pad)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{pad / 2}" y2="{height}" stroke="black" '
+                     f'stroke-dasharray="4 3"/><text x="{x + 4:.1f}" y="{pad / 2 + 10}">decision boundary '
+                     f'{data.boundary:.4g}</text>')
+    parts.append(f'<text x="{pad}" y="{height + 18}">{low:.4g}</text>')
+    parts.append(f'<text x="{width - pad - 60}" y="{height + 18}">{high:.4g}</text>')
+    parts.append(f'<text x="{width / 2 - 90:.0f}" y="{height + 34}">OOD score (higher = more OOD)</text></svg>')
+    return "".join(parts)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    shown = rows[:MAX_TABLE_ROWS]
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in shown)
+    more = f"<p>… and {len(rows) - len(shown)} more</p>" if len(rows) > len(shown) else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222}
+h1{font-size:22px} h2{font-size:18px;margin-top:28px}
+.summary td{padding:2px 12px 2px 0}
+.gallery{display:flex;flex-wrap:wrap;gap:10px}
+figure{margin:0;width:170px;font-size:12px}
+figure img,.missing{width:160px;height:160px;object-fit:contain;background:#f2f2f2;display:block}
+.missing{display:flex;align-items:center;justify-content:center;color:#a00;text-align:center}
+table{border-collapse:collapse;font-size:13px} th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}
+"""
+
+_SCRIPT = """
+window.addEventListener('load', function () {
+  var thumbs = document.querySelectorAll('img.thumb');
+  var loaded = 0;
+  thumbs.forEach(function (img) { if (img.complete && img.naturalWidth > 0) { loaded += 1; } });
+  document.body.setAttribute('data-thumbs-total', String(thumbs.length));
+  document.body.setAttribute('data-thumbs-loaded', String(loaded));
+});
+"""
+
+
+def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: ReportConfig) -> str:
+    cache: dict[str, str] = {}
+    c = data.counts
+    summary_rows = [
+        ("manifest", str(manifest)), ("model", meta.get("model", "?")), ("method", meta.get("method", "?")),
+        ("decision rule", meta.get("decision") or "none (scores only)"), ("classes", meta.get("num_classes", "?")),
+        ("inputs", c["total"]), ("in-distribution", c["id"]), ("OOD", c["ood"]),
+        ("no decision", c["undecided"]), ("errors", c["errors"]),
+    ]
+    summary = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in summary_rows)
+    size = options.thumb_size
+    sections = [
+        f'<table class="summary">{summary}</table>',
+        f"<section><h2>Score distribution</h2>{_histogram_svg(data, options.bins)}</section>",
+        _gallery("Most OOD", data.most_ood, size, cache),
+        _gallery("Borderline", data.borderline, size, cache),
+        _gallery("Most in-distribution", data.most_id, size, cache),
+        "<section><h2>Per top class</h2>"
+        + _table(["top class", "ID", "OOD"], [list(r) for r in data.per_class]) + "</section>",
+        f"<section><h2>Errors ({len(data.errors)})</h2>"
+        + _table(["path", "error"], [[r["path"], r.get("error")] for r in data.errors]) + "</section>",
+    ]
+    return (
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>oodfilter report: {html.escape(manifest.name)}</title><style>{_STYLE}</style></head>"
+        f"<body><h1>oodfilter scan report</h1>{''.join(sections)}<script>{_SCRIPT}</script></body></html>"
+    )

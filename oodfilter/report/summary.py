@@ -1,0 +1,79 @@
+"""What a report shows, computed from manifest rows alone (no image is opened here)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+Row = dict[str, Any]
+
+
+@dataclass
+class ReportData:
+    """Everything the page shows except the thumbnails.
+
+    Attributes:
+        counts: total, ok, errors, ood, id, undecided.
+        boundary: The score at which decisions flip (the threshold, 0.5 for CTW, else estimated), or None.
+        most_ood / most_id / borderline: Rows for the galleries.
+        errors: Error rows.
+        per_class: Top class → (ID count, OOD count).
+        scores: Every ok row's score (for the histogram).
+    """
+
+    counts: dict[str, int]
+    boundary: float | None
+    most_ood: list[Row]
+    most_id: list[Row]
+    borderline: list[Row]
+    errors: list[Row]
+    per_class: list[tuple[str, int, int]]
+    scores: list[float] = field(default_factory=list)
+
+
+def decision_boundary(rows: list[Row], meta: dict[str, Any]) -> float | None:
+    """Return the score where decisions flip.
+
+    That is the threshold if one was used, 0.5 for CTW, and otherwise the midpoint between the
+    highest-scored ID row and the lowest-scored OOD row (ATD decides per image, so its boundary on the
+    score is only approximate).
+    """
+    if meta.get("threshold") is not None:
+        return float(meta["threshold"])
+    if meta.get("method") == "ctw":
+        return 0.5
+    id_scores = [r["ood_score"] for r in rows if r.get("is_ood") is False]
+    ood_scores = [r["ood_score"] for r in rows if r.get("is_ood") is True]
+    if not id_scores or not ood_scores:
+        return None
+    return (max(id_scores) + min(ood_scores)) / 2
+
+
+def summarise(rows: list[Row], meta: dict[str, Any], *, per_gallery: int = 24) -> ReportData:
+    """Compute counts, the decision boundary and the gallery rows from manifest rows."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    errors = [r for r in rows if r["status"] != "ok"]
+    by_score = sorted(ok, key=lambda r: r["ood_score"])
+    boundary = decision_boundary(ok, meta)
+    borderline = sorted(ok, key=lambda r: abs(r["ood_score"] - boundary))[:per_gallery] if boundary is not None \
+        else []
+    classes: Counter[tuple[str, bool | None]] = Counter((r.get("top_class") or "?", r.get("is_ood")) for r in ok)
+    names = sorted({name for name, _ in classes}, key=lambda n: -(classes[(n, False)] + classes[(n, True)]))
+    return ReportData(
+        counts={
+            "total": len(rows),
+            "ok": len(ok),
+            "errors": len(errors),
+            "ood": sum(r.get("is_ood") is True for r in ok),
+            "id": sum(r.get("is_ood") is False for r in ok),
+            "undecided": sum(r.get("is_ood") is None for r in ok),
+        },
+        boundary=boundary,
+        most_ood=by_score[::-1][:per_gallery],
+        most_id=by_score[:per_gallery],
+        borderline=sorted(borderline, key=lambda r: r["ood_score"]),
+        errors=errors,
+        per_class=[(n, classes[(n, False)], classes[(n, True)]) for n in names],
+        scores=[r["ood_score"] for r in ok],
+    )

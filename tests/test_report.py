@@ -1,0 +1,86 @@
+"""`oodfilter report`: a self-contained page, checked as text and in a real headless browser."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from oodfilter.cli.main import cli
+from oodfilter.report import ReportConfig, write_report
+from oodfilter.report.summary import decision_boundary
+from oodfilter.scan import ScanConfig, scan
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+@pytest.fixture
+def scanned(tmp_path, tiny_model, awkward_images):
+    folder = tmp_path / "imgs"
+    shutil.copytree(awkward_images[0], folder / "awkward", symlinks=True)
+    out = tmp_path / "scan.jsonl"
+    scan(ScanConfig(inputs=[str(folder)], classes=["tench", "goldfish", "banded texture"], out=str(out),
+                    cache_dir=str(tmp_path / "cache"), workers=0), model=tiny_model)
+    return out
+
+
+def test_page_is_self_contained_and_complete(scanned, tmp_path):
+    page_path = write_report(scanned, tmp_path / "report.html", ReportConfig(per_gallery=5))
+    page = page_path.read_text()
+    assert re.findall(r'(?:src|href)="(?!data:)', page) == []  # nothing fetched from anywhere
+    assert page.count('class="thumb"') == 15  # three galleries of five
+    for heading in ("Score distribution", "Most OOD", "Borderline", "Most in-distribution", "Per top class",
+                    "Errors (5)"):
+        assert heading in page
+    assert "decompression bomb" in page or "exceeds the limit" in page  # the error messages are listed
+    assert "atd threshold-free rule" in page
+
+
+def test_decision_boundary_rules():
+    rows = [{"ood_score": s, "is_ood": s > 0.4} for s in (0.1, 0.3, 0.5, 0.9)]
+    assert decision_boundary(rows, {"threshold": 0.7}) == 0.7
+    assert decision_boundary(rows, {"method": "ctw"}) == 0.5
+    assert decision_boundary(rows, {"method": "atd"}) == pytest.approx(0.4)
+    assert decision_boundary([{"ood_score": 0.2, "is_ood": None}], {"method": "msp"}) is None
+
+
+def test_unreadable_gallery_image_becomes_a_placeholder(scanned, tmp_path):
+    from oodfilter.sinks.manifest import read_manifest
+
+    first_ok = next(r for r in read_manifest(scanned) if r["status"] == "ok")
+    os.remove(first_ok["path"])  # the image is gone since the scan
+    page = write_report(scanned, tmp_path / "r.html", ReportConfig(per_gallery=100)).read_text()
+    assert 'class="missing"' in page and "file not found" in page
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(scanned, tmp_path):
+    browser = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
+    if browser is None:
+        pytest.skip("no Chromium found (Debian package 'chromium'; .ci/run installs it)")
+    result = CliRunner().invoke(cli, ["report", str(scanned), "--out", str(tmp_path / "report.html"),
+                                      "--per-gallery", "8"])
+    assert result.exit_code == 0, result.output
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+             "--virtual-time-budget=5000"]
+    url = (tmp_path / "report.html").as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == [], console
+    loaded = re.search(r'data-thumbs-loaded="(\d+)"', dom.stdout)
+    total = re.search(r'data-thumbs-total="(\d+)"', dom.stdout)
+    assert loaded and total and int(total.group(1)) == 24 and int(loaded.group(1)) == 24
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,1600", url], capture_output=True,
+                   timeout=120)
+    with Image.open(shot) as image:
+        assert image.size == (1280, 1600)
+        colours = image.convert("RGB").resize((64, 80)).getcolors(64 * 80)
+        assert colours is not None and len(colours) > 50  # a rendered page, not a blank one
