@@ -13,6 +13,8 @@ from oodfilter.errors import InputError
 from oodfilter.sinks.actions import ACTIONS
 from oodfilter.text.templates import DEFAULT_TEMPLATES
 
+ENGINES = ("local", "ray")
+
 
 def _default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
@@ -45,6 +47,9 @@ class ScanConfig:
     dry_run: bool = False
     cache_dir: str | None = None
     max_pixels: int = 89_478_485
+    engine: str = "local"
+    ray_address: str | None = None
+    ray_actors: int | None = None
 
     def validate(self) -> None:
         """Check values that do not depend on files or the model.
@@ -67,6 +72,8 @@ class ScanConfig:
             raise InputError(f"--select must be 'ood' or 'id', got '{self.select}'")
         if self.action != "tag" and not self.dest:
             raise InputError(f"--action {self.action} needs --dest DIR, the folder the files go to")
+        if self.engine not in ENGINES:
+            raise InputError(f"--engine must be one of {', '.join(ENGINES)}, got '{self.engine}'")
         if self.resume and self.overwrite:
             raise InputError("--resume and --overwrite contradict each other; pick one")
         if self.threshold is not None and not (self.threshold == self.threshold):  # NaN

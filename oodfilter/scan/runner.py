@@ -113,7 +113,19 @@ def scan(config: ScanConfig, *, progress: Progress | None = None, model: CLIPN |
     remaining = [path for path in wanted if path not in done_paths]
     summary = ScanSummary(manifest=out, method=method)
     start = time.perf_counter()
-    if remaining:
+    if remaining and config.engine == "ray":
+        from oodfilter.engines.ray_engine import score_files_with_ray
+
+        score_files_with_ray(
+            clipn, remaining, out, append=config.resume,
+            scorer_options={"method": method, "threshold": config.threshold, "batch_size": config.batch_size,
+                            "precision": config.precision},
+            index_options={"class_names": names, "templates": config.templates, "cache_dir": config.cache_dir,
+                           "include_no": scorers.get(method).needs_no_branch},
+            batch_size=config.batch_size, address=config.ray_address, num_actors=config.ray_actors,
+            max_pixels=config.max_pixels, progress=progress, total=len(wanted), already=len(wanted) - len(remaining),
+        )
+    elif remaining:
         _score_files(config, scorer, remaining, out, progress, len(wanted), len(wanted) - len(remaining))
     summary.seconds = time.perf_counter() - start
     summary.scanned = len(remaining)

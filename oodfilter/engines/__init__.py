@@ -1,0 +1,1 @@
+"""Scale-out back ends for scanning (Ray Data)."""
