@@ -1,0 +1,92 @@
+"""Engines side by side: images/s of the local scan and of the Ray engine on a local cluster.
+
+Run: python benchmarks/engines.py [--model test-tiny] [--images 400] [--batch-size 32]
+
+Same images (../shared/data/imagenet-sample), same model, same machine, one run. The Ray cluster is
+started here with every CPU of the machine; its start-up is not timed, its per-job overhead is. On a GPU
+machine, pass --model ViT-B-16 --precision bf16 and add --flops to print the share of the GPU's measured
+bf16 matrix-multiply peak that the local scan reaches (the model's forward FLOPs per image are counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+import oodfilter
+from oodfilter.scan import ScanConfig, scan
+
+IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample" / "images"
+
+
+def forward_flops(model: oodfilter.CLIPN) -> float:
+    """FLOPs of one image's forward pass, counted by torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    image = torch.randn(1, 3, model.image_size, model.image_size, device=model.device)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.encode_image(image)
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 8192, repeats: int = 20) -> float:
+    """Measured FLOP/s of a large square matrix product on the GPU."""
+    a = torch.randn(size, size, device="cuda", dtype=dtype)
+    b = torch.randn(size, size, device="cuda", dtype=dtype)
+    a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="test-tiny")
+    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--flops", action="store_true")
+    args = parser.parse_args()
+    import ray
+
+    paths = [str(p) for p in sorted(IMAGES.iterdir())[: args.images]]
+    model = oodfilter.load_model(args.model, None if args.model == "test-tiny" else "random")
+    classes = ["tench", "goldfish", "hen", "ostrich", "brambling"]
+    ray.init(include_dashboard=False, log_to_driver=False)
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for engine in ("local", "ray", "local", "ray"):  # twice each, interleaved; the best counts
+            config = ScanConfig(inputs=paths, classes=classes, out=f"{tmp}/{engine}-{time.time()}.jsonl",
+                                method="mcm", batch_size=args.batch_size, cache_dir=tmp, engine=engine,
+                                precision=args.precision, device=model.device.type)
+            start = time.perf_counter()
+            summary = scan(config, model=model)
+            rate = summary.total / (time.perf_counter() - start)
+            rates[engine] = max(rates.get(engine, 0.0), rate)
+    ray.shutdown()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    print(f"model {args.model}, {len(paths)} images, batch {args.batch_size}, device {device}")
+    print(f"{'engine':<8} | {'images/s':>9} | {'vs local':>8}")
+    print("-" * 32)
+    for engine in ("local", "ray"):
+        print(f"{engine:<8} | {rates[engine]:>9.1f} | {rates[engine] / rates['local']:>8.2f}")
+    if args.flops and torch.cuda.is_available():
+        per_image = forward_flops(model)
+        dtype = torch.bfloat16 if args.precision in ("auto", "bf16") else torch.float16
+        peak = matmul_peak(dtype)
+        print(f"forward {per_image / 1e9:.1f} GFLOP/image; local scan reaches "
+              f"{rates['local'] * per_image / peak:.1%} of the measured {peak / 1e12:.0f} TFLOP/s matmul peak")
+
+
+if __name__ == "__main__":
+    main()
