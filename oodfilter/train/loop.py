@@ -109,6 +109,7 @@ def _run(config: FinetuneConfig, ctx: DistContext, progress: Progress | None, gi
     steps_per_epoch = len(train_set) // config.batch_size
     total_steps = config.steps if config.steps is not None else int(config.epochs or 1) * steps_per_epoch
 
+    model.train()  # the no-tower's weights require gradients from here on (DDP and AdamW need that)
     tower = model.no_tower
     optimizer = torch.optim.AdamW(_param_groups(tower, config.weight_decay), lr=config.lr,
                                   betas=(config.beta1, config.beta2), eps=config.eps)
@@ -118,7 +119,6 @@ def _run(config: FinetuneConfig, ctx: DistContext, progress: Progress | None, gi
     if config.resume and (work / CHECKPOINT_NAME).is_file():
         state = _restore(work / CHECKPOINT_NAME, tower, optimizer, scaler, base_fingerprint)
     trainable: torch.nn.Module = DistributedDataParallel(tower) if ctx.world > 1 else tower
-    model.train()
 
     counters = DataCounters()
     metrics: dict[str, float] = {}
