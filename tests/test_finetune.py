@@ -183,34 +183,54 @@ def test_ddp_matches_single_process(tmp_path, caption_table):
         torch.testing.assert_close(two[key], one[key], rtol=0, atol=0.05 * moved)
 
 
+def _colour_distinct_classes(root, count):
+    """The ``count`` classes whose mean colours lie farthest apart (greedy), from 20 images each."""
+    files = {}
+    for line in (root / "labels.tsv").read_text().splitlines()[1:]:
+        file, wnid = line.split("\t")
+        files.setdefault(wnid, []).append(file)
+    means = {}
+    for wnid, names in sorted(files.items()):
+        colours = [np.asarray(Image.open(root / f).convert("RGB"), dtype=np.float32).mean(axis=(0, 1))
+                   for f in names[:20]]
+        means[wnid] = np.mean(colours, axis=0)
+    chosen = [min(means)]
+    while len(chosen) < count:
+        gaps = {w: min(np.linalg.norm(means[w] - means[c]) for c in chosen) for w in means if w not in chosen}
+        chosen.append(max(gaps, key=gaps.get))
+    return chosen
+
+
 @pytest.mark.slow
 def test_training_teaches_the_no_branch_on_real_images(tmp_path, shared_data):
     """Tiny-ImageNet, 10 classes, captions from class names: CTW separation of held-out pairs improves.
 
-    Measured with this configuration: held-out CTW AUROC 0.500 before (an untrained copy), 0.584 after
-    300 steps (~40 s on 2 CPU cores). The tiny model's image tower has random weights, so its features
-    say little about the classes; the margin asserted is what such features allow.
+    The tiny model's image tower has random weights, so its features mostly carry colour; the 10 classes
+    are the most colour-distinct ones (greedy farthest mean colour), which such features can tell apart.
+    Measured with this configuration: held-out CTW AUROC 0.500 before (an untrained copy), 0.771 after
+    200 steps (~26 s on 2 CPU cores); the assertion keeps a margin for other CPUs' rounding.
     """
     root = shared_data / "tiny-imagenet-val"
     names = {}
     for line in (root / "classes.tsv").read_text().splitlines()[1:]:
         wnid, words = line.split("\t")
         names[wnid] = words.split(",")[0].strip()
-    wanted = sorted(names)[:10]
+    wanted = set(_colour_distinct_classes(root, 10))
     table = tmp_path / "pairs.csv"
+    (tmp_path / "images").symlink_to(root / "images")  # relative paths: the same split wherever the data is
     with open(table, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "caption"])
         for line in (root / "labels.tsv").read_text().splitlines()[1:]:
             file, wnid = line.split("\t")
             if wnid in wanted:
-                writer.writerow([str(root / file), f"a photo of a {names[wnid]}."])
-    config = _config(tmp_path, table, steps=300, batch_size=50, lr=1e-2, weight_decay=0.0, workers=1,
+                writer.writerow([file, f"a photo of a {names[wnid]}."])
+    config = _config(tmp_path, table, steps=200, batch_size=50, lr=3e-3, weight_decay=0.0, workers=1,
                      log_every=10)
     result = finetune(config, model=build_from_open_clip("test-tiny"))
     records = [json.loads(line) for line in (tmp_path / "run" / "training" / "metrics.jsonl").read_text().splitlines()]
     before = records[0]
     train_losses = [r["loss"] for r in records if "loss" in r]
     assert before["val_ctw_auroc"] == 0.5
-    assert result.metrics["val_ctw_auroc"] >= 0.55
+    assert result.metrics["val_ctw_auroc"] >= 0.65
     assert np.mean(train_losses[-5:]) < 0.75 * before["val_loss"]

@@ -20,7 +20,7 @@ from oodfilter.evaluate import metrics
 from oodfilter.evaluate.histogram import save_histogram_png
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.loading import load_model
-from oodfilter.scoring.methods import scorers
+from oodfilter.scoring.methods import ScoreMethod, scorers
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.sinks.manifest import FORMATS, read_manifest
 from oodfilter.text.classes import clean_class_names, read_class_names
@@ -113,8 +113,13 @@ def read_labels(path: str, class_names: list[str]) -> dict[str, int]:
     return labels
 
 
-def evaluate(config: EvalConfig, *, model: CLIPN | None = None) -> EvalReport:
+def evaluate(
+    config: EvalConfig, *, model: CLIPN | None = None, method_objects: dict[str, ScoreMethod] | None = None
+) -> EvalReport:
     """Score ID and OOD image sets with every requested method from one pass of image features.
+
+    ``method_objects`` supplies configured instances for some method names (e.g. a NegLabel with its own
+    vocabulary); other names are created from the registry with their defaults.
 
     Raises:
         InputError: missing sets or classes, an unknown method, or a requested method that cannot run.
@@ -125,10 +130,14 @@ def evaluate(config: EvalConfig, *, model: CLIPN | None = None) -> EvalReport:
         raise InputError("pass the class list (--classes)")
     names = clean_class_names(config.classes) if isinstance(config.classes, list) else read_class_names(config.classes)
     clipn = model if model is not None else load_model(config.model, config.pretrained, device=config.device)
+    given = {name.lower(): method for name, method in (method_objects or {}).items()}
     requested = [m.lower() for m in config.methods] or scorers.list()
     for name in requested:
-        scorers.get(name)  # unknown names fail here, listing the registered ones
-    needs_no = any(scorers.get(m).needs_no_branch for m in requested) and clipn.no_branch_trained
+        if name not in given:
+            scorers.get(name)  # unknown names fail here, listing the registered ones
+    needs_no = clipn.no_branch_trained and any(
+        (given[m] if m in given else scorers.get(m)).needs_no_branch for m in requested
+    )
     index = build_text_index(clipn, names, templates=config.templates, cache_dir=config.cache_dir, include_no=needs_no)
     base = Scorer(clipn, index, "msp", batch_size=config.batch_size, precision=config.precision,
                   allow_untrained_no_branch=True)
@@ -158,8 +167,8 @@ def evaluate(config: EvalConfig, *, model: CLIPN | None = None) -> EvalReport:
             report.id_accuracy = sum(int(top[i]) == label for i, label in known) / len(known)
     for method in requested:
         try:
-            scorer = Scorer(clipn, index, method, batch_size=config.batch_size, precision=config.precision,
-                            cache_dir=config.cache_dir)
+            scorer = Scorer(clipn, index, given.get(method, method), batch_size=config.batch_size,
+                            precision=config.precision, cache_dir=config.cache_dir)
         except OODFilterError as error:
             if config.methods:  # asked for by name: say why it cannot run
                 raise

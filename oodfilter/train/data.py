@@ -37,6 +37,7 @@ class CaptionedImage:
     path: str
     caption: str | None = None
     class_name: str | None = None
+    key: str = ""  # what the train/validation split hashes: the path as the source names it
 
 
 def read_caption_source(data: str | Path) -> list[CaptionedImage]:
@@ -66,7 +67,7 @@ def _folder_pairs(root: Path) -> list[CaptionedImage]:
         name = folder.name.replace("_", " ")
         for file in sorted(folder.rglob("*")):
             if file.suffix.lower() in IMAGE_EXTENSIONS:
-                pairs.append(CaptionedImage(str(file), class_name=name))
+                pairs.append(CaptionedImage(str(file), class_name=name, key=file.relative_to(root).as_posix()))
     return pairs
 
 
@@ -91,18 +92,28 @@ def _table_pairs(table: Path) -> list[CaptionedImage]:
         raise InputError(f"caption table {table} needs 'path' and 'caption' columns; found {sorted(rows[0])}")
     return [
         CaptionedImage(
-            str(Path(row["path"]) if Path(row["path"]).is_absolute() else base / row["path"]), str(row["caption"])
+            str(Path(row["path"]) if Path(row["path"]).is_absolute() else base / row["path"]),
+            str(row["caption"]),
+            key=str(row["path"]),
         )
         for row in rows
     ]
 
 
 def split_pairs(pairs: list[CaptionedImage], val_fraction: float) -> tuple[list[CaptionedImage], list[CaptionedImage]]:
-    """Split into (train, validation) by a hash of each path: stable across runs and machines."""
+    """Split into (train, validation) by a hash of each pair's key (its path as the source names it).
+
+    The split depends on neither the run nor where the data lives, so it is the same on every machine.
+    """
     if not 0 <= val_fraction < 1:
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
     cut = int(val_fraction * 10_000)
-    val = [p for p in pairs if int(hashlib.sha256(p.path.encode()).hexdigest()[:8], 16) % 10_000 < cut]
+
+    def bucket(pair: CaptionedImage) -> int:
+        key = pair.key or pair.path
+        return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10_000
+
+    val = [p for p in pairs if bucket(p) < cut]
     val_paths = {p.path for p in val}
     return [p for p in pairs if p.path not in val_paths], val
 

@@ -17,7 +17,8 @@ def validate(model: CLIPN, dataset: CaptionDataset, *, batch_size: int, device: 
 
     The AUROC scores every (image i, caption j) pair of each batch by pⁿᵒ_ij = σ(−z_ij), the CTW "no"
     probability; matched pairs (i = j) should score low and mismatched ones (captions of another class
-    or text) high. An untrained no-branch gives exactly 0.5.
+    or text) high. An untrained no-branch gives exactly 0.5. The AUROC is left out when the held-out
+    pairs hold no mismatched pair.
     """
     was_training = model.training
     model.eval()
@@ -46,5 +47,7 @@ def validate(model: CLIPN, dataset: CaptionDataset, *, batch_size: int, device: 
     if not batches:
         return {}
     metrics = {f"val_{key}": value / batches for key, value in totals.items()}
-    metrics["val_ctw_auroc"] = auroc(torch.cat(matched).numpy(), torch.cat(mismatched).numpy())
+    matched_all, mismatched_all = torch.cat(matched), torch.cat(mismatched)
+    if matched_all.numel() and mismatched_all.numel():  # a split of one caption group has no mismatched pair
+        metrics["val_ctw_auroc"] = auroc(matched_all.numpy(), mismatched_all.numpy())
     return metrics
