@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default="tiny_world_results")
     parser.add_argument("--cache-dir", default=str(oodfilter.text.default_cache_dir() / "tiny_world"))
-    parser.add_argument("--world-epochs", type=int, default=12)
+    parser.add_argument("--world-epochs", type=int, default=8)
     parser.add_argument("--finetune-steps", type=int, default=150)
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=256)
