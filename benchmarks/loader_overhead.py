@@ -59,7 +59,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "scan.jsonl"
-        scan(ScanConfig(inputs=paths, classes=classes, out=str(manifest), method="msp", threshold=0.8,
+        scan(ScanConfig(inputs=paths, classes=classes, out=str(manifest), method="msp", threshold=0.28,
                         cache_dir=tmp, workers=args.workers), model=model)
         ood_filter = OODFilter(model, classes, method="msp", mode="tag", cache_dir=tmp)
         dual = ImageFolder(str(TEXTURES), transform=ood_filter.wrap_transform(user_tf))

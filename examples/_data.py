@@ -27,3 +27,17 @@ def tiny_classifier(num_classes: int) -> torch.nn.Module:
         torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
         torch.nn.Linear(8, num_classes),
     )
+
+
+def train_steps(model: torch.nn.Module, batches, steps: int = 10) -> float:
+    """Run ``steps`` SGD steps of cross-entropy on (images, labels) batches; return the last loss."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = torch.zeros(())
+    for step, (images, labels) in enumerate(batches):
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step + 1 == steps:
+            break
+    return float(loss.detach())

@@ -9,8 +9,7 @@ Run: python examples/filter_online.py   (uses ../shared/data and the tiny test m
 
 from __future__ import annotations
 
-import torch
-from _data import CLASSES, TEXTURES, require_data, tiny_classifier
+from _data import CLASSES, TEXTURES, require_data, tiny_classifier, train_steps
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
@@ -22,22 +21,14 @@ def main() -> None:
     require_data()
     dataset = ImageFolder(str(TEXTURES), transform=transforms.Compose([transforms.Resize((64, 64)),
                                                                       transforms.ToTensor()]))
-    ood_filter = OODFilter("test-tiny", CLASSES, method="msp", threshold=0.80, mode="drop")  ###
+    ood_filter = OODFilter("test-tiny", CLASSES, method="msp", threshold=0.28, mode="drop")  ###
     dataset.transform = ood_filter.wrap_transform(dataset.transform)  ###
     loader = DataLoader(dataset, batch_size=32, shuffle=True, num_workers=1)
     filtered = FilteredLoader(loader, ood_filter, refill=True)  ###
 
-    model = tiny_classifier(len(dataset.classes))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for step, (images, labels) in enumerate(filtered):
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step == 9:
-            break
+    loss = train_steps(tiny_classifier(len(dataset.classes)), filtered, steps=10)
     c = ood_filter.counters
-    print(f"trained 10 steps; filter saw {c.seen} samples, kept {c.kept}, dropped {c.dropped}; loss {loss.item():.3f}")
+    print(f"trained 10 steps; filter saw {c.seen} samples, kept {c.kept}, dropped {c.dropped}; loss {loss:.3f}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,3 +21,5 @@ def test_example_runs(script, shared_data, tmp_path):
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "10 steps" in result.stdout
+    # each example's filter really removed something (its threshold is set near the 80th percentile)
+    assert re.search(r"dropped'?:? ([1-9]\d*)|: ([1-9]\d*) OOD", result.stdout), result.stdout

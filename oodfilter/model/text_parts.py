@@ -34,33 +34,28 @@ def text_parts(clip: nn.Module) -> TextParts:
             CLIPN's additive no-prompts are not defined.
 
     """
-    if isinstance(clip, open_clip.CLIP):
-        return TextParts(
-            token_embedding=clip.token_embedding,
-            positional_embedding=clip.positional_embedding,
-            transformer=clip.transformer,
-            ln_final=clip.ln_final,
-            text_projection=clip.text_projection,
-            attn_mask=clip.attn_mask,
-            pool_type=clip.text_pool_type,
-            eos_id=getattr(clip, "text_eos_id", None),
-        )
+    if isinstance(clip, open_clip.CLIP):  # the text tower's pieces sit on the CLIP itself
+        return _parts_of(clip, pool_type=clip.text_pool_type, eos_id=getattr(clip, "text_eos_id", None))
     tower = getattr(clip, "text", None)
     if isinstance(tower, TextTransformer) and tower.cls_emb is None and not tower.use_pad_mask:
-        return TextParts(
-            token_embedding=tower.token_embedding,
-            positional_embedding=tower.positional_embedding,
-            transformer=tower.transformer,
-            ln_final=tower.ln_final,
-            text_projection=tower.text_projection,
-            attn_mask=tower.attn_mask,
-            pool_type=tower.pool_type,
-            eos_id=tower.eos_id,
-        )
+        return _parts_of(tower, pool_type=tower.pool_type, eos_id=tower.eos_id)
     kind = type(tower).__name__ if tower is not None else type(clip).__name__
     raise UnsupportedModelError(
         f"CLIPN needs a CLIP-style text transformer (token + positional embeddings) to carry its no-prompts; "
         f"this model's text tower is a {kind}. Use an open_clip model with a CLIP text tower (e.g. ViT-B-16)."
+    )
+
+
+def _parts_of(holder: nn.Module, *, pool_type: str, eos_id: int | None) -> TextParts:
+    return TextParts(
+        token_embedding=holder.token_embedding,  # type: ignore[arg-type]
+        positional_embedding=holder.positional_embedding,  # type: ignore[arg-type]
+        transformer=holder.transformer,  # type: ignore[arg-type]
+        ln_final=holder.ln_final,  # type: ignore[arg-type]
+        text_projection=holder.text_projection,  # type: ignore[arg-type]
+        attn_mask=holder.attn_mask,  # type: ignore[arg-type]
+        pool_type=pool_type,
+        eos_id=eos_id,
     )
 
 
