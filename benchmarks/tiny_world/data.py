@@ -52,6 +52,6 @@ def load_pixels(files: list[Path], size: int = 64) -> torch.Tensor:
     out = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
     for i, file in enumerate(files):
         with Image.open(file) as image:
-            array = np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC))
+            array = np.array(image.convert("RGB").resize((size, size), Image.BICUBIC))
         out[i] = torch.from_numpy(array).permute(2, 0, 1)
     return out
