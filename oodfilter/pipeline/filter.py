@@ -142,7 +142,7 @@ class OODFilter:
         index = build_text_index(self.model, names, templates=templates, cache_dir=cache_dir,
                                  include_no=scorers.get(self.method).needs_no_branch)
         self.scorer = Scorer(self.model, index, self.method, threshold=threshold, device=device,
-                             batch_size=1024, precision=precision)
+                             batch_size=1024, precision=precision, cache_dir=cache_dir)
         self.mode = mode
         self.warn_fraction = warn_fraction
         self.min_seen = min_seen

@@ -104,7 +104,7 @@ def scan(config: ScanConfig, *, progress: Progress | None = None, model: CLIPN |
     index = build_text_index(clipn, names, templates=config.templates, cache_dir=config.cache_dir,
                              include_no=scorers.get(method).needs_no_branch)
     scorer = Scorer(clipn, index, method, threshold=config.threshold, batch_size=config.batch_size,
-                    precision=config.precision)
+                    precision=config.precision, cache_dir=config.cache_dir)
     meta = _run_identity(config, clipn, index.fingerprints, names, method)
     done_paths = _resume_state(config, out, meta)
     _write_beside(out, meta, config)
@@ -119,7 +119,7 @@ def scan(config: ScanConfig, *, progress: Progress | None = None, model: CLIPN |
         score_files_with_ray(
             clipn, remaining, out, append=config.resume,
             scorer_options={"method": method, "threshold": config.threshold, "batch_size": config.batch_size,
-                            "precision": config.precision},
+                            "precision": config.precision, "cache_dir": config.cache_dir},
             index_options={"class_names": names, "templates": config.templates, "cache_dir": config.cache_dir,
                            "include_no": scorers.get(method).needs_no_branch},
             batch_size=config.batch_size, address=config.ray_address, num_actors=config.ray_actors,

@@ -77,6 +77,12 @@ def test_fit_command_then_scorer_finds_the_probe(tmp_path):
     index = oodfilter.build_text_index(model, ["cat", "dog", "bird"], cache_dir=cache)
     rows = oodfilter.Scorer(model, index, "plp", cache_dir=cache).score_paths(sorted(images.iterdir())[:3])
     assert [r.status for r in rows] == ["ok"] * 3
+    # `oodfilter scan --method plp` finds the same probe through the scan's cache folder
+    from oodfilter.scan import ScanConfig, scan
+
+    summary = scan(ScanConfig(inputs=[str(images)], classes=["cat", "dog", "bird"], method="plp", threshold=0.5,
+                              out=str(tmp_path / "m.jsonl"), cache_dir=str(cache), workers=0), model=model)
+    assert summary.ok == 12 and summary.ood + summary.in_distribution == 12
     other = oodfilter.build_text_index(model, ["cat", "dog"], cache_dir=cache)
     with pytest.raises(oodfilter.InputError, match="oodfilter fit plp"):
         oodfilter.Scorer(model, other, "plp", cache_dir=cache)
