@@ -72,6 +72,7 @@ class CLIPN(nn.Module):
         self.preprocess = preprocess
         self.source = source or ModelSource(name="unknown")
         self.no_branch_trained = no_branch_trained
+        self._fingerprints: dict[str, tuple[Any, str]] = {}
         self.train(False)
         self.training_config: dict[str, Any] | None = None
 
@@ -160,4 +161,12 @@ class CLIPN(nn.Module):
             extra = f"yes|{parts.pool_type}|{parts.eos_id}|{tokenizer_id}"
         else:
             raise ValueError(f"unknown tower '{tower}'; expected one of {TOWERS}")
-        return tensors_fingerprint(named, extra=extra)
+        # Hashing a ViT-B-16 text tower takes a fraction of a second; repeat it only when a tensor was
+        # replaced (data pointer) or written in place (autograd's version counter).
+        state = (extra, tuple((name, t.data_ptr(), t._version) for name, t in named))
+        cached = self._fingerprints.get(tower)
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        fingerprint = tensors_fingerprint(named, extra=extra)
+        self._fingerprints[tower] = (state, fingerprint)
+        return fingerprint
