@@ -23,7 +23,9 @@ def main() -> None:
     dataset.transform = ood_filter.wrap_transform(dataset.transform)
 
     node = nodes.SamplerWrapper(RandomSampler(dataset))  # indices
-    node = nodes.ParallelMapper(node, map_fn=dataset.__getitem__, num_workers=2, method="thread")  # decode
+    # Decoding in the loop's thread keeps the example simple; nodes.ParallelMapper(method="process") decodes in
+    # parallel (its threads must be shut down before the interpreter exits, so not here).
+    node = nodes.Mapper(node, map_fn=dataset.__getitem__)
     node = nodes.Batcher(node, batch_size=32)
     node = nodes.Mapper(node, default_collate)
     loader = nodes.Loader(OODFilterNode(node, ood_filter))
