@@ -158,8 +158,8 @@ def evaluate(
 
     report = EvalReport(methods=[], sets=set_names, results={}, scores={}, id_accuracy=None, errors=errors,
                         fpr_convention=config.fpr_convention)
-    top = base.score_features(features["id"]).top_class
     if config.id_labels:
+        top = base.score_features(features["id"]).top_class
         labels = read_labels(config.id_labels, names)
         known = [(i, labels[str(Path(p).resolve())]) for i, p in enumerate(paths["id"]) if str(Path(p).resolve())
                  in labels]

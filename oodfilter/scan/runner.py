@@ -8,6 +8,7 @@ through a journal that ``undo`` reverses.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -223,23 +224,8 @@ def _score_files(
         progress(done, total)
     try:
         for batch in loader:
-            rows: dict[int, Row] = {
-                index: {"path": paths[index], "status": "error", "error": reason} for index, reason in batch.errors
-            }
-            if batch.images is not None:
-                result = scorer.score_images(batch.images)
-                names = result.top_class_names
-                for position, index in enumerate(batch.ok):
-                    rows[index] = {
-                        "path": paths[index],
-                        "status": "ok",
-                        "error": None,
-                        "ood_score": float(result.ood_score[position]),
-                        "is_ood": bool(result.is_ood[position]) if result.is_ood is not None else None,
-                        "top_class": names[position],
-                        "top_prob": float(result.top_prob[position]),
-                    }
-            writer.write([rows[index] for index in sorted(rows)])
+            rows = [dataclasses.asdict(row) for row in scorer.score_decoded(paths, batch)]
+            writer.write(rows)
             done += len(rows)
             if progress is not None:
                 progress(done, total)

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from oodfilter.data.decode import ImageDecodeError, load_rgb_image
+from oodfilter.data.encode import image_batches
+from oodfilter.data.files import DecodedBatch
 from oodfilter.device import autocast_dtype, maybe_autocast, resolve_device
 from oodfilter.errors import InputError, ModelMismatchError
 from oodfilter.model.clipn import CLIPN
@@ -183,28 +184,31 @@ class Scorer:
             raise InputError("this model has no image transform; pass preprocessed tensors to score_images")
         return torch.stack([self.model.preprocess(image) for image in images])
 
+    def score_decoded(self, paths: Sequence[str], batch: DecodedBatch) -> list[ImageScore]:
+        """Turn one decoded batch of ``paths`` into rows, in input order: ``ok`` rows scored, ``error`` rows kept."""
+        rows = {index: ImageScore(path=paths[index], status="error", error=reason) for index, reason in batch.errors}
+        if batch.images is not None:
+            result = self.score_images(batch.images)
+            names = result.top_class_names
+            for position, index in enumerate(batch.ok):
+                rows[index] = ImageScore(
+                    path=paths[index],
+                    status="ok",
+                    ood_score=float(result.ood_score[position]),
+                    is_ood=bool(result.is_ood[position]) if result.is_ood is not None else None,
+                    top_class=names[position],
+                    top_prob=float(result.top_prob[position]),
+                )
+        return [rows[index] for index in sorted(rows)]
+
     def score_paths(self, paths: Sequence[str | Path]) -> list[ImageScore]:
         """Score image files; a file that cannot be decoded gives an ``error`` row, never an exception."""
+        if self.model.preprocess is None:
+            raise InputError("this model has no image transform; pass preprocessed tensors to score_images")
+        names = [str(p) for p in paths]
         rows: list[ImageScore] = []
-        for start in range(0, len(paths), self.batch_size):
-            chunk = [str(p) for p in paths[start : start + self.batch_size]]
-            decoded: list[tuple[int, Image.Image]] = []
-            chunk_rows = [ImageScore(path=p, status="ok") for p in chunk]
-            for position, path in enumerate(chunk):
-                try:
-                    decoded.append((position, load_rgb_image(path)))
-                except ImageDecodeError as error:
-                    chunk_rows[position] = ImageScore(path=path, status="error", error=error.reason)
-            if decoded:
-                result = self.score_images(self.preprocess([image for _, image in decoded]))
-                names = result.top_class_names
-                for row_index, (position, _) in enumerate(decoded):
-                    row = chunk_rows[position]
-                    row.ood_score = float(result.ood_score[row_index])
-                    row.is_ood = bool(result.is_ood[row_index]) if result.is_ood is not None else None
-                    row.top_class = names[row_index]
-                    row.top_prob = float(result.top_prob[row_index])
-            rows.extend(chunk_rows)
+        for batch in image_batches(names, self.model.preprocess, batch_size=self.batch_size, workers=0):
+            rows.extend(self.score_decoded(names, batch))
         return rows
 
 
