@@ -41,6 +41,6 @@ def build_config(cls: type[C], path: str | Path | None = None, overrides: dict[s
     if unknown:
         raise InputError(f"unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
     for key, value in list(values.items()):
-        if isinstance(value, str) and "list" in str(fields[key].type) and "str | list" not in str(fields[key].type):
+        if isinstance(value, str) and fields[key].default_factory is list:  # a list option given one value
             values[key] = [value]
     return cls(**values)
