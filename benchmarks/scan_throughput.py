@@ -44,7 +44,7 @@ def main() -> None:
     model = oodfilter.load_model(args.model, None if args.model == "test-tiny" else "random", device="auto")
     device = model.device
     with tempfile.TemporaryDirectory() as tmp:
-        index = oodfilter.build_text_index(model, classes, cache_dir=tmp)  # warm the text cache
+        index = oodfilter.build_class_vectors(model, classes, cache_dir=tmp)  # warm the text cache
         scorer = oodfilter.Scorer(model, index, "mcm", batch_size=args.batch_size)
         print(f"model {args.model} (random weights) on {device}, {torch.get_num_threads()} torch threads, "
               f"{len(paths)} images, batch {args.batch_size}")

@@ -4,18 +4,18 @@ Typical use::
 
     import oodfilter
 
-    model = oodfilter.load_model("path/to/clipn-bundle")          # or "test-tiny", "ViT-B-16", ...
-    classes = oodfilter.read_class_names("classes.txt")
-    index = oodfilter.build_text_index(model, classes)
-    scorer = oodfilter.Scorer(model, index, method="atd")
-    for row in scorer.score_paths(["a.jpg", "b.jpg"]):
-        print(row.path, row.status, row.ood_score, row.is_ood, row.top_class)
+    scorer = oodfilter.build_scorer(oodfilter.ScorerSpec(model="path/to/clipn-bundle", classes="classes.txt"))
+    for rows in oodfilter.score_files(scorer, ["a.jpg", "b.jpg"]):
+        for row in rows:
+            print(row.path, row.status, row.ood_score, row.is_ood, row.top_class)
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from oodfilter.deprecation import warn_deprecated
 
 # Public names → the module that defines them. Imported on first access (PEP 562), so that
 # `import oodfilter` and `oodfilter --help` stay instant and torch loads only when needed.
@@ -24,7 +24,8 @@ _EXPORTS = {
     "CheckpointError": "oodfilter.errors",
     "ClassListError": "oodfilter.errors",
     "ImageDecodeError": "oodfilter.data.decode",
-    "ImageScore": "oodfilter.scoring.scorer",
+    "ClassVectors": "oodfilter.text.class_vectors",
+    "ManifestRow": "oodfilter.sinks.rows",
     "InputError": "oodfilter.errors",
     "MissingDependencyError": "oodfilter.errors",
     "ModelLoadError": "oodfilter.errors",
@@ -34,11 +35,12 @@ _EXPORTS = {
     "ScoreMethod": "oodfilter.scoring.methods",
     "ScoreResult": "oodfilter.scoring.scorer",
     "Scorer": "oodfilter.scoring.scorer",
+    "ScorerSpec": "oodfilter.scoring.spec",
     "TINY_MODEL_NAME": "oodfilter.model.registration",
-    "TextIndex": "oodfilter.text.index",
     "UnknownNameError": "oodfilter.errors",
     "UnsupportedModelError": "oodfilter.errors",
-    "build_text_index": "oodfilter.text.index",
+    "build_class_vectors": "oodfilter.text.class_vectors",
+    "build_scorer": "oodfilter.scoring.factory",
     "clean_class_names": "oodfilter.text.classes",
     "convert_reference_checkpoint": "oodfilter.model.convert",
     "load_bundle": "oodfilter.model.bundle",
@@ -46,7 +48,16 @@ _EXPORTS = {
     "load_rgb_image": "oodfilter.data.decode",
     "read_class_names": "oodfilter.text.classes",
     "save_bundle": "oodfilter.model.bundle",
-    "scorers": "oodfilter.scoring.methods",
+    "score_files": "oodfilter.scoring.files",
+    "score_methods": "oodfilter.scoring.methods",
+}
+
+# Old public names → (new name, module), kept for one release; each use warns.
+_DEPRECATED = {
+    "ImageScore": ("ManifestRow", "oodfilter.sinks.rows"),
+    "TextIndex": ("ClassVectors", "oodfilter.text.class_vectors"),
+    "build_text_index": ("build_class_vectors", "oodfilter.text.class_vectors"),
+    "scorers": ("score_methods", "oodfilter.scoring.methods"),
 }
 
 if TYPE_CHECKING:
@@ -71,16 +82,30 @@ if TYPE_CHECKING:
         load_model,
         save_bundle,
     )
-    from oodfilter.scoring import ImageScore, ScoreMethod, Scorer, ScoreResult, scorers
-    from oodfilter.text import TextIndex, build_text_index, clean_class_names, read_class_names
+    from oodfilter.scoring import (
+        ScoreMethod,
+        Scorer,
+        ScoreResult,
+        ScorerSpec,
+        build_scorer,
+        score_files,
+        score_methods,
+    )
+    from oodfilter.sinks.rows import ManifestRow
+    from oodfilter.text import ClassVectors, build_class_vectors, clean_class_names, read_class_names
 
 
-_SUBPACKAGES = ("data", "evaluate", "model", "pipeline", "scan", "scoring", "sinks", "text", "train")
+_SUBPACKAGES = ("data", "engines", "evaluate", "model", "pipeline", "report", "scan", "scoring", "sinks", "text",
+                "train")
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBPACKAGES:  # `oodfilter.scan.scan(...)` works without importing the subpackage first
         return importlib.import_module(f"oodfilter.{name}")
+    if name in _DEPRECATED:
+        new, where = _DEPRECATED[name]
+        warn_deprecated(f"oodfilter.{name}", f"oodfilter.{new}")
+        return getattr(importlib.import_module(where), new)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'oodfilter' has no attribute '{name}'")
@@ -99,9 +124,10 @@ __all__ = [
     "CLIPN",
     "CheckpointError",
     "ClassListError",
+    "ClassVectors",
     "ImageDecodeError",
-    "ImageScore",
     "InputError",
+    "ManifestRow",
     "MissingDependencyError",
     "ModelLoadError",
     "ModelMismatchError",
@@ -110,12 +136,13 @@ __all__ = [
     "ScoreMethod",
     "ScoreResult",
     "Scorer",
+    "ScorerSpec",
     "TINY_MODEL_NAME",
-    "TextIndex",
     "UnknownNameError",
     "UnsupportedModelError",
     "__version__",
-    "build_text_index",
+    "build_class_vectors",
+    "build_scorer",
     "clean_class_names",
     "convert_reference_checkpoint",
     "load_bundle",
@@ -123,5 +150,6 @@ __all__ = [
     "load_rgb_image",
     "read_class_names",
     "save_bundle",
-    "scorers",
+    "score_files",
+    "score_methods",
 ]

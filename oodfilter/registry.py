@@ -1,6 +1,8 @@
 """Named registries for extension points, with lazy entry-point discovery.
 
-One :class:`Registry` exists per extension point (scorers, model loaders, sinks, engines). Built-ins
+A :class:`Registry` is one extension point. Two exist today: score methods
+(:data:`oodfilter.scoring.methods.score_methods`, entry-point group ``oodfilter.scorers``) and ``oodfilter fit``
+subcommands (:data:`oodfilter.cli.fit.fitters`, group ``oodfilter.fitters``). Built-ins
 register through the same ``register`` call that third-party plugins use; plugins are discovered once,
 lazily, from the entry-point group ``oodfilter.<point>``. A plugin that fails to load is recorded in
 :attr:`Registry.failures` and skipped, never fatal.

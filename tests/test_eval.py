@@ -16,6 +16,12 @@ from oodfilter.evaluate import metrics
 from oodfilter.evaluate.runner import EvalConfig, evaluate
 
 
+def _rows(scorer, paths):
+    """Every row of ``paths``, in order (score_files yields them batch by batch)."""
+    return [row for rows in oodfilter.score_files(scorer, paths) for row in rows]
+
+
+
 @pytest.fixture(scope="module")
 def coloured_sets(tmp_path_factory):
     """ID: reddish images; OOD: two sets of other images (generated; no shared data needed)."""
@@ -53,8 +59,8 @@ def test_metrics_match_saved_scores_and_files_are_written(tiny_model, coloured_s
         with Image.open(png) as image:
             assert image.size == (720, 400)
     # Scores equal those of a Scorer on the same images: one shared feature pass changes nothing.
-    index = oodfilter.build_text_index(tiny_model, ["red thing", "crimson object"], cache_dir=tmp_path)
-    rows = oodfilter.Scorer(tiny_model, index, "atd").score_paths(sorted(str(p) for p in (coloured_sets / "id")
+    index = oodfilter.build_class_vectors(tiny_model, ["red thing", "crimson object"], cache_dir=tmp_path)
+    rows = _rows(oodfilter.Scorer(tiny_model, index, "atd"), sorted(str(p) for p in (coloured_sets / "id")
                                                                          .iterdir()))
     np.testing.assert_allclose(report.scores["atd"]["id"], [r.ood_score for r in rows], rtol=1e-5, atol=1e-6)
 

@@ -17,6 +17,12 @@ from oodfilter.pipeline import FilteredLoader, ManifestFilter, OODFilter
 from oodfilter.scan import ScanConfig, scan
 from oodfilter.sinks.manifest import read_manifest
 
+
+def _rows(scorer, paths):
+    """Every row of ``paths``, in order (score_files yields them batch by batch)."""
+    return [row for rows in oodfilter.score_files(scorer, paths) for row in rows]
+
+
 NAMES = ["tench", "goldfish", "great white shark", "hen", "ostrich"]
 USER_TRANSFORM = transforms.Compose([transforms.Resize((20, 20)), transforms.ToTensor()])
 
@@ -49,8 +55,8 @@ class PathDataset(Dataset):
 
 
 def _direct_scores(model, root: Path, cache_dir, method="atd"):
-    index = oodfilter.build_text_index(model, NAMES, cache_dir=cache_dir)
-    rows = oodfilter.Scorer(model, index, method).score_paths(sorted(str(p) for p in root.rglob("*.png")))
+    index = oodfilter.build_class_vectors(model, NAMES, cache_dir=cache_dir)
+    rows = _rows(oodfilter.Scorer(model, index, method), sorted(str(p) for p in root.rglob("*.png")))
     return {row.path: row.ood_score for row in rows}
 
 
@@ -142,13 +148,13 @@ def manifest(tiny_model, image_folder, tmp_path, cache_dir, median_msp) -> Path:
 
 
 def test_manifest_subset_matches_the_manifest(manifest, image_folder):
-    rows = {r["path"]: r for r in read_manifest(manifest)}
+    rows = {r.path: r for r in read_manifest(manifest)}
     dataset = ImageFolder(str(image_folder), transform=USER_TRANSFORM)
     subset = ManifestFilter(manifest).subset(dataset)
     kept = [dataset.samples[i][0] for i in subset.indices]
-    assert kept == [p for p, _ in dataset.samples if not rows[p]["is_ood"]]
+    assert kept == [p for p, _ in dataset.samples if not rows[p].is_ood]
     assert 0 < len(kept) < len(dataset)
-    scores = sorted(r["ood_score"] for r in rows.values())
+    scores = sorted(r.ood_score for r in rows.values())
     stricter = ManifestFilter(manifest, threshold=scores[3]).subset(dataset)
     assert len(stricter) == 4
 
@@ -177,7 +183,7 @@ def test_relative_manifest_paths_resolve_from_the_scan_folder(tiny_model, image_
     out = tmp_path / "rel.jsonl"
     scan(ScanConfig(inputs=[image_folder.name], classes=NAMES, out=str(out), cache_dir=str(cache_dir), workers=0,
                     method="msp", threshold=median_msp), model=tiny_model)
-    assert not read_manifest(out)[0]["path"].startswith("/")
+    assert not read_manifest(out)[0].path.startswith("/")
     monkeypatch.chdir(tmp_path)
     dataset = ImageFolder(str(image_folder))
     assert len(ManifestFilter(out).subset(dataset)) == len(dataset) // 2

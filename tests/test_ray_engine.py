@@ -37,12 +37,12 @@ def test_ray_scan_matches_local_scan_and_resumes(local_cluster, tiny_model, real
     assert half.scanned == len(real_images)
     resumed = scan(config("ray.parquet", engine="ray", resume=True), model=tiny_model)
     assert resumed.scanned == len(awkward_images[1])  # only what the first run left
-    local = {row["path"]: row for row in read_manifest(tmp_path / "local.jsonl")}
+    local = {row.path: row for row in read_manifest(tmp_path / "local.jsonl")}
     remote = read_manifest(tmp_path / "ray.parquet")
-    assert len(remote) == len(local) and {row["path"] for row in remote} == set(local)
+    assert len(remote) == len(local) and {row.path for row in remote} == set(local)
     for row in remote:
-        expected = local[row["path"]]
-        assert row["status"] == expected["status"] and row["error"] == expected["error"]
-        if row["status"] == "ok":
-            assert row["ood_score"] == pytest.approx(expected["ood_score"], abs=1e-5)
-            assert row["is_ood"] == expected["is_ood"] and row["top_class"] == expected["top_class"]
+        expected = local[row.path]
+        assert row.status == expected.status and row.error == expected.error
+        if row.status == "ok":
+            assert row.ood_score == pytest.approx(expected.ood_score, abs=1e-5)
+            assert row.is_ood == expected.is_ood and row.top_class == expected.top_class

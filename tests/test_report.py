@@ -15,6 +15,7 @@ from oodfilter.cli.main import cli
 from oodfilter.report import ReportConfig, write_report
 from oodfilter.report.summary import decision_boundary
 from oodfilter.scan import ScanConfig, scan
+from oodfilter.sinks.rows import ManifestRow
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -42,18 +43,18 @@ def test_page_is_self_contained_and_complete(scanned, tmp_path):
 
 
 def test_decision_boundary_rules():
-    rows = [{"ood_score": s, "is_ood": s > 0.4} for s in (0.1, 0.3, 0.5, 0.9)]
+    rows = [ManifestRow(f"{s}.png", "ok", ood_score=s, is_ood=s > 0.4, top_class="a") for s in (0.1, 0.3, 0.5, 0.9)]
     assert decision_boundary(rows, {"threshold": 0.7}) == 0.7
     assert decision_boundary(rows, {"method": "ctw"}) == 0.5
     assert decision_boundary(rows, {"method": "atd"}) == pytest.approx(0.4)
-    assert decision_boundary([{"ood_score": 0.2, "is_ood": None}], {"method": "msp"}) is None
+    assert decision_boundary([ManifestRow("a.png", "ok", ood_score=0.2, top_class="a")], {"method": "msp"}) is None
 
 
 def test_unreadable_gallery_image_becomes_a_placeholder(scanned, tmp_path):
     from oodfilter.sinks.manifest import read_manifest
 
-    first_ok = next(r for r in read_manifest(scanned) if r["status"] == "ok")
-    os.remove(first_ok["path"])  # the image is gone since the scan
+    first_ok = next(r for r in read_manifest(scanned) if r.status == "ok")
+    os.remove(first_ok.path)  # the image is gone since the scan
     page = write_report(scanned, tmp_path / "r.html", ReportConfig(per_gallery=100)).read_text()
     assert 'class="missing"' in page and "file not found" in page
 

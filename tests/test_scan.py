@@ -58,14 +58,14 @@ def test_every_input_once_with_the_right_status(tmp_path, inputs, suffix):
     out = tmp_path / f"manifest{suffix}"
     _scan(tmp_path, folder, "--out", out)
     rows = read_manifest(out)
-    assert sorted(row["path"] for row in rows) == sorted(expected)
-    assert {row["path"]: row["status"] for row in rows} == expected
+    assert sorted(row.path for row in rows) == sorted(expected)
+    assert {row.path: row.status for row in rows} == expected
     for row in rows:
-        if row["status"] == "ok":
-            assert 0.0 <= row["ood_score"] <= 1.0 and isinstance(row["is_ood"], bool)
-            assert row["top_class"] and 0.0 < row["top_prob"] <= 1.0 and row["error"] is None
+        if row.status == "ok":
+            assert 0.0 <= row.ood_score <= 1.0 and isinstance(row.is_ood, bool)
+            assert row.top_class and 0.0 < row.top_prob <= 1.0 and row.error is None
         else:
-            assert row["error"] and row["ood_score"] is None
+            assert row.error and row.ood_score is None
     meta = json.loads(out.with_name(out.name + ".meta.json").read_text())
     assert meta["method"] == "atd" and len(meta["fingerprints"]["yes"]) == 64
     assert out.with_name(out.name + ".config.yaml").is_file()
@@ -84,14 +84,14 @@ def test_formats_agree_and_workers_do_not_change_scores(tmp_path, inputs):
     folder, _ = inputs
     _scan(tmp_path, folder, "--out", tmp_path / "a.jsonl")
     _scan(tmp_path, folder, "--out", tmp_path / "b.csv", "--workers", "2", "--batch-size", "7")
-    a = {r["path"]: r for r in read_manifest(tmp_path / "a.jsonl")}
-    b = {r["path"]: r for r in read_manifest(tmp_path / "b.csv")}
+    a = {r.path: r for r in read_manifest(tmp_path / "a.jsonl")}
+    b = {r.path: r for r in read_manifest(tmp_path / "b.csv")}
     assert a.keys() == b.keys()
     for path, row in a.items():
-        assert row["status"] == b[path]["status"]
-        if row["status"] == "ok":
-            assert row["ood_score"] == pytest.approx(b[path]["ood_score"], abs=1e-5)
-            assert row["top_class"] == b[path]["top_class"]
+        assert row.status == b[path].status
+        if row.status == "ok":
+            assert row.ood_score == pytest.approx(b[path].ood_score, abs=1e-5)
+            assert row.top_class == b[path].top_class
 
 
 def test_exif_rotation_is_applied_before_scoring(tmp_path, tiny_model):
@@ -107,7 +107,7 @@ def test_exif_rotation_is_applied_before_scoring(tmp_path, tiny_model):
     photo.rotate(-90, expand=True).save(folder / "upright.png")
     photo.save(folder / "plain.png")
     _scan(tmp_path, folder, "--out", tmp_path / "m.jsonl")
-    scores = {Path(r["path"]).name: r["ood_score"] for r in read_manifest(tmp_path / "m.jsonl")}
+    scores = {Path(r.path).name: r.ood_score for r in read_manifest(tmp_path / "m.jsonl")}
     assert scores["tagged.png"] == pytest.approx(scores["upright.png"], abs=1e-6)
     assert scores["tagged.png"] != pytest.approx(scores["plain.png"], abs=1e-6)
 
@@ -171,12 +171,12 @@ def test_actions_and_undo_restore_the_tree(tmp_path, inputs, action):
     dest = tmp_path / "flagged"
     out = tmp_path / "m.jsonl"
     _scan(tmp_path, folder, "--out", out, "--action", action, "--dest", dest, "--threshold", "0.5")
-    flagged = [r for r in read_manifest(out) if r["status"] == "ok" and r["is_ood"]]
+    flagged = [r for r in read_manifest(out) if r.status == "ok" and r.is_ood]
     assert flagged, "threshold 0.5 should flag some images with the tiny model"
     for row in flagged:
-        relative = Path(row["path"]).relative_to(folder)
+        relative = Path(row.path).relative_to(folder)
         assert (dest / relative).exists() or (dest / relative).is_symlink()
-        assert Path(row["path"]).exists() == (action != "move")
+        assert Path(row.path).exists() == (action != "move")
     journal = out.with_name(out.name + ".journal.jsonl")
     assert len(journal.read_text().splitlines()) == len(flagged)
     result = CliRunner().invoke(cli, ["undo", str(journal)])
@@ -194,12 +194,12 @@ def test_actions_never_overwrite_and_dry_run_changes_nothing(tmp_path, inputs):
                    "--threshold", "0.5", "--dry-run")
     assert "would move" in result.output and not dest.exists() and _tree_snapshot(folder) == before
     # A file already at the destination is left alone and its source is not moved.
-    first = next(r for r in read_manifest(tmp_path / "dry.jsonl") if r["status"] == "ok" and r["is_ood"])
-    occupied = dest / Path(first["path"]).relative_to(folder)
+    first = next(r for r in read_manifest(tmp_path / "dry.jsonl") if r.status == "ok" and r.is_ood)
+    occupied = dest / Path(first.path).relative_to(folder)
     occupied.parent.mkdir(parents=True)
     occupied.write_bytes(b"already here")
     _scan(tmp_path, folder, "--out", tmp_path / "m.jsonl", "--action", "move", "--dest", dest, "--threshold", "0.5")
-    assert occupied.read_bytes() == b"already here" and Path(first["path"]).exists()
+    assert occupied.read_bytes() == b"already here" and Path(first.path).exists()
 
 
 def test_dest_inside_the_scanned_folder_is_refused(tmp_path, awkward_images):
@@ -233,14 +233,14 @@ def test_killed_scan_resumes_without_duplicates_or_gaps(tmp_path, shared_data):
     resumed = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     rows = read_manifest(out)
-    paths = [row["path"] for row in rows]
+    paths = [row.path for row in rows]
     assert len(paths) == len(set(paths)), "duplicate rows after resume"
     assert set(paths) == expected
-    assert all(row["status"] == "ok" for row in rows)
+    assert all(row.status == "ok" for row in rows)
     # Every row (before and after the kill) carries the score a straight scan gives.
     straight = tmp_path / "straight.jsonl"
     subprocess.run([*args[:args.index("--out") + 1], str(straight), *args[args.index("--out") + 2:]], env=env,
                    check=True, capture_output=True)
-    reference = {row["path"]: row["ood_score"] for row in read_manifest(straight)}
+    reference = {row.path: row.ood_score for row in read_manifest(straight)}
     for row in rows:
-        assert row["ood_score"] == pytest.approx(reference[row["path"]], abs=1e-5)
+        assert row.ood_score == pytest.approx(reference[row.path], abs=1e-5)

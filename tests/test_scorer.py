@@ -10,12 +10,18 @@ import oodfilter
 from oodfilter.errors import InputError, ModelMismatchError
 from oodfilter.scoring import functional as fn
 
+
+def _rows(scorer, paths):
+    """Every row of ``paths``, in order (score_files yields them batch by batch)."""
+    return [row for rows in oodfilter.score_files(scorer, paths) for row in rows]
+
+
 NAMES = ["tench", "goldfish", "great white shark", "hen", "ostrich", "brick wall"]
 
 
 @pytest.fixture
 def index(tiny_model, cache_dir):
-    return oodfilter.build_text_index(tiny_model, NAMES, cache_dir=cache_dir)
+    return oodfilter.build_class_vectors(tiny_model, NAMES, cache_dir=cache_dir)
 
 
 def _images(n, size=32, seed=0):
@@ -63,14 +69,14 @@ def test_threshold_replaces_the_threshold_free_rule(tiny_model, index):
 
 
 def test_clipn_methods_need_a_trained_no_branch(fresh_tiny_model, cache_dir):
-    index = oodfilter.build_text_index(fresh_tiny_model, NAMES, cache_dir=cache_dir)
+    index = oodfilter.build_class_vectors(fresh_tiny_model, NAMES, cache_dir=cache_dir)
     with pytest.raises(InputError, match=r"needs a trained CLIPN no-branch.*energy, maxlogit, mcm, msp"):
         oodfilter.Scorer(fresh_tiny_model, index, "atd")
     oodfilter.Scorer(fresh_tiny_model, index, "mcm")  # fine without a no-branch
 
 
 def test_index_from_another_model_is_refused(tiny_model, fresh_tiny_model, cache_dir):
-    foreign = oodfilter.build_text_index(fresh_tiny_model, NAMES, cache_dir=cache_dir)
+    foreign = oodfilter.build_class_vectors(fresh_tiny_model, NAMES, cache_dir=cache_dir)
     with pytest.raises(ModelMismatchError, match="different model"):
         oodfilter.Scorer(tiny_model, foreign, "msp")
 
@@ -81,7 +87,7 @@ def test_unknown_method_lists_the_registered_ones(tiny_model, index):
 
 
 def test_atd_with_one_class_warns(tiny_model, cache_dir):
-    single = oodfilter.build_text_index(tiny_model, ["dog"], cache_dir=cache_dir)
+    single = oodfilter.build_class_vectors(tiny_model, ["dog"], cache_dir=cache_dir)
     with pytest.warns(UserWarning, match="single class"):
         oodfilter.Scorer(tiny_model, single, "atd")
 
@@ -97,7 +103,7 @@ def test_score_paths_keeps_every_input_in_order(tiny_model, index, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_text("not an image")
     paths = [good, broken, tmp_path / "missing.png", good]
-    rows = oodfilter.Scorer(tiny_model, index, "atd", batch_size=3).score_paths(paths)
+    rows = _rows(oodfilter.Scorer(tiny_model, index, "atd", batch_size=3), paths)
     assert [r.path for r in rows] == [str(p) for p in paths]
     assert [r.status for r in rows] == ["ok", "error", "error", "ok"]
     assert rows[1].error == "not a recognised image format" and rows[2].error == "file not found"
@@ -108,12 +114,12 @@ def test_score_paths_keeps_every_input_in_order(tiny_model, index, tmp_path):
 def test_real_images_score_consistently(tiny_model, cache_dir, shared_data):
     sample = shared_data / "imagenet-sample"
     names = [line.split("\t")[3] for line in (sample / "labels.tsv").read_text().splitlines()[1:50]]
-    index = oodfilter.build_text_index(tiny_model, names, cache_dir=cache_dir)
+    index = oodfilter.build_class_vectors(tiny_model, names, cache_dir=cache_dir)
     textures = sorted((shared_data / "textures-dtd" / "images").rglob("*.jpg"))[:4]
     paths = sorted((sample / "images").iterdir())[:12] + textures
     scorer = oodfilter.Scorer(tiny_model, index, "atd", batch_size=5)
-    rows = scorer.score_paths(paths)
+    rows = _rows(scorer, paths)
     assert [r.status for r in rows] == ["ok"] * len(paths)
-    images = scorer.preprocess([oodfilter.load_rgb_image(p) for p in paths])
+    images = torch.stack([tiny_model.preprocess(oodfilter.load_rgb_image(p)) for p in paths])
     direct = scorer.score_images(images)
     torch.testing.assert_close(torch.tensor([r.ood_score for r in rows]), direct.ood_score, rtol=1e-5, atol=1e-6)

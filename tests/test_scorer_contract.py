@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 import oodfilter
 from oodfilter.evaluate.metrics import auroc
-from oodfilter.scoring.methods import scorers
-from oodfilter.text.index import TextIndex
+from oodfilter.scoring.methods import score_methods
+from oodfilter.text.class_vectors import ClassVectors
 
 CLASSES = ["tench", "goldfish", "hen", "ostrich"]
 
@@ -32,14 +32,14 @@ def separable(tiny_model):
     basis = torch.linalg.qr(torch.randn(dim, dim, generator=g)).Q.T  # (D, D) orthonormal rows
     yes = basis[:c]  # (C, D)
     no = F.normalize(0.5 * basis[:c] + 0.866 * basis[c : 2 * c], dim=-1)  # 60° from each yes vector
-    index = TextIndex(class_names=CLASSES, templates=("a photo of a {}.",), yes=yes, no=no,
+    index = ClassVectors(class_names=CLASSES, templates=("a photo of a {}.",), yes=yes, no=no,
                       fingerprints={t: tiny_model.text_fingerprint(t) for t in ("yes", "no")})
     id_features = F.normalize(yes.repeat(6, 1) + 0.02 * torch.randn(24, dim, generator=g), dim=-1)
     ood_features = F.normalize(torch.randn(24, dim - 2 * c, generator=g) @ basis[2 * c :], dim=-1)
     return index, id_features, ood_features
 
 
-@pytest.mark.parametrize("name", scorers.list())
+@pytest.mark.parametrize("name", score_methods.list())
 def test_scorer_contract(name, tiny_model, separable, contract_cache):
     index, id_features, ood_features = separable
     scorer = oodfilter.Scorer(tiny_model, index, name, cache_dir=contract_cache, reference_features=id_features,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import oodfilter
 from oodfilter.errors import ClassListError, InputError, ModelMismatchError, UnknownNameError
-from oodfilter.text import EmbeddingStore, build_text_index, encode_captions, resolve_templates
+from oodfilter.text import TextCache, build_class_vectors, encode_captions, resolve_templates
 from oodfilter.text.classes import clean_class_names
 
 NAMES = ["tench", "goldfish", "great white shark", "hen", "ostrich"]
@@ -62,7 +62,7 @@ def test_missing_and_binary_class_files_are_named(tmp_path):
 def test_duplicates_are_kept_with_one_warning(cache_dir, tiny_model):
     with pytest.warns(UserWarning, match="repeats 1 class name") as record:
         names = clean_class_names(["crane", "hen", "crane"])
-        index = build_text_index(tiny_model, names, cache_dir=cache_dir)
+        index = build_class_vectors(tiny_model, names, cache_dir=cache_dir)
     assert len(record) == 1
     assert index.class_names == ["crane", "hen", "crane"]
     assert torch.equal(index.yes[0], index.yes[2])
@@ -83,7 +83,7 @@ def test_templates_are_validated():
 
 def test_class_vectors_are_normalised_template_means(tiny_model, cache_dir):
     templates = ["a photo of a {}.", "a drawing of a {}."]
-    index = build_text_index(tiny_model, NAMES, templates=templates, cache_dir=cache_dir)
+    index = build_class_vectors(tiny_model, NAMES, templates=templates, cache_dir=cache_dir)
     for tower, matrix in (("yes", index.yes), ("no", index.no)):
         per_template = [
             torch.from_numpy(encode_captions(tiny_model, tower, [t.format(n) for n in NAMES])) for t in templates
@@ -95,65 +95,65 @@ def test_class_vectors_are_normalised_template_means(tiny_model, cache_dir):
 
 def test_second_build_encodes_nothing(tiny_model, cache_dir, monkeypatch):
     counter = EncodeCounter(tiny_model, monkeypatch)
-    first = build_text_index(tiny_model, NAMES, templates="ensemble", cache_dir=cache_dir)
+    first = build_class_vectors(tiny_model, NAMES, templates="ensemble", cache_dir=cache_dir)
     assert counter.captions == 2 * 7 * len(NAMES)  # yes + no towers, 7 templates
     counter.captions = 0
-    second = build_text_index(tiny_model, NAMES, templates="ensemble", cache_dir=cache_dir)
+    second = build_class_vectors(tiny_model, NAMES, templates="ensemble", cache_dir=cache_dir)
     assert counter.captions == 0
     assert torch.equal(first.yes, second.yes) and torch.equal(first.no, second.no)
     # A larger vocabulary encodes only the new names.
-    build_text_index(tiny_model, [*NAMES, "axolotl"], templates="ensemble", cache_dir=cache_dir)
+    build_class_vectors(tiny_model, [*NAMES, "axolotl"], templates="ensemble", cache_dir=cache_dir)
     assert counter.captions == 2 * 7
 
 
 def test_cache_disabled_writes_nothing(tiny_model, cache_dir):
-    build_text_index(tiny_model, NAMES, cache_dir=cache_dir, use_cache=False)
+    build_class_vectors(tiny_model, NAMES, cache_dir=cache_dir, use_cache=False)
     assert list(cache_dir.iterdir()) == []
 
 
 def test_different_models_never_share_vectors(tiny_model, fresh_tiny_model, cache_dir, monkeypatch):
-    build_text_index(tiny_model, NAMES, cache_dir=cache_dir)
+    build_class_vectors(tiny_model, NAMES, cache_dir=cache_dir)
     counter = EncodeCounter(fresh_tiny_model, monkeypatch)
-    other = build_text_index(fresh_tiny_model, NAMES, cache_dir=cache_dir, include_no=True)
+    other = build_class_vectors(fresh_tiny_model, NAMES, cache_dir=cache_dir, include_no=True)
     assert counter.captions == 2 * len(NAMES)
     expected = torch.from_numpy(encode_captions(fresh_tiny_model, "yes", [f"a photo of a {n}." for n in NAMES]))
     torch.testing.assert_close(other.yes, expected, rtol=0, atol=1e-6)
 
 
 def test_store_refuses_another_fingerprint_or_dimension(tiny_model, cache_dir):
-    build_text_index(tiny_model, NAMES, cache_dir=cache_dir)
+    build_class_vectors(tiny_model, NAMES, cache_dir=cache_dir)
     folder = next((cache_dir / "text").iterdir())
     fingerprint = tiny_model.text_fingerprint("yes")
     owner = fingerprint if folder.name == fingerprint[:40] else tiny_model.text_fingerprint("no")
     with pytest.raises(ModelMismatchError, match="not be mixed"):
-        EmbeddingStore(folder, "0" * 64, tiny_model.embed_dim)
+        TextCache(folder, "0" * 64, tiny_model.embed_dim)
     with pytest.raises(ModelMismatchError, match="64-d"):
-        EmbeddingStore(folder, owner, 64)
+        TextCache(folder, owner, 64)
 
 
 def test_cache_writes_leave_no_temporary_files(tiny_model, cache_dir):
-    build_text_index(tiny_model, NAMES, cache_dir=cache_dir)
-    build_text_index(tiny_model, [*NAMES, "hen harrier"], cache_dir=cache_dir)
+    build_class_vectors(tiny_model, NAMES, cache_dir=cache_dir)
+    build_class_vectors(tiny_model, [*NAMES, "hen harrier"], cache_dir=cache_dir)
     files = sorted(p.name for p in (cache_dir / "text").rglob("*") if p.is_file())
     assert files == ["meta.json", "meta.json", "vectors.faiss", "vectors.faiss"]
 
 
 def test_corrupt_cache_is_a_clear_error(tiny_model, cache_dir):
-    build_text_index(tiny_model, NAMES, cache_dir=cache_dir)
+    build_class_vectors(tiny_model, NAMES, cache_dir=cache_dir)
     for path in (cache_dir / "text").rglob("vectors.faiss"):
         path.write_bytes(b"broken")
     with pytest.raises(oodfilter.CheckpointError, match="corrupt"):
-        build_text_index(tiny_model, NAMES, cache_dir=cache_dir)
+        build_class_vectors(tiny_model, NAMES, cache_dir=cache_dir)
 
 
 def test_untrained_no_branch_skips_no_vectors(fresh_tiny_model, cache_dir):
-    index = build_text_index(fresh_tiny_model, NAMES, cache_dir=cache_dir)
+    index = build_class_vectors(fresh_tiny_model, NAMES, cache_dir=cache_dir)
     assert index.no is None and set(index.fingerprints) == {"yes"}
 
 
 def test_nearest_classes_is_a_faiss_query_matching_brute_force(tiny_model, cache_dir):
     names = [f"thing number {i}" for i in range(300)]
-    index = build_text_index(tiny_model, names, cache_dir=cache_dir, include_no=False)
+    index = build_class_vectors(tiny_model, names, cache_dir=cache_dir, include_no=False)
     features = F.normalize(torch.randn(50, tiny_model.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
     cosines, indices = index.nearest_classes(features, k=5)
     brute = (features @ index.yes.T).topk(5, dim=1)
@@ -168,7 +168,7 @@ def test_fifty_thousand_names(tiny_model, cache_dir, shared_data):
     lines = (shared_data / "wordnet" / "synsets.tsv").read_text().splitlines()
     vocabulary = list(dict.fromkeys(line.split("\t")[1].split(",")[0].strip() for line in lines[1:]))[:50_000]
     assert len(vocabulary) == 50_000
-    index = build_text_index(tiny_model, vocabulary, cache_dir=cache_dir, include_no=False, batch_size=1024)
+    index = build_class_vectors(tiny_model, vocabulary, cache_dir=cache_dir, include_no=False, batch_size=1024)
     assert index.yes.shape == (50_000, tiny_model.embed_dim)
     cosines, _ = index.nearest_classes(index.yes[:64], k=3)
     assert (cosines[:, 0] > 0.999).all()  # each name is (one of) its own nearest names

@@ -59,7 +59,7 @@ def zero_shot_accuracy(model: oodfilter.CLIPN, world: World, files: list[tuple[P
                        classes: list[int]) -> float:
     """Top-1 accuracy of the yes classifier over ``classes`` on ``files`` (labels outside are skipped)."""
     names = [world.names[world.wnids[c]][0] for c in classes]
-    index = oodfilter.build_text_index(model, names, cache_dir=cache, include_no=False)
+    index = oodfilter.build_class_vectors(model, names, cache_dir=cache, include_no=False)
     scorer = oodfilter.Scorer(model, index, "msp")
     wanted = {c: i for i, c in enumerate(classes)}
     subset = [(p, wanted[c]) for p, c in files if c in wanted]
@@ -100,7 +100,7 @@ def run_seed(seed: int, args: argparse.Namespace, world: World, work: Path, log)
     from oodfilter_plp import fit_plp, probe_cache_path
     from oodfilter_plp.scorer import PLP_TEMPLATES
 
-    plp_index = oodfilter.build_text_index(model, id_names, templates=list(PLP_TEMPLATES), cache_dir=cache,
+    plp_index = oodfilter.build_class_vectors(model, id_names, templates=list(PLP_TEMPLATES), cache_dir=cache,
                                            include_no=False)
     scorer = oodfilter.Scorer(model, plp_index, "msp")
     id_train = [str(p) for p, c in world.train if c in id_classes]

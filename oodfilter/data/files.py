@@ -1,79 +1,8 @@
-"""A dataset of image files for scanning: decoding and preprocessing run in DataLoader workers."""
+"""Deprecated module: renamed to :mod:`oodfilter.data.dataset` (kept for one release)."""
 
-from __future__ import annotations
+from oodfilter.data.dataset import DecodedBatch, ImageFileDataset, collate_decoded
+from oodfilter.deprecation import warn_deprecated
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+warn_deprecated("oodfilter.data.files", "oodfilter.data.dataset")
 
-import torch
-from torch.utils.data import Dataset
-
-from oodfilter.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb_image
-
-
-@dataclass
-class DecodedBatch:
-    """A batch out of the loader: decoded images plus the inputs that failed.
-
-    Attributes:
-        ok: Dataset indices of the decoded images, in batch order.
-        images: (len(ok), 3, H, W) preprocessed images, or None when every input failed.
-        errors: (dataset index, reason) for each input that failed.
-
-    """
-
-    ok: list[int]
-    images: torch.Tensor | None
-    errors: list[tuple[int, str]]
-
-    def pin_memory(self) -> DecodedBatch:
-        """Pin the image tensor (called by the DataLoader when ``pin_memory=True``)."""
-        if self.images is not None:
-            self.images = self.images.pin_memory()
-        return self
-
-
-class ImageFileDataset(Dataset[dict[str, Any]]):
-    """Decodes and preprocesses one image file per item; a bad file gives an error item, never an exception.
-
-    Args:
-        paths: The files, in scan order.
-        transform: PIL image → (3, H, W) tensor (the model's own preprocessing).
-        max_pixels: Decompression-bomb limit.
-
-    """
-
-    def __init__(
-        self,
-        paths: Sequence[str],
-        transform: Callable[[Any], torch.Tensor],
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-    ) -> None:
-        self.paths = list(paths)
-        self.transform = transform
-        self.max_pixels = max_pixels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.paths[index]
-        try:
-            image = load_rgb_image(path, max_pixels=self.max_pixels)
-        except ImageDecodeError as error:
-            return {"index": index, "image": None, "error": error.reason}
-        try:
-            return {"index": index, "image": self.transform(image), "error": None}
-        except Exception as error:  # a transform failure is one bad input, not a failed scan
-            return {"index": index, "image": None, "error": f"preprocessing failed: {type(error).__name__}: {error}"}
-
-
-def collate_decoded(items: list[dict[str, Any]]) -> DecodedBatch:
-    """Collate dataset items into a :class:`DecodedBatch`."""
-    good = [item for item in items if item["image"] is not None]
-    return DecodedBatch(
-        ok=[item["index"] for item in good],
-        images=torch.stack([item["image"] for item in good]) if good else None,
-        errors=[(item["index"], item["error"]) for item in items if item["image"] is None],
-    )
+__all__ = ["DecodedBatch", "ImageFileDataset", "collate_decoded"]

@@ -1,9 +1,10 @@
 """Scanning on a Ray cluster with Ray Data (the optional ``ray`` extra).
 
 Pipeline: the paths still to score → decode and preprocess in CPU tasks, with the same safe decoder as
-the local scan (a bad file becomes an error row) → score in an actor pool (each actor holds the model and
-the class vectors once; one GPU per actor where GPUs exist) → rows streamed back to the driver, which
-appends them to the manifest batch by batch. The manifest therefore has the local scan's format and
+the local scan (a bad file becomes an error row) → score in an actor pool (each actor builds its scorer
+once from a :class:`~oodfilter.scoring.spec.ScorerSpec`; one GPU per actor where GPUs exist) → rows
+streamed back to the driver, where the scan appends them to the manifest through the same writer as the
+local engine. The manifest therefore has the local scan's format and
 schema, and ``--resume`` works the same way: a re-run scores only the paths the manifest lacks. Ray
 retries failed tasks; a corrupt file never fails the job. Files must be readable from every node.
 """
@@ -11,21 +12,23 @@ retries failed tasks; a corrupt file never fails the job. Files must be readable
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from oodfilter.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb_image
+from oodfilter.data.dataset import decode_item
+from oodfilter.data.decode import DEFAULT_MAX_PIXELS
 from oodfilter.errors import MissingDependencyError
 from oodfilter.model.clipn import CLIPN
-from oodfilter.sinks.manifest import ManifestWriter, Row
+from oodfilter.scoring.factory import build_scorer
+from oodfilter.scoring.spec import ScorerSpec
+from oodfilter.sinks.rows import ManifestRow, build_rows, rows_from_columns, rows_to_columns
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 
 
 def _require_ray() -> Any:
@@ -43,116 +46,72 @@ def decode_batch(
     """Ray Data task: decode and preprocess a batch of paths; a bad file gets an error and a zero image."""
     images, errors = [], []
     for path in batch["path"]:
-        try:
-            images.append(preprocess(load_rgb_image(str(path), max_pixels=max_pixels)).numpy())
-            errors.append("")
-        except ImageDecodeError as error:
-            images.append(np.zeros((3, image_size, image_size), dtype=np.float32))
-            errors.append(error.reason)
-        except Exception as error:  # a transform failure is one bad input, not a failed job
-            images.append(np.zeros((3, image_size, image_size), dtype=np.float32))
-            errors.append(f"preprocessing failed: {type(error).__name__}: {error}")
+        image, error = decode_item(str(path), preprocess, max_pixels)
+        images.append(image.numpy() if image is not None else np.zeros((3, image_size, image_size), np.float32))
+        errors.append(error or "")
     return {"path": batch["path"], "image": np.stack(images).astype(np.float32), "error": np.array(errors)}
 
 
 class ScoreActor:
-    """Ray Data actor: holds the model, class vectors and scorer; scores decoded batches."""
+    """Ray Data actor: builds the scorer once from the spec (model from the object store); scores decoded batches."""
 
-    def __init__(self, model: Any, scorer_options: dict[str, Any], index_options: dict[str, Any]) -> None:
-        from oodfilter.scoring.scorer import Scorer
-        from oodfilter.text.index import build_text_index
-
+    def __init__(self, model: Any, spec: ScorerSpec) -> None:
         ray = _require_ray()
         if isinstance(model, ray.ObjectRef):  # the model travels once through the object store
             model = ray.get(model)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = model.to(device).eval()
-        index = build_text_index(self.model, **index_options)
-        self.scorer = Scorer(self.model, index, device=device, **scorer_options)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.scorer = build_scorer(replace(spec, device=device), model=model)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Return manifest columns for a decoded batch."""
-        ok = np.array([not e for e in batch["error"]], dtype=bool)
-        size = len(batch["path"])
-        ood = np.full(size, np.nan)
-        decision = np.full(size, -1, dtype=np.int8)  # -1: none
-        top = np.array([""] * size, dtype=object)
-        prob = np.full(size, np.nan)
-        if ok.any():
-            result = self.scorer.score_images(torch.from_numpy(batch["image"][ok]))
-            ood[ok] = result.ood_score.double().numpy()
-            if result.is_ood is not None:
-                decision[ok] = result.is_ood.numpy().astype(np.int8)
-            top[ok] = result.top_class_names
-            prob[ok] = result.top_prob.double().numpy()
-        return {"path": batch["path"], "error": batch["error"], "ood_score": ood, "decision": decision,
-                "top_class": top, "top_prob": prob}
-
-
-def _rows(batch: dict[str, np.ndarray]) -> list[Row]:
-    rows: list[Row] = []
-    for i, path in enumerate(batch["path"]):
-        if batch["error"][i]:
-            rows.append({"path": str(path), "status": "error", "error": str(batch["error"][i])})
-        else:
-            decision = int(batch["decision"][i])
-            rows.append({"path": str(path), "status": "ok", "error": None,
-                         "ood_score": float(batch["ood_score"][i]),
-                         "is_ood": None if decision < 0 else bool(decision),
-                         "top_class": str(batch["top_class"][i]), "top_prob": float(batch["top_prob"][i])})
-    return rows
+        """Return the manifest rows of a decoded batch, as columns."""
+        paths = [str(path) for path in batch["path"]]
+        errors = [(i, str(reason)) for i, reason in enumerate(batch["error"]) if reason]
+        ok = [i for i, reason in enumerate(batch["error"]) if not reason]
+        result = self.scorer.score_images(torch.from_numpy(batch["image"][ok])) if ok else None
+        return rows_to_columns(build_rows(paths, errors, ok, result))
 
 
 def score_files_with_ray(
+    spec: ScorerSpec,
     model: CLIPN,
     paths: list[str],
-    out: Path,
     *,
-    append: bool,
-    scorer_options: dict[str, Any],
-    index_options: dict[str, Any],
     batch_size: int,
     address: str | None = None,
     num_actors: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    progress: Progress | None = None,
-    total: int = 0,
-    already: int = 0,
-) -> None:
-    """Score ``paths`` on Ray and append their rows to the manifest ``out`` as they arrive."""
+) -> Iterator[list[ManifestRow]]:
+    """Score ``paths`` on Ray and yield their rows batch by batch, in input order, as they arrive.
+
+    Args:
+        spec: The scorer every actor builds (its class list given as names, not a file).
+        model: The loaded model; it travels once through the object store.
+        paths: Image files, readable from every node.
+        batch_size: Images per decode task and per scoring call.
+        address: Ray cluster address (None: start or join a local one).
+        num_actors: Scoring actors (default: one per GPU, else one).
+        max_pixels: Decompression-bomb limit per image.
+
+    """
     ray = _require_ray()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the same manifest order on every run
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    actors = num_actors if num_actors else max(1, gpus)  # one actor per GPU, or one on the CPU
-    if model.preprocess is None:
-        raise MissingDependencyError("the model has no image transform")
-    dataset = ray.data.from_items([{"path": p} for p in paths])
-    decoded = dataset.map_batches(
+    decoded = ray.data.from_items([{"path": p} for p in paths]).map_batches(
         decode_batch,
         fn_kwargs={"preprocess": model.preprocess, "image_size": model.image_size, "max_pixels": max_pixels},
         batch_size=batch_size,
         num_cpus=1,
     )
-    model_ref = ray.put(model.cpu())
     scored = decoded.map_batches(
         ScoreActor,
-        fn_constructor_kwargs={"model": model_ref, "scorer_options": scorer_options, "index_options": index_options},
+        fn_constructor_kwargs={"model": ray.put(model.cpu()), "spec": spec},
         batch_size=batch_size,
-        concurrency=actors,
+        concurrency=num_actors or max(1, gpus),  # one actor per GPU, or one on the CPU
         num_gpus=1 if gpus else 0,
         num_cpus=0 if gpus else 1,
     )
-    writer = ManifestWriter(out, append=append)
-    done = already
-    try:
-        for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
-            rows = _rows(batch)
-            writer.write(rows)
-            done += len(rows)
-            if progress is not None:
-                progress(done, total)
-    finally:
-        writer.close()
+    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+        yield rows_from_columns(batch)

@@ -6,7 +6,7 @@ import csv
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +14,17 @@ import torch
 
 from oodfilter.config import build_config
 from oodfilter.data.discovery import discover_images
-from oodfilter.data.encode import encode_image_files
+from oodfilter.data.loader import encode_image_files
 from oodfilter.errors import InputError, OODFilterError
 from oodfilter.evaluate import metrics
 from oodfilter.evaluate.histogram import save_histogram_png
 from oodfilter.model.clipn import CLIPN
-from oodfilter.model.loading import load_model
-from oodfilter.scoring.methods import ScoreMethod, scorers
+from oodfilter.scoring.factory import build_scorer, load_spec_model, read_spec_classes
+from oodfilter.scoring.methods import ScoreMethod, score_methods
 from oodfilter.scoring.scorer import Scorer
+from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.manifest import FORMATS, read_manifest
-from oodfilter.text.classes import clean_class_names, read_class_names
-from oodfilter.text.index import build_text_index
+from oodfilter.text.class_vectors import build_class_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def load_eval_config(path: str | Path | None = None, overrides: dict[str, Any] |
 def read_image_set(source: str) -> list[str]:
     """Return the image paths of a folder, glob or file list, or the ``ok`` rows of a scan manifest."""
     if Path(source).is_file() and Path(source).suffix.lower() in FORMATS:
-        return [row["path"] for row in read_manifest(source) if row["status"] == "ok"]
+        return [row.path for row in read_manifest(source) if row.ok]
     return [str(item.path) for item in discover_images([source])]
 
 
@@ -128,22 +128,54 @@ def evaluate(
         raise InputError("pass the in-distribution images (--id) and at least one OOD set (--ood)")
     if not config.classes:
         raise InputError("pass the class list (--classes)")
-    names = clean_class_names(config.classes) if isinstance(config.classes, list) else read_class_names(config.classes)
-    clipn = model if model is not None else load_model(config.model, config.pretrained, device=config.device)
     given = {name.lower(): method for name, method in (method_objects or {}).items()}
-    requested = [m.lower() for m in config.methods] or scorers.list()
-    for name in requested:
-        if name not in given:
-            scorers.get(name)  # unknown names fail here, listing the registered ones
-    needs_no = clipn.no_branch_trained and any(
-        (given[m] if m in given else scorers.get(m)).needs_no_branch for m in requested
-    )
-    index = build_text_index(clipn, names, templates=config.templates, cache_dir=config.cache_dir, include_no=needs_no)
-    base = Scorer(clipn, index, "msp", batch_size=config.batch_size, precision=config.precision,
-                  allow_untrained_no_branch=True)
-
+    requested = [m.lower() for m in config.methods] or score_methods.list()
+    base = _feature_scorer(config, model, [given.get(name) or score_methods.create(name) for name in requested])
     set_names = _set_names(config.ood)
     sources = {"id": config.id, **dict(zip(set_names, config.ood, strict=True))}
+    features, paths, errors = _encode_sets(config, base, sources)
+    report = EvalReport(methods=[], sets=set_names, results={}, scores={}, id_accuracy=None, errors=errors,
+                        fpr_convention=config.fpr_convention)
+    if config.id_labels:
+        report.id_accuracy = _id_accuracy(base, features["id"], paths["id"], config.id_labels)
+    for name in requested:
+        try:
+            scorer = build_scorer(replace(_spec(config), method=name), model=base.model,
+                                  class_vectors=base.class_vectors, method=given.get(name))
+        except OODFilterError as error:
+            if config.methods:  # asked for by name: say why it cannot run
+                raise
+            report.skipped[name] = str(error)
+            continue
+        scores = {set_name: scorer.score_features(f).ood_score.tolist() for set_name, f in features.items()}
+        report.methods.append(name)
+        report.scores[name] = scores
+        report.results[name] = _metrics_for(scores, set_names, config.fpr_convention)
+    if config.out:
+        _write_outputs(report, Path(config.out), plots=config.plots)
+    return report
+
+
+def _spec(config: EvalConfig) -> ScorerSpec:
+    return ScorerSpec(model=config.model, classes=config.classes, pretrained=config.pretrained,
+                      templates=config.templates, device=config.device, precision=config.precision,
+                      batch_size=config.batch_size, cache_dir=config.cache_dir)
+
+
+def _feature_scorer(config: EvalConfig, model: CLIPN | None, methods: list[ScoreMethod]) -> Scorer:
+    """Build the MSP scorer whose model and class vectors every method shares (no-vectors if one needs them)."""
+    spec = replace(_spec(config), method="msp")
+    clipn = model if model is not None else load_spec_model(spec)
+    needs_no = clipn.no_branch_trained and any(method.needs_no_branch for method in methods)
+    vectors = build_class_vectors(clipn, read_spec_classes(spec), templates=spec.templates, cache_dir=spec.cache_dir,
+                                  include_no=needs_no)
+    return build_scorer(spec, model=clipn, class_vectors=vectors, allow_untrained_no_branch=True)
+
+
+def _encode_sets(
+    config: EvalConfig, scorer: Scorer, sources: dict[str, str]
+) -> tuple[dict[str, torch.Tensor], dict[str, list[str]], dict[str, str]]:
+    """Encode every set once: features and decoded paths per set, and the reason of every unreadable file."""
     features: dict[str, torch.Tensor] = {}
     paths: dict[str, list[str]] = {}
     errors: dict[str, str] = {}
@@ -151,36 +183,19 @@ def evaluate(
         listed = read_image_set(source)
         if not listed:
             raise InputError(f"the {set_name} set {source} holds no images")
-        encoded = encode_image_files(base.encode_images, clipn.preprocess or base.preprocess, listed,
+        encoded = encode_image_files(scorer.encode_images, scorer.model.preprocess, listed,
                                      batch_size=config.batch_size, workers=config.workers)
         features[set_name], paths[set_name] = encoded.features, encoded.paths
         errors.update(encoded.errors)
+    return features, paths, errors
 
-    report = EvalReport(methods=[], sets=set_names, results={}, scores={}, id_accuracy=None, errors=errors,
-                        fpr_convention=config.fpr_convention)
-    if config.id_labels:
-        top = base.score_features(features["id"]).top_class
-        labels = read_labels(config.id_labels, names)
-        known = [(i, labels[str(Path(p).resolve())]) for i, p in enumerate(paths["id"]) if str(Path(p).resolve())
-                 in labels]
-        if known:
-            report.id_accuracy = sum(int(top[i]) == label for i, label in known) / len(known)
-    for method in requested:
-        try:
-            scorer = Scorer(clipn, index, given.get(method, method), batch_size=config.batch_size,
-                            precision=config.precision, cache_dir=config.cache_dir)
-        except OODFilterError as error:
-            if config.methods:  # asked for by name: say why it cannot run
-                raise
-            report.skipped[method] = str(error)
-            continue
-        scores = {name: scorer.score_features(f).ood_score.tolist() for name, f in features.items()}
-        report.methods.append(method)
-        report.scores[method] = scores
-        report.results[method] = _metrics_for(scores, set_names, config.fpr_convention)
-    if config.out:
-        _write_outputs(report, Path(config.out), plots=config.plots)
-    return report
+
+def _id_accuracy(scorer: Scorer, features: torch.Tensor, paths: list[str], labels_file: str) -> float | None:
+    """Top-1 accuracy of the yes classifier on the ID images the label file names (None: it names none)."""
+    top = scorer.score_features(features).top_class
+    labels = read_labels(labels_file, scorer.class_vectors.class_names)
+    known = [(i, labels[str(Path(p).resolve())]) for i, p in enumerate(paths) if str(Path(p).resolve()) in labels]
+    return sum(int(top[i]) == label for i, label in known) / len(known) if known else None
 
 
 def _set_names(sources: list[str]) -> list[str]:

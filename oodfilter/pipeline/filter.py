@@ -15,12 +15,9 @@ from torch.utils.data import Dataset, IterableDataset
 from oodfilter.data.decode import load_rgb_image
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
-from oodfilter.model.loading import load_model
 from oodfilter.pipeline.batches import ClipViewed, select_samples, split_clip_view
-from oodfilter.scoring.methods import choose_method, scorers
-from oodfilter.scoring.scorer import Scorer
-from oodfilter.text.classes import clean_class_names, read_class_names
-from oodfilter.text.index import build_text_index
+from oodfilter.scoring.factory import build_scorer
+from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.text.templates import DEFAULT_TEMPLATES
 
 MODES = ("tag", "drop")
@@ -130,19 +127,16 @@ class OODFilter:
     ) -> None:
         if mode not in MODES:
             raise InputError(f"mode must be 'tag' or 'drop', got '{mode}'")
-        self.model = load_model(model, device=device or "auto") if isinstance(model, str) else model
-        names = read_class_names(classes) if isinstance(classes, str | Path) else clean_class_names(classes)
-        self.method = choose_method(
-            method, no_branch_trained=self.model.no_branch_trained, model_name=self.model.source.name
+        spec = ScorerSpec(
+            model=model if isinstance(model, str) else model.source.name,
+            classes=str(classes) if isinstance(classes, Path) else classes, method=method, templates=templates,
+            threshold=threshold, require_decisions=mode == "drop", decisions_for="drop mode",
+            device=str(device) if device is not None else "auto", precision=precision, batch_size=1024,
+            cache_dir=str(cache_dir) if cache_dir is not None else None,
         )
-        if mode == "drop" and threshold is None and not scorers.get(self.method).threshold_free:
-            raise InputError(
-                f"drop mode needs decisions and '{self.method}' has no threshold-free rule: pass threshold="
-            )
-        index = build_text_index(self.model, names, templates=templates, cache_dir=cache_dir,
-                                 include_no=scorers.get(self.method).needs_no_branch)
-        self.scorer = Scorer(self.model, index, self.method, threshold=threshold, device=device,
-                             batch_size=1024, precision=precision, cache_dir=cache_dir)
+        self.scorer = build_scorer(spec, model=None if isinstance(model, str) else model)
+        self.model = self.scorer.model
+        self.method = self.scorer.method.name
         self.mode = mode
         self.warn_fraction = warn_fraction
         self.min_seen = min_seen
@@ -152,8 +146,6 @@ class OODFilter:
     @property
     def clip_preprocess(self) -> Callable[[Any], torch.Tensor]:
         """The model's own eval transform (PIL image → (3, H, W))."""
-        if self.model.preprocess is None:
-            raise InputError("the model has no image transform")
         return self.model.preprocess
 
     def wrap_transform(self, transform: Callable[[Any], Any] | None) -> DualViewTransform:

@@ -52,17 +52,17 @@ class ManifestFilter:
         base = self._scan_folder()
         self._drop: dict[str, bool] = {}
         for row in rows:
-            key = _absolute(row["path"], base)
-            if row["status"] != "ok":
+            key = _absolute(row.path, base)
+            if row.status != "ok":
                 self._drop[key] = not keep_errors
             elif threshold is not None:
-                self._drop[key] = float(row["ood_score"]) > threshold
-            elif row.get("is_ood") is None:
+                self._drop[key] = row.score > threshold
+            elif row.is_ood is None:
                 raise InputError(
                     f"manifest {self.manifest} has no decisions (its method needs a threshold): pass threshold="
                 )
             else:
-                self._drop[key] = bool(row["is_ood"])
+                self._drop[key] = bool(row.is_ood)
 
     def _scan_folder(self) -> Path:
         meta = sidecar(self.manifest, "meta.json")

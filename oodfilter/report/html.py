@@ -13,8 +13,9 @@ from typing import Any
 from oodfilter.atomic import atomic_write_text
 from oodfilter.data.decode import ImageDecodeError, load_rgb_image
 from oodfilter.errors import InputError
-from oodfilter.report.summary import ReportData, Row, summarise
+from oodfilter.report.summary import ReportData, summarise
 from oodfilter.sinks.manifest import read_manifest, sidecar
+from oodfilter.sinks.rows import ManifestRow
 
 THUMB_SIZE = 160
 MAX_TABLE_ROWS = 200
@@ -62,18 +63,18 @@ def _thumbnail(path: str, size: int, cache: dict[str, str]) -> str:
     return cache[path]
 
 
-def _gallery(title: str, rows: list[Row], size: int, cache: dict[str, str]) -> str:
+def _gallery(title: str, rows: list[ManifestRow], size: int, cache: dict[str, str]) -> str:
     cards = []
     for row in rows:
-        source = _thumbnail(row["path"], size, cache)
-        decision = {True: "OOD", False: "ID", None: "no decision"}[row.get("is_ood")]
-        label = (f"{row['ood_score']:.4f} · {decision}<br>{html.escape(str(row.get('top_class')))} "
-                 f"({(row.get('top_prob') or 0):.2f})")
+        source = _thumbnail(row.path, size, cache)
+        decision = {True: "OOD", False: "ID", None: "no decision"}[row.is_ood]
+        label = (f"{row.score:.4f} · {decision}<br>{html.escape(str(row.top_class))} "
+                 f"({(row.top_prob or 0):.2f})")
         if source.startswith("error:"):
             picture = f'<div class="missing">{html.escape(source[6:])}</div>'
         else:
-            picture = f'<img class="thumb" src="{source}" alt="{html.escape(Path(row["path"]).name)}">'
-        cards.append(f'<figure title="{html.escape(row["path"])}">{picture}<figcaption>{label}</figcaption></figure>')
+            picture = f'<img class="thumb" src="{source}" alt="{html.escape(Path(row.path).name)}">'
+        cards.append(f'<figure title="{html.escape(row.path)}">{picture}<figcaption>{label}</figcaption></figure>')
     body = "".join(cards) or "<p>none</p>"
     return f'<section><h2>{html.escape(title)} ({len(rows)})</h2><div class="gallery">{body}</div></section>'
 
@@ -159,7 +160,7 @@ def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: Repor
         "<section><h2>Per top class</h2>"
         + _table(["top class", "ID", "OOD"], [list(r) for r in data.per_class]) + "</section>",
         f"<section><h2>Errors ({len(data.errors)})</h2>"
-        + _table(["path", "error"], [[r["path"], r.get("error")] for r in data.errors]) + "</section>",
+        + _table(["path", "error"], [[r.path, r.error] for r in data.errors]) + "</section>",
     ]
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"

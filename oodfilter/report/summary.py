@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-Row = dict[str, Any]
+from oodfilter.sinks.rows import ManifestRow
 
 
 @dataclass
@@ -24,15 +24,15 @@ class ReportData:
 
     counts: dict[str, int]
     boundary: float | None
-    most_ood: list[Row]
-    most_id: list[Row]
-    borderline: list[Row]
-    errors: list[Row]
+    most_ood: list[ManifestRow]
+    most_id: list[ManifestRow]
+    borderline: list[ManifestRow]
+    errors: list[ManifestRow]
     per_class: list[tuple[str, int, int]]
     scores: list[float] = field(default_factory=list)
 
 
-def decision_boundary(rows: list[Row], meta: dict[str, Any]) -> float | None:
+def decision_boundary(rows: list[ManifestRow], meta: dict[str, Any]) -> float | None:
     """Return the score where decisions flip.
 
     That is the threshold if one was used, 0.5 for CTW, and otherwise the midpoint between the
@@ -43,37 +43,37 @@ def decision_boundary(rows: list[Row], meta: dict[str, Any]) -> float | None:
         return float(meta["threshold"])
     if meta.get("method") == "ctw":
         return 0.5
-    id_scores = [r["ood_score"] for r in rows if r.get("is_ood") is False]
-    ood_scores = [r["ood_score"] for r in rows if r.get("is_ood") is True]
+    id_scores = [r.score for r in rows if r.is_ood is False]
+    ood_scores = [r.score for r in rows if r.is_ood is True]
     if not id_scores or not ood_scores:
         return None
     return (max(id_scores) + min(ood_scores)) / 2
 
 
-def summarise(rows: list[Row], meta: dict[str, Any], *, per_gallery: int = 24) -> ReportData:
+def summarise(rows: list[ManifestRow], meta: dict[str, Any], *, per_gallery: int = 24) -> ReportData:
     """Compute counts, the decision boundary and the gallery rows from manifest rows."""
-    ok = [r for r in rows if r["status"] == "ok"]
-    errors = [r for r in rows if r["status"] != "ok"]
-    by_score = sorted(ok, key=lambda r: r["ood_score"])
+    ok = [r for r in rows if r.status == "ok"]
+    errors = [r for r in rows if r.status != "ok"]
+    by_score = sorted(ok, key=lambda r: r.score)
     boundary = decision_boundary(ok, meta)
-    borderline = sorted(ok, key=lambda r: abs(r["ood_score"] - boundary))[:per_gallery] if boundary is not None \
+    borderline = sorted(ok, key=lambda r: abs(r.score - boundary))[:per_gallery] if boundary is not None \
         else []
-    classes: Counter[tuple[str, bool | None]] = Counter((r.get("top_class") or "?", r.get("is_ood")) for r in ok)
+    classes: Counter[tuple[str, bool | None]] = Counter((r.top_class or "?", r.is_ood) for r in ok)
     names = sorted({name for name, _ in classes}, key=lambda n: -(classes[(n, False)] + classes[(n, True)]))
     return ReportData(
         counts={
             "total": len(rows),
             "ok": len(ok),
             "errors": len(errors),
-            "ood": sum(r.get("is_ood") is True for r in ok),
-            "id": sum(r.get("is_ood") is False for r in ok),
-            "undecided": sum(r.get("is_ood") is None for r in ok),
+            "ood": sum(r.is_ood is True for r in ok),
+            "id": sum(r.is_ood is False for r in ok),
+            "undecided": sum(r.is_ood is None for r in ok),
         },
         boundary=boundary,
         most_ood=by_score[::-1][:per_gallery],
         most_id=by_score[:per_gallery],
-        borderline=sorted(borderline, key=lambda r: r["ood_score"]),
+        borderline=sorted(borderline, key=lambda r: r.score),
         errors=errors,
         per_class=[(n, classes[(n, False)], classes[(n, True)]) for n in names],
-        scores=[r["ood_score"] for r in ok],
+        scores=[r.score for r in ok],
     )

@@ -8,14 +8,13 @@ through a journal that ``undo`` reverses.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,17 @@ import yaml
 from oodfilter import __version__
 from oodfilter.atomic import atomic_write_text
 from oodfilter.data.discovery import DiscoveredFile, discover_images
-from oodfilter.data.encode import image_batches
+from oodfilter.engines.ray_engine import score_files_with_ray
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
-from oodfilter.model.loading import load_model
 from oodfilter.scan.config import ScanConfig
-from oodfilter.scoring.methods import choose_method, scorers
+from oodfilter.scoring.factory import build_scorer
+from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
+from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
-from oodfilter.sinks.manifest import ManifestWriter, Row, read_manifest, sidecar
-from oodfilter.text.classes import clean_class_names, read_class_names
-from oodfilter.text.index import build_text_index
+from oodfilter.sinks.manifest import ManifestWriter, read_manifest, sidecar
+from oodfilter.sinks.rows import ManifestRow
 
 logger = logging.getLogger(__name__)
 
@@ -96,51 +95,75 @@ def scan(config: ScanConfig, *, progress: Progress | None = None, model: CLIPN |
     files = discover_images(config.inputs, include=config.include, exclude=config.exclude, recursive=config.recursive)
     _check_dest_outside_inputs(config, files)
     _check_output_is_free(config, out)
-    names = clean_class_names(config.classes) if isinstance(config.classes, list) else read_class_names(config.classes)
-    clipn = model if model is not None else load_model(config.model, config.pretrained, device=config.device)
-    method = choose_method(config.method, no_branch_trained=clipn.no_branch_trained, model_name=clipn.source.name)
-    if config.action != "tag" and config.threshold is None and not scorers.get(method).threshold_free:
-        raise InputError(f"--action {config.action} needs decisions, and '{method}' has no threshold-free rule: "
-                         "pass --threshold X")
-    index = build_text_index(clipn, names, templates=config.templates, cache_dir=config.cache_dir,
-                             include_no=scorers.get(method).needs_no_branch)
-    scorer = Scorer(clipn, index, method, threshold=config.threshold, batch_size=config.batch_size,
-                    precision=config.precision, cache_dir=config.cache_dir)
-    meta = _run_identity(config, clipn, index.fingerprints, names, method)
+    spec = scorer_spec(config)
+    scorer = build_scorer(spec, model=model)
+    meta = _run_identity(config, scorer)
     done_paths = _resume_state(config, out, meta)
     _write_beside(out, meta, config)
 
     wanted = [str(item.path) for item in files]
     remaining = [path for path in wanted if path not in done_paths]
-    summary = ScanSummary(manifest=out, method=method)
+    summary = ScanSummary(manifest=out, method=scorer.method.name)
     start = time.perf_counter()
-    if remaining and config.engine == "ray":
-        from oodfilter.engines.ray_engine import score_files_with_ray
-
-        score_files_with_ray(
-            clipn, remaining, out, append=config.resume,
-            scorer_options={"method": method, "threshold": config.threshold, "batch_size": config.batch_size,
-                            "precision": config.precision, "cache_dir": config.cache_dir},
-            index_options={"class_names": names, "templates": config.templates, "cache_dir": config.cache_dir,
-                           "include_no": scorers.get(method).needs_no_branch},
-            batch_size=config.batch_size, address=config.ray_address, num_actors=config.ray_actors,
-            max_pixels=config.max_pixels, progress=progress, total=len(wanted), already=len(wanted) - len(remaining),
-        )
-    elif remaining:
-        _score_files(config, scorer, remaining, out, progress, len(wanted), len(wanted) - len(remaining))
+    if remaining:
+        batches = _row_batches(config, spec, scorer, remaining)
+        writer = ManifestWriter(out, append=config.resume)
+        _write_rows(batches, writer, progress, len(wanted), len(wanted) - len(remaining))
     summary.seconds = time.perf_counter() - start
     summary.scanned = len(remaining)
-
-    rows_by_path = {row["path"]: row for row in read_manifest(out)}
-    rows = [rows_by_path[path] for path in wanted if path in rows_by_path]
-    summary.total = len(rows)
-    summary.ok = sum(row["status"] == "ok" for row in rows)
-    summary.errors = summary.total - summary.ok
-    summary.ood = sum(row.get("is_ood") is True for row in rows)
-    summary.in_distribution = sum(row.get("is_ood") is False for row in rows)
+    rows = _rows_of(out, wanted)
+    _count(summary, rows)
     if config.action != "tag":
         _run_actions(config, files, rows, out, summary)
     return summary
+
+
+def scorer_spec(config: ScanConfig) -> ScorerSpec:
+    """Return the scorer a scan configuration asks for (decisions required when files are moved, copied, linked)."""
+    return ScorerSpec(
+        model=config.model, classes=config.classes, pretrained=config.pretrained, method=config.method,
+        templates=config.templates, threshold=config.threshold, require_decisions=config.action != "tag",
+        decisions_for=f"--action {config.action}", device=config.device, precision=config.precision,
+        batch_size=config.batch_size, cache_dir=config.cache_dir,
+    )
+
+
+def _row_batches(config: ScanConfig, spec: ScorerSpec, scorer: Scorer, paths: list[str]) -> Iterator[list[ManifestRow]]:
+    if config.engine == "ray":
+        ray_spec = replace(spec, classes=list(scorer.class_vectors.class_names))  # actors need no class-list file
+        return score_files_with_ray(ray_spec, scorer.model, paths, batch_size=config.batch_size,
+                                    address=config.ray_address, num_actors=config.ray_actors,
+                                    max_pixels=config.max_pixels)
+    return score_files(scorer, paths, workers=config.workers, max_pixels=config.max_pixels)
+
+
+def _write_rows(
+    batches: Iterator[list[ManifestRow]], writer: ManifestWriter, progress: Progress | None, total: int, done: int
+) -> None:
+    """Append each batch of rows, flush, report progress: the one writer loop of every engine."""
+    if progress is not None:
+        progress(done, total)
+    try:
+        for rows in batches:
+            writer.write(rows)
+            done += len(rows)
+            if progress is not None:
+                progress(done, total)
+    finally:
+        writer.close()
+
+
+def _rows_of(out: Path, wanted: list[str]) -> list[ManifestRow]:
+    rows_by_path = {row.path: row for row in read_manifest(out)}
+    return [rows_by_path[path] for path in wanted if path in rows_by_path]
+
+
+def _count(summary: ScanSummary, rows: list[ManifestRow]) -> None:
+    summary.total = len(rows)
+    summary.ok = sum(row.ok for row in rows)
+    summary.errors = summary.total - summary.ok
+    summary.ood = sum(row.is_ood is True for row in rows)
+    summary.in_distribution = sum(row.is_ood is False for row in rows)
 
 
 def _check_output_is_free(config: ScanConfig, out: Path) -> None:
@@ -160,18 +183,18 @@ def _check_dest_outside_inputs(config: ScanConfig, files: list[DiscoveredFile]) 
                              "so a later scan does not pick up the moved files")
 
 
-def _run_identity(
-    config: ScanConfig, model: CLIPN, fingerprints: dict[str, str], names: list[str], method: str
-) -> dict[str, Any]:
+def _run_identity(config: ScanConfig, scorer: Scorer) -> dict[str, Any]:
+    method = scorer.method
+    names = scorer.class_vectors.class_names
     return {
         "oodfilter_version": __version__,
         "cwd": os.getcwd(),
-        "model": model.source.name,
-        "fingerprints": fingerprints,
-        "method": method,
+        "model": scorer.model.source.name,
+        "fingerprints": scorer.class_vectors.fingerprints,
+        "method": method.name,
         "threshold": config.threshold,
         "decision": f"ood_score > {config.threshold}" if config.threshold is not None else
-        (f"{method} threshold-free rule" if scorers.get(method).threshold_free else None),
+        (f"{method.name} threshold-free rule" if method.threshold_free else None),
         "classes_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
         "num_classes": len(names),
         "templates": list(config.templates) if not isinstance(config.templates, str) else config.templates,
@@ -196,7 +219,7 @@ def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any]) -> set[st
                          for key in different)
         raise InputError(f"cannot resume {out}: it was made with a different {what}; use the same settings, "
                          "or --overwrite / another --out to start again")
-    return {row["path"] for row in read_manifest(out)}
+    return {row.path for row in read_manifest(out)}
 
 
 def _write_beside(out: Path, meta: dict[str, Any], config: ScanConfig) -> None:
@@ -205,39 +228,11 @@ def _write_beside(out: Path, meta: dict[str, Any], config: ScanConfig) -> None:
     atomic_write_text(sidecar(out, "config.yaml"), yaml.safe_dump(config.to_dict(), sort_keys=True))
 
 
-def _score_files(
-    config: ScanConfig,
-    scorer: Scorer,
-    paths: list[str],
-    out: Path,
-    progress: Progress | None,
-    total: int,
-    already: int,
-) -> None:
-    if scorer.model.preprocess is None:
-        raise InputError("the model has no image transform; it cannot scan files")
-    loader = image_batches(paths, scorer.model.preprocess, batch_size=config.batch_size, workers=config.workers,
-                           pin_memory=scorer.device.type == "cuda", max_pixels=config.max_pixels)
-    writer = ManifestWriter(out, append=config.resume)
-    done = already
-    if progress is not None:
-        progress(done, total)
-    try:
-        for batch in loader:
-            rows = [dataclasses.asdict(row) for row in scorer.score_decoded(paths, batch)]
-            writer.write(rows)
-            done += len(rows)
-            if progress is not None:
-                progress(done, total)
-    finally:
-        writer.close()
-
-
 def _run_actions(
-    config: ScanConfig, files: list[DiscoveredFile], rows: list[Row], out: Path, summary: ScanSummary
+    config: ScanConfig, files: list[DiscoveredFile], rows: list[ManifestRow], out: Path, summary: ScanSummary
 ) -> None:
     want_ood = config.select == "ood"
-    chosen = {row["path"] for row in rows if row["status"] == "ok" and row.get("is_ood") is want_ood}
+    chosen = {row.path for row in rows if row.ok and row.is_ood is want_ood}
     pairs = [(item.path, item.relative) for item in files if str(item.path) in chosen]
     planned = plan_actions(config.action, pairs, Path(str(config.dest)))
     if config.dry_run:

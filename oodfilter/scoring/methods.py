@@ -1,4 +1,6 @@
-"""Built-in score methods, registered in the ``scorers`` registry like any plugin.
+"""Built-in score methods, registered in the ``score_methods`` registry like any plugin.
+
+Plugins register under the entry-point group ``oodfilter.scorers``.
 
 Each method turns a :class:`FeatureBatch` (image features and their cosines to the class vectors) into a
 :class:`~oodfilter.scoring.functional.ScoreOutput`; the math lives in :mod:`oodfilter.scoring.functional`.
@@ -13,6 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from oodfilter.deprecation import deprecated_attribute, warn_deprecated
 from oodfilter.errors import InputError
 from oodfilter.registry import Registry
 from oodfilter.scoring import functional as fn
@@ -45,7 +48,7 @@ class FeatureBatch:
     def logits_no(self) -> torch.Tensor:
         """(B, C) no logits s·cos; raises if the batch has no no-branch cosines."""
         if self.cosines_no is None:
-            raise ValueError("this batch has no no-branch cosines; build the text index with include_no=True")
+            raise ValueError("this batch has no no-branch cosines; build the class vectors with include_no=True")
         return self.logit_scale * self.cosines_no
 
 
@@ -55,7 +58,7 @@ class ScoringContext:
 
     Attributes:
         model: The CLIPN model.
-        text_index: The class vectors of the ID class list.
+        class_vectors: The class vectors of the ID class list.
         device: Where scoring runs.
         cache_dir: Cache root for prepared state (None: the default cache folder).
         reference_features: Optional (N, D) features of unlabelled ID images, for methods that fit on
@@ -63,10 +66,16 @@ class ScoringContext:
     """
 
     model: Any
-    text_index: Any
+    class_vectors: Any
     device: torch.device
     cache_dir: Path | None = None
     reference_features: torch.Tensor | None = None
+
+    @property
+    def text_index(self) -> Any:
+        """Deprecated name of :attr:`class_vectors` (kept for one release)."""
+        warn_deprecated("ScoringContext.text_index", "ScoringContext.class_vectors")
+        return self.class_vectors
 
 
 class ScoreMethod(ABC):
@@ -89,10 +98,11 @@ class ScoreMethod(ABC):
         """Score a batch: (B,) ood scores and, for threshold-free methods, (B,) decisions."""
 
 
-scorers: Registry[type[ScoreMethod]] = Registry("scorers")
+# The entry-point group stays `oodfilter.scorers`, so plugins written for 0.1 keep registering.
+score_methods: Registry[type[ScoreMethod]] = Registry("scorers")
 
 
-@scorers.register("atd")
+@score_methods.register("atd")
 class ATD(ScoreMethod):
     """CLIPN agreeing-to-differ: ood = p_{C+1} = Σ_c pⁿᵒ_c p_c; OOD iff p_{C+1} > max_c pʸᵉˢ_c p_c."""
 
@@ -105,7 +115,7 @@ class ATD(ScoreMethod):
         return fn.atd(batch.logits_yes, batch.logits_no)
 
 
-@scorers.register("ctw")
+@score_methods.register("ctw")
 class CTW(ScoreMethod):
     """CLIPN competing-to-win: ood = pⁿᵒ of the top class; OOD iff it exceeds 0.5."""
 
@@ -118,7 +128,7 @@ class CTW(ScoreMethod):
         return fn.ctw(batch.logits_yes, batch.logits_no)
 
 
-@scorers.register("msp")
+@score_methods.register("msp")
 class MSP(ScoreMethod):
     """Maximum softmax probability of the yes classifier: ood = 1 − max_c softmax(s·cos)_c."""
 
@@ -129,7 +139,7 @@ class MSP(ScoreMethod):
         return fn.msp(batch.logits_yes)
 
 
-@scorers.register("maxlogit")
+@score_methods.register("maxlogit")
 class MaxLogit(ScoreMethod):
     """Maximum logit: ood = −max_c s·cos_c."""
 
@@ -140,7 +150,7 @@ class MaxLogit(ScoreMethod):
         return fn.max_logit(batch.logits_yes)
 
 
-@scorers.register("energy")
+@score_methods.register("energy")
 class Energy(ScoreMethod):
     """Energy: ood = −logsumexp_c s·cos_c."""
 
@@ -151,7 +161,7 @@ class Energy(ScoreMethod):
         return fn.energy(batch.logits_yes)
 
 
-@scorers.register("mcm")
+@score_methods.register("mcm")
 class MCM(ScoreMethod):
     """Maximum concept matching: ood = 1 − max_c softmax(cos_c / T), T = 1 (unscaled cosines)."""
 
@@ -174,8 +184,15 @@ def choose_method(method: str | None, *, no_branch_trained: bool, model_name: st
         return method.lower()
     if no_branch_trained:
         return "atd"
-    plain = ", ".join(name for name in scorers.list() if not scorers.get(name).needs_no_branch)
+    plain = ", ".join(name for name in score_methods.list() if not score_methods.get(name).needs_no_branch)
     raise InputError(
         f"model '{model_name}' has no trained CLIPN no-branch, so the default method (atd) cannot run: "
         f"pass --method with one of {plain}, or --model a CLIPN bundle (see 'oodfilter convert-clipn')"
     )
+
+
+_DEPRECATED = {"scorers": "score_methods"}
+
+
+def __getattr__(name: str) -> object:
+    return deprecated_attribute(__name__, globals(), _DEPRECATED, name)

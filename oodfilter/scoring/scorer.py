@@ -1,69 +1,26 @@
-"""The Scorer: images (or image features) → OOD scores, batched, on a device, with AMP on CUDA."""
+"""The Scorer: image tensors (or image features) in, OOD scores out; batched, on a device, with AMP on CUDA."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from oodfilter.data.encode import image_batches
-from oodfilter.data.files import DecodedBatch
+from oodfilter.deprecation import deprecated_attribute, warn_deprecated
 from oodfilter.device import autocast_dtype, maybe_autocast, resolve_device
 from oodfilter.errors import InputError, ModelMismatchError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.scoring import functional as fn
-from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext, scorers
-from oodfilter.text.index import TextIndex
+from oodfilter.scoring.files import score_files
+from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext, score_methods
+from oodfilter.scoring.result import ScoreResult
+from oodfilter.sinks.rows import ManifestRow
+from oodfilter.text.class_vectors import ClassVectors
 
 # Features scored per step: bounds the (B, C) cosine matrices for large vocabularies.
 _FEATURE_CHUNK = 4096
-
-
-@dataclass
-class ScoreResult:
-    """Scores of N images (CPU tensors), in input order.
-
-    Attributes:
-        method: The score method's name.
-        ood_score: (N,) float, higher = more OOD.
-        is_ood: (N,) bool decisions (threshold-free rule or the given threshold), or None.
-        top_class: (N,) long index of the most likely ID class.
-        top_prob: (N,) its softmax probability under the yes classifier.
-        class_names: The C class names ``top_class`` indexes.
-
-    """
-
-    method: str
-    ood_score: torch.Tensor
-    is_ood: torch.Tensor | None
-    top_class: torch.Tensor
-    top_prob: torch.Tensor
-    class_names: list[str]
-
-    def __len__(self) -> int:
-        return int(self.ood_score.shape[0])
-
-    @property
-    def top_class_names(self) -> list[str]:
-        """The most likely ID class name of each image."""
-        return [self.class_names[i] for i in self.top_class.tolist()]
-
-
-@dataclass
-class ImageScore:
-    """One row per input path: ``status`` is ``ok`` (scores set) or ``error`` (``error`` set)."""
-
-    path: str
-    status: str
-    error: str | None = None
-    ood_score: float | None = None
-    is_ood: bool | None = None
-    top_class: str | None = None
-    top_prob: float | None = None
 
 
 class Scorer:
@@ -71,7 +28,7 @@ class Scorer:
 
     Args:
         model: The CLIPN model.
-        text_index: Class vectors built by :func:`oodfilter.build_text_index` from the same model.
+        class_vectors: Class vectors built by :func:`oodfilter.build_class_vectors` from the same model.
         method: A registered score name (``atd``, ``ctw``, ``msp``, ``maxlogit``, ``energy``, ``mcm``,
             plugins) or a :class:`ScoreMethod` instance.
         threshold: Decide ``is_ood = ood_score > threshold``; without it, threshold-free methods use
@@ -85,7 +42,7 @@ class Scorer:
             :class:`~oodfilter.scoring.methods.ScoringContext`).
 
     Raises:
-        ModelMismatchError: the text index was built with a different model.
+        ModelMismatchError: the class vectors were built with a different model.
         InputError: the method needs a trained no-branch that the model lacks.
 
     """
@@ -93,7 +50,7 @@ class Scorer:
     def __init__(
         self,
         model: CLIPN,
-        text_index: TextIndex,
+        class_vectors: ClassVectors,
         method: str | ScoreMethod = "atd",
         *,
         threshold: float | None = None,
@@ -104,27 +61,33 @@ class Scorer:
         cache_dir: str | Path | None = None,
         reference_features: torch.Tensor | None = None,
     ) -> None:
-        self.method = scorers.create(method) if isinstance(method, str) else method
+        self.method = score_methods.create(method) if isinstance(method, str) else method
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
-        _check_compatible(model, text_index, self.method, allow_untrained_no_branch)
+        _check_compatible(model, class_vectors, self.method, allow_untrained_no_branch)
         self.device = resolve_device(device) if device is not None else model.device
         self.model = model.to(self.device).eval()
-        self.text_index = text_index
+        self.class_vectors = class_vectors
         self.threshold = threshold
         self.batch_size = batch_size
         self.amp_dtype = autocast_dtype(self.device, precision)
-        self._yes = text_index.yes.to(self.device)  # (C, D)
-        self._no = text_index.no.to(self.device) if text_index.no is not None else None  # (C, D)
-        self.method.prepare(ScoringContext(model=self.model, text_index=text_index, device=self.device,
+        self._yes = class_vectors.yes.to(self.device)  # (C, D)
+        self._no = class_vectors.no.to(self.device) if class_vectors.no is not None else None  # (C, D)
+        self.method.prepare(ScoringContext(model=self.model, class_vectors=class_vectors, device=self.device,
                                            cache_dir=Path(cache_dir) if cache_dir is not None else None,
                                            reference_features=reference_features))
-        if self.method.name == "atd" and len(text_index) == 1:
+        if self.method.name == "atd" and len(class_vectors) == 1:
             warnings.warn(
                 "ATD with a single class reduces to that class's yes-probability; list more ID classes "
                 "or use ctw",
                 stacklevel=2,
             )
+
+    @property
+    def text_index(self) -> ClassVectors:
+        """Deprecated name of :attr:`class_vectors` (kept for one release)."""
+        warn_deprecated("Scorer.text_index", "Scorer.class_vectors")
+        return self.class_vectors
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -143,7 +106,7 @@ class Scorer:
         step = _FEATURE_CHUNK
         parts = [self._score_batch(features[i : i + step]) for i in range(0, len(features), step)]
         if not parts:
-            parts = [self._score_batch(features.new_zeros(0, self.text_index.dim))]
+            parts = [self._score_batch(features.new_zeros(0, self.class_vectors.dim))]
         decisions = [p[1] for p in parts]
         return ScoreResult(
             method=self.method.name,
@@ -151,7 +114,7 @@ class Scorer:
             is_ood=None if any(d is None for d in decisions) else torch.cat(decisions),  # type: ignore[arg-type]
             top_class=torch.cat([p[2] for p in parts]),
             top_prob=torch.cat([p[3] for p in parts]),
-            class_names=self.text_index.class_names,
+            class_names=self.class_vectors.class_names,
         )
 
     def _score_batch(
@@ -178,57 +141,36 @@ class Scorer:
         """Score preprocessed images (N, 3, H, W)."""
         return self.score_features(self.encode_images(images))
 
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Apply the model's eval transform to PIL images → (N, 3, H, W)."""
-        if self.model.preprocess is None:
-            raise InputError("this model has no image transform; pass preprocessed tensors to score_images")
-        return torch.stack([self.model.preprocess(image) for image in images])
-
-    def score_decoded(self, paths: Sequence[str], batch: DecodedBatch) -> list[ImageScore]:
-        """Turn one decoded batch of ``paths`` into rows, in input order: ``ok`` rows scored, ``error`` rows kept."""
-        rows = {index: ImageScore(path=paths[index], status="error", error=reason) for index, reason in batch.errors}
-        if batch.images is not None:
-            result = self.score_images(batch.images)
-            names = result.top_class_names
-            for position, index in enumerate(batch.ok):
-                rows[index] = ImageScore(
-                    path=paths[index],
-                    status="ok",
-                    ood_score=float(result.ood_score[position]),
-                    is_ood=bool(result.is_ood[position]) if result.is_ood is not None else None,
-                    top_class=names[position],
-                    top_prob=float(result.top_prob[position]),
-                )
-        return [rows[index] for index in sorted(rows)]
-
-    def score_paths(self, paths: Sequence[str | Path]) -> list[ImageScore]:
-        """Score image files; a file that cannot be decoded gives an ``error`` row, never an exception."""
-        if self.model.preprocess is None:
-            raise InputError("this model has no image transform; pass preprocessed tensors to score_images")
-        names = [str(p) for p in paths]
-        rows: list[ImageScore] = []
-        for batch in image_batches(names, self.model.preprocess, batch_size=self.batch_size, workers=0):
-            rows.extend(self.score_decoded(names, batch))
-        return rows
+    def score_paths(self, paths: Sequence[str | Path]) -> list[ManifestRow]:
+        """Score files (deprecated, kept for one release): use :func:`oodfilter.score_files` (rows batch by batch)."""
+        warn_deprecated("Scorer.score_paths", "oodfilter.score_files(scorer, paths)")
+        return [row for rows in score_files(self, paths) for row in rows]
 
 
 def _check_compatible(
-    model: CLIPN, text_index: TextIndex, method: ScoreMethod, allow_untrained_no_branch: bool
+    model: CLIPN, class_vectors: ClassVectors, method: ScoreMethod, allow_untrained_no_branch: bool
 ) -> None:
-    if text_index.fingerprints.get("yes") != model.text_fingerprint("yes"):
+    if class_vectors.fingerprints.get("yes") != model.text_fingerprint("yes"):
         raise ModelMismatchError(
-            "the text index was built with a different model; rebuild it with build_text_index(model, ...)"
+            "the class vectors were built with a different model; rebuild them with build_class_vectors(model, ...)"
         )
     if not method.needs_no_branch:
         return
     if not model.no_branch_trained and not allow_untrained_no_branch:
-        plain = ", ".join(name for name in scorers.list() if not scorers.get(name).needs_no_branch)
+        plain = ", ".join(name for name in score_methods.list() if not score_methods.get(name).needs_no_branch)
         raise InputError(
             f"method '{method.name}' needs a trained CLIPN no-branch, and model '{model.source.name}' has "
             f"none (load a CLIPN bundle, convert the reference release with 'oodfilter convert-clipn', or "
             f"train one with 'oodfilter finetune'); or pick a method that needs none: {plain}"
         )
-    if text_index.no is None:
-        raise InputError(f"method '{method.name}' needs no-branch class vectors; build the index with include_no=True")
-    if text_index.fingerprints.get("no") != model.text_fingerprint("no"):
-        raise ModelMismatchError("the text index's no-vectors come from a different no-branch; rebuild the index")
+    if class_vectors.no is None:
+        raise InputError(f"method '{method.name}' needs no-branch class vectors; build them with include_no=True")
+    if class_vectors.fingerprints.get("no") != model.text_fingerprint("no"):
+        raise ModelMismatchError("the no-branch class vectors come from a different no-branch; rebuild them")
+
+
+_DEPRECATED = {"ImageScore": "ManifestRow"}  # rows moved to oodfilter.sinks.rows
+
+
+def __getattr__(name: str) -> object:
+    return deprecated_attribute(__name__, globals(), _DEPRECATED, name)

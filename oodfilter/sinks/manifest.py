@@ -17,11 +17,9 @@ from typing import IO, Any
 
 from oodfilter.atomic import atomic_write
 from oodfilter.errors import InputError, MissingDependencyError
+from oodfilter.sinks.rows import COLUMNS, ManifestRow, row_from_record
 
-COLUMNS = ("path", "status", "error", "ood_score", "is_ood", "top_class", "top_prob")
 FORMATS = (".jsonl", ".csv", ".parquet")
-
-Row = dict[str, Any]
 
 
 def manifest_format(path: str | Path) -> str:
@@ -43,8 +41,14 @@ def sidecar(path: str | Path, name: str) -> Path:
     return out.with_name(f"{out.name}.{name}")
 
 
-def read_manifest(path: str | Path) -> list[Row]:
-    """Read every complete row of a manifest (and, for Parquet, of its partial journal)."""
+def read_manifest(path: str | Path) -> list[ManifestRow]:
+    """Read and validate every complete row of a manifest (and, for Parquet, of its partial journal).
+
+    Raises:
+        InputError: an unknown format, or a record that is not a valid row (the message names the file,
+            the line and the column).
+
+    """
     out = Path(path)
     fmt = manifest_format(out)
     if fmt == ".parquet":
@@ -82,12 +86,12 @@ class ManifestWriter:
             if self._handle.tell() == 0:
                 self._csv.writeheader()
 
-    def write(self, rows: list[Row]) -> None:
+    def write(self, rows: list[ManifestRow]) -> None:
         """Append ``rows`` and flush them to the operating system."""
         if self._csv is not None:
-            self._csv.writerows([_csv_row(row) for row in rows])
+            self._csv.writerows([_csv_record(row) for row in rows])
         else:
-            self._handle.write("".join(json.dumps(_json_row(row)) + "\n" for row in rows))
+            self._handle.write("".join(json.dumps(row.to_dict()) + "\n" for row in rows))
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
@@ -101,12 +105,8 @@ class ManifestWriter:
             self._journal.unlink(missing_ok=True)
 
 
-def _json_row(row: Row) -> Row:
-    return {column: row.get(column) for column in COLUMNS}
-
-
-def _csv_row(row: Row) -> Row:
-    return {column: "" if row.get(column) is None else row.get(column) for column in COLUMNS}
+def _csv_record(row: ManifestRow) -> dict[str, Any]:
+    return {column: "" if value is None else value for column, value in row.to_dict().items()}
 
 
 def _truncate_torn_tail(path: Path) -> None:
@@ -117,7 +117,7 @@ def _truncate_torn_tail(path: Path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
-def _read_jsonl(path: Path) -> list[Row]:
+def _read_jsonl(path: Path) -> list[ManifestRow]:
     if not path.is_file():
         return []
     rows = []
@@ -126,29 +126,43 @@ def _read_jsonl(path: Path) -> list[Row]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as error:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise InputError(f"manifest {path} line {number} is not valid JSON ({error}); fix or remove it") from error
+        if not isinstance(record, dict):
+            raise InputError(f"manifest {path} line {number} is not a JSON object; fix or remove it")
+        rows.append(row_from_record(record, f"{path} line {number}"))
     return rows
 
 
-def _read_csv(path: Path) -> list[Row]:
+def _read_csv(path: Path) -> list[ManifestRow]:
     text = path.read_bytes()
-    complete = text[: text.rfind(b"\n") + 1].decode("utf-8")
+    try:
+        complete = text[: text.rfind(b"\n") + 1].decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"manifest {path} is not UTF-8 text ({error})") from error
     rows = []
-    for raw in csv.DictReader(io.StringIO(complete, newline="")):
-        rows.append(
-            {
-                "path": raw["path"],
-                "status": raw["status"],
-                "error": raw["error"] or None,
-                "ood_score": float(raw["ood_score"]) if raw["ood_score"] else None,
-                "is_ood": {"True": True, "False": False}.get(raw["is_ood"]),
-                "top_class": raw["top_class"] or None,
-                "top_prob": float(raw["top_prob"]) if raw["top_prob"] else None,
-            }
-        )
+    reader = csv.DictReader(io.StringIO(complete, newline=""))
+    for raw in reader:
+        where = f"{path} line {reader.line_num}"
+        rows.append(row_from_record({column: _csv_value(column, raw.get(column), where) for column in raw}, where))
     return rows
+
+
+def _csv_value(column: str | None, text: str | None, where: str) -> Any:
+    """Type one CSV cell by its column ("" is None); a bad number or decision is an error naming the column."""
+    if text is None or text == "":
+        return None
+    if column in ("ood_score", "top_prob"):
+        try:
+            return float(text)
+        except ValueError as error:
+            raise InputError(f"manifest {where}: column '{column}' holds {text!r}, not a number") from error
+    if column == "is_ood":
+        if text not in ("True", "False"):
+            raise InputError(f"manifest {where}: column 'is_ood' holds {text!r}; expected True, False or empty")
+        return text == "True"
+    return text
 
 
 def _require_pyarrow() -> Any:
@@ -162,14 +176,18 @@ def _require_pyarrow() -> Any:
     return pyarrow
 
 
-def _read_parquet(path: Path) -> list[Row]:
+def _read_parquet(path: Path) -> list[ManifestRow]:
     _require_pyarrow()
     import pyarrow.parquet as pq
 
-    return list(pq.read_table(path).to_pylist())
+    try:
+        records = pq.read_table(path).to_pylist()
+    except Exception as error:  # pyarrow raises its own error types for damaged files
+        raise InputError(f"manifest {path} is not a readable Parquet file ({error})") from error
+    return [row_from_record(record, f"{path} row {number}") for number, record in enumerate(records, start=1)]
 
 
-def _write_parquet_atomically(path: Path, rows: list[Row]) -> None:
+def _write_parquet_atomically(path: Path, rows: list[ManifestRow]) -> None:
     pa = _require_pyarrow()
     import pyarrow.parquet as pq
 
@@ -184,5 +202,5 @@ def _write_parquet_atomically(path: Path, rows: list[Row]) -> None:
             ("top_prob", pa.float64()),
         ]
     )
-    table = pa.Table.from_pylist([_json_row(row) for row in rows], schema=schema)
+    table = pa.Table.from_pylist([row.to_dict() for row in rows], schema=schema)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from oodfilter.errors import InputError
-from oodfilter.text.index import TextIndex
+from oodfilter.text.class_vectors import ClassVectors
 
 
 def mine_negatives(
-    id_index: TextIndex, candidates: torch.Tensor, *, ratio: float = 0.15, quantile: float = 0.95
+    id_index: ClassVectors, candidates: torch.Tensor, *, ratio: float = 0.15, quantile: float = 0.95
 ) -> torch.Tensor:
     """Return the indices of the candidates kept as negative labels, farthest first.
 

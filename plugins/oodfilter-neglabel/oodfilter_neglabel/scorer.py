@@ -16,7 +16,7 @@ import torch
 from oodfilter.errors import InputError
 from oodfilter.scoring.functional import ScoreOutput
 from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext
-from oodfilter.text.index import build_text_index
+from oodfilter.text.class_vectors import build_class_vectors
 from oodfilter_neglabel.mining import mine_negatives
 from oodfilter_neglabel.vocabulary import load_vocabulary
 
@@ -77,14 +77,14 @@ class NegLabel(ScoreMethod):
     def prepare(self, context: ScoringContext) -> None:
         """Encode the vocabulary (cached by the text index), mine the negatives, split them into groups."""
         words = self.vocabulary if self.vocabulary is not None else list(load_vocabulary())
-        id_names = {name.casefold() for name in context.text_index.class_names}
+        id_names = {name.casefold() for name in context.class_vectors.class_names}
         words = [w for w in dict.fromkeys(words) if w.casefold() not in id_names]
         if not words:
             raise InputError("NegLabel's vocabulary has no word outside the ID class names")
-        templates = list(context.text_index.templates)
-        vocab = build_text_index(context.model, words, templates=templates, cache_dir=context.cache_dir,
+        templates = list(context.class_vectors.templates)
+        vocab = build_class_vectors(context.model, words, templates=templates, cache_dir=context.cache_dir,
                                  include_no=False)
-        keep = mine_negatives(context.text_index, vocab.yes, ratio=self.ratio, quantile=self.quantile)
+        keep = mine_negatives(context.class_vectors, vocab.yes, ratio=self.ratio, quantile=self.quantile)
         self.negatives = vocab.yes[keep].to(context.device)
         self.negative_names = [vocab.class_names[i] for i in keep.tolist()]
         count = min(self.groups, len(keep))

@@ -23,24 +23,21 @@ def fit_plp_command(images: str, classes: str, model: str, pretrained: str | Non
 
     The probe is cached for (model, class list), where the `plp` scorer finds it.
     """
-    import oodfilter
     from oodfilter.data.discovery import discover_images
-    from oodfilter.data.encode import encode_image_files
+    from oodfilter.data.loader import encode_image_files
+    from oodfilter.scoring import ScorerSpec, build_scorer
     from oodfilter_plp.probe import probe_cache_path
     from oodfilter_plp.scorer import PLP_TEMPLATES, fit_plp
 
-    clipn = oodfilter.load_model(model, pretrained)
-    names = oodfilter.read_class_names(classes)
-    index = oodfilter.build_text_index(clipn, names, templates=list(PLP_TEMPLATES), cache_dir=cache_dir,
-                                       include_no=False)
-    scorer = oodfilter.Scorer(clipn, index, "msp", batch_size=batch_size)
+    spec = ScorerSpec(model=model, classes=classes, pretrained=pretrained, method="msp", templates=list(PLP_TEMPLATES),
+                      batch_size=batch_size, cache_dir=str(cache_dir) if cache_dir is not None else None)
+    scorer = build_scorer(spec)
     paths = [str(item.path) for item in discover_images([images])]
-    if clipn.preprocess is None:
-        raise click.UsageError("the model has no image transform")
-    encoded = encode_image_files(scorer.encode_images, clipn.preprocess, paths, batch_size=batch_size,
+    encoded = encode_image_files(scorer.encode_images, scorer.model.preprocess, paths, batch_size=batch_size,
                                  workers=workers)
-    probe = fit_plp(clipn, index, encoded.features, epochs=epochs)
-    cached = probe.save(probe_cache_path(clipn.text_fingerprint("yes"), list(names), cache_dir))
+    probe = fit_plp(scorer.model, scorer.class_vectors, encoded.features, epochs=epochs)
+    names = scorer.class_vectors.class_names
+    cached = probe.save(probe_cache_path(scorer.model.text_fingerprint("yes"), list(names), cache_dir))
     if out is not None:
         probe.save(out)
     click.echo(f"PLP probe on {len(encoded.paths)} images ({len(encoded.errors)} unreadable); agreement with "

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from oodfilter.errors import CheckpointError
-from oodfilter.text.index import default_cache_dir
+from oodfilter.text.class_vectors import default_cache_dir
 
 
 @dataclass

@@ -17,7 +17,7 @@ from oodfilter.model.clipn import CLIPN
 from oodfilter.scoring import functional as fn
 from oodfilter.scoring.functional import ScoreOutput
 from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext
-from oodfilter.text.index import TextIndex
+from oodfilter.text.class_vectors import ClassVectors
 from oodfilter_plp.probe import LinearProbe, classes_sha256, fit_probe, probe_cache_path
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ PLP_TEMPLATES = (
 
 
 def fit_plp(
-    model: CLIPN, index: TextIndex, features: torch.Tensor, *, epochs: int = 100, seed: int = 0
+    model: CLIPN, index: ClassVectors, features: torch.Tensor, *, epochs: int = 100, seed: int = 0
 ) -> LinearProbe:
     """Pseudo-label ``features`` (N, D) by zero-shot argmax over ``index`` and fit the probe on them."""
     if features.shape[0] < 2:
@@ -66,13 +66,13 @@ class PLP(ScoreMethod):
 
     def prepare(self, context: ScoringContext) -> None:
         """Load the cached or given probe, or fit one on the context's reference features."""
-        names: Sequence[str] = context.text_index.class_names
+        names: Sequence[str] = context.class_vectors.class_names
         fingerprint = context.model.text_fingerprint("yes")
         path = self.probe_path or probe_cache_path(fingerprint, list(names), context.cache_dir)
         if path.is_file():
             probe = LinearProbe.load(path)
         elif context.reference_features is not None:
-            probe = fit_plp(context.model, context.text_index, context.reference_features)
+            probe = fit_plp(context.model, context.class_vectors, context.reference_features)
             probe.save(path)
         else:
             raise InputError(

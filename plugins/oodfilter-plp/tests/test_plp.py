@@ -18,6 +18,12 @@ from oodfilter.evaluate.metrics import auroc
 from oodfilter_plp import LinearProbe, fit_probe, probe_cache_path
 
 
+def _rows(scorer, paths):
+    """Every row of ``paths``, in order (score_files yields them batch by batch)."""
+    return [row for rows in oodfilter.score_files(scorer, paths) for row in rows]
+
+
+
 def _clusters(dim=32, classes=4, per_class=30, seed=0):
     g = torch.Generator().manual_seed(seed)
     basis = torch.linalg.qr(torch.randn(dim, dim, generator=g)).Q.T
@@ -74,8 +80,8 @@ def test_fit_command_then_scorer_finds_the_probe(tmp_path):
     assert result.exit_code == 0, result.output
     model = oodfilter.load_model("test-tiny", device="cpu")
     assert probe_cache_path(model.text_fingerprint("yes"), ["cat", "dog", "bird"], cache).is_file()
-    index = oodfilter.build_text_index(model, ["cat", "dog", "bird"], cache_dir=cache)
-    rows = oodfilter.Scorer(model, index, "plp", cache_dir=cache).score_paths(sorted(images.iterdir())[:3])
+    index = oodfilter.build_class_vectors(model, ["cat", "dog", "bird"], cache_dir=cache)
+    rows = _rows(oodfilter.Scorer(model, index, "plp", cache_dir=cache), sorted(images.iterdir())[:3])
     assert [r.status for r in rows] == ["ok"] * 3
     # `oodfilter scan --method plp` finds the same probe through the scan's cache folder
     from oodfilter.scan import ScanConfig, scan
@@ -83,6 +89,6 @@ def test_fit_command_then_scorer_finds_the_probe(tmp_path):
     summary = scan(ScanConfig(inputs=[str(images)], classes=["cat", "dog", "bird"], method="plp", threshold=0.5,
                               out=str(tmp_path / "m.jsonl"), cache_dir=str(cache), workers=0), model=model)
     assert summary.ok == 12 and summary.ood + summary.in_distribution == 12
-    other = oodfilter.build_text_index(model, ["cat", "dog"], cache_dir=cache)
+    other = oodfilter.build_class_vectors(model, ["cat", "dog"], cache_dir=cache)
     with pytest.raises(oodfilter.InputError, match="oodfilter fit plp"):
         oodfilter.Scorer(model, other, "plp", cache_dir=cache)

@@ -1,6 +1,6 @@
 """Text-index benchmark: cold build, warm (cached) load, and top-5 queries, FAISS vs a matrix product.
 
-Run: python benchmarks/text_index.py [--sizes 1000 50000] [--images 1000] [--repeats 5]
+Run: python benchmarks/class_vectors.py [--sizes 1000 50000] [--images 1000] [--repeats 5]
 
 Names come from ../shared/data/wordnet/synsets.tsv when present (real vocabulary), else are generated.
 The model is the registered tiny model (random weights): the figures measure oodfilter's machinery
@@ -67,9 +67,9 @@ def main() -> None:
         names = vocabulary(size)
         with tempfile.TemporaryDirectory() as cache:
             start = time.perf_counter()
-            index = oodfilter.build_text_index(model, names, cache_dir=cache)  # yes + no towers
+            index = oodfilter.build_class_vectors(model, names, cache_dir=cache)  # yes + no towers
             cold = time.perf_counter() - start
-            warm = best_of(args.repeats, lambda n=names, c=cache: oodfilter.build_text_index(model, n, cache_dir=c))
+            warm = best_of(args.repeats, lambda n=names, c=cache: oodfilter.build_class_vectors(model, n, cache_dir=c))
         index.search_index()  # built once per index; not part of the per-query cost
         faiss_s = best_of(args.repeats, lambda i=index: i.nearest_classes(queries, k=5))
         matmul_s = best_of(args.repeats, lambda i=index: (queries @ i.yes.T).topk(5, dim=1))

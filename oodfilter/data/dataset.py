@@ -1,0 +1,89 @@
+"""A dataset of image files for scanning: decoding and preprocessing run in DataLoader workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from oodfilter.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb_image
+
+
+@dataclass
+class DecodedBatch:
+    """A batch out of the loader: decoded images plus the inputs that failed.
+
+    Attributes:
+        ok: Dataset indices of the decoded images, in batch order.
+        images: (len(ok), 3, H, W) preprocessed images, or None when every input failed.
+        errors: (dataset index, reason) for each input that failed.
+
+    """
+
+    ok: list[int]
+    images: torch.Tensor | None
+    errors: list[tuple[int, str]]
+
+    def pin_memory(self) -> DecodedBatch:
+        """Pin the image tensor (called by the DataLoader when ``pin_memory=True``)."""
+        if self.images is not None:
+            self.images = self.images.pin_memory()
+        return self
+
+
+def decode_item(
+    path: str, transform: Callable[[Any], torch.Tensor], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[torch.Tensor | None, str | None]:
+    """Decode and preprocess one image file → (image, None), or (None, reason) when it cannot be used.
+
+    Every engine decodes through this function, so a bad file is the same error row everywhere.
+    """
+    try:
+        image = load_rgb_image(path, max_pixels=max_pixels)
+    except ImageDecodeError as error:
+        return None, error.reason
+    try:
+        return transform(image), None
+    except Exception as error:  # a transform failure is one bad input, not a failed scan
+        return None, f"preprocessing failed: {type(error).__name__}: {error}"
+
+
+class ImageFileDataset(Dataset[dict[str, Any]]):
+    """Decodes and preprocesses one image file per item; a bad file gives an error item, never an exception.
+
+    Args:
+        paths: The files, in scan order.
+        transform: PIL image → (3, H, W) tensor (the model's own preprocessing).
+        max_pixels: Decompression-bomb limit.
+
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        transform: Callable[[Any], torch.Tensor],
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, error = decode_item(self.paths[index], self.transform, self.max_pixels)
+        return {"index": index, "image": image, "error": error}
+
+
+def collate_decoded(items: list[dict[str, Any]]) -> DecodedBatch:
+    """Collate dataset items into a :class:`DecodedBatch`."""
+    good = [item for item in items if item["image"] is not None]
+    return DecodedBatch(
+        ok=[item["index"] for item in good],
+        images=torch.stack([item["image"] for item in good]) if good else None,
+        errors=[(item["index"], item["error"]) for item in items if item["image"] is None],
+    )

@@ -1,0 +1,72 @@
+"""Encoding image files to features, with decoding in DataLoader workers and bad files reported."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from oodfilter.data.dataset import DecodedBatch, ImageFileDataset, collate_decoded
+from oodfilter.data.decode import DEFAULT_MAX_PIXELS
+
+
+def image_batches(
+    paths: Sequence[str],
+    transform: Callable[[Any], torch.Tensor],
+    *,
+    batch_size: int,
+    workers: int,
+    pin_memory: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[DecodedBatch]:
+    """Yield :class:`DecodedBatch` es of ``paths`` in order, decoded and transformed in ``workers`` processes."""
+    loader = DataLoader(
+        ImageFileDataset(paths, transform, max_pixels=max_pixels),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_decoded,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    yield from loader
+
+
+@dataclass
+class EncodedImages:
+    """Features of the images that decoded, and the reasons for those that did not.
+
+    Attributes:
+        paths: The decoded files, in input order.
+        features: (len(paths), D) float32 normalised features (CPU).
+        errors: File → reason, for the files that could not be decoded.
+    """
+
+    paths: list[str]
+    features: torch.Tensor
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def encode_image_files(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    transform: Callable[[Any], torch.Tensor],
+    paths: Sequence[str],
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> EncodedImages:
+    """Encode image files with ``encode`` ((B, 3, H, W) → (B, D) features), e.g. ``Scorer.encode_images``."""
+    ok: list[str] = []
+    chunks: list[torch.Tensor] = []
+    errors: dict[str, str] = {}
+    for batch in image_batches(paths, transform, batch_size=batch_size, workers=workers, pin_memory=pin_memory):
+        for index, reason in batch.errors:
+            errors[paths[index]] = reason
+        if batch.images is not None:
+            chunks.append(encode(batch.images))
+            ok.extend(paths[index] for index in batch.ok)
+    features = torch.cat(chunks) if chunks else torch.zeros(0, 0)
+    return EncodedImages(ok, features, errors)

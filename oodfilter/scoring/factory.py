@@ -1,0 +1,92 @@
+"""The one way to build a scorer: :class:`ScorerSpec` → model, class list, method, class vectors → Scorer.
+
+Scan, the pipeline filter, eval, the Ray actors and plugins all call :func:`build_scorer` (as open_clip's
+``create_model_and_transforms`` wraps ``create_model``); none re-assembles the parts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oodfilter.errors import InputError
+from oodfilter.model.clipn import CLIPN
+from oodfilter.model.loading import load_model
+from oodfilter.scoring.methods import ScoreMethod, choose_method, score_methods
+from oodfilter.scoring.scorer import Scorer
+from oodfilter.scoring.spec import ScorerSpec
+from oodfilter.text.class_vectors import ClassVectors, build_class_vectors
+from oodfilter.text.classes import ClassList, clean_class_names, read_class_names
+
+
+def read_spec_classes(spec: ScorerSpec) -> ClassList:
+    """Return the spec's class names: read from its class-list file, or cleaned from the names given.
+
+    Raises:
+        ClassListError: the file is missing or unreadable, or no name is left.
+
+    """
+    if isinstance(spec.classes, str | Path):
+        return read_class_names(spec.classes)
+    return clean_class_names(spec.classes)
+
+
+def load_spec_model(spec: ScorerSpec) -> CLIPN:
+    """Load the spec's model on its device (see :func:`oodfilter.load_model`)."""
+    return load_model(spec.model, spec.pretrained, device=spec.device)
+
+
+def resolve_method(spec: ScorerSpec, model: CLIPN, method: ScoreMethod | None = None) -> ScoreMethod:
+    """Return the spec's score method for ``model`` (``method`` if given), checked for ``require_decisions``.
+
+    Raises:
+        InputError: no method fits the model, or decisions are required and the method has no
+            threshold-free rule and no threshold was given.
+        UnknownNameError: an unknown method name.
+
+    """
+    if method is None:
+        name = choose_method(spec.method, no_branch_trained=model.no_branch_trained, model_name=model.source.name)
+        method = score_methods.create(name)
+    if spec.require_decisions and spec.threshold is None and not method.threshold_free:
+        raise InputError(f"{spec.decisions_for} needs decisions, and '{method.name}' has no threshold-free rule: "
+                         "pass threshold= (Python) or --threshold X (command line)")
+    return method
+
+
+def build_scorer(
+    spec: ScorerSpec,
+    *,
+    model: CLIPN | None = None,
+    class_vectors: ClassVectors | None = None,
+    method: ScoreMethod | None = None,
+    allow_untrained_no_branch: bool = False,
+) -> Scorer:
+    """Build a ready :class:`Scorer` from ``spec``.
+
+    Args:
+        spec: What to score with.
+        model: An already loaded model to use instead of loading ``spec.model`` (it stays on its device
+            unless ``spec.device`` names one).
+        class_vectors: Class vectors already built from ``model`` for the spec's class list (eval shares
+            one set across methods); built (and cached) otherwise.
+        method: A configured method instance instead of the registry's default for ``spec.method``.
+        allow_untrained_no_branch: Permit CLIPN methods with a no-branch that was never trained.
+
+    Raises:
+        InputError: bad options, or a method that cannot run with this model.
+        ModelLoadError: the model cannot be loaded.
+        ClassListError: the class list cannot be read.
+
+    """
+    if spec.batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {spec.batch_size}")
+    names = read_spec_classes(spec) if class_vectors is None else None  # a bad list fails before any load
+    clipn = model if model is not None else load_spec_model(spec)
+    chosen = resolve_method(spec, clipn, method)
+    if class_vectors is None:
+        class_vectors = build_class_vectors(clipn, names or [], templates=spec.templates, cache_dir=spec.cache_dir,
+                                            include_no=chosen.needs_no_branch)
+    device = None if model is not None and spec.device == "auto" else spec.device
+    return Scorer(clipn, class_vectors, chosen, threshold=spec.threshold, device=device,
+                  batch_size=spec.batch_size, precision=spec.precision,
+                  allow_untrained_no_branch=allow_untrained_no_branch, cache_dir=spec.cache_dir)

@@ -1,0 +1,190 @@
+"""The manifest row: defined once, built once from scores, and converted for every engine and format.
+
+Every engine hands the same things to :func:`build_rows` (the inputs of a batch, the ones that failed and
+why, and the :class:`~oodfilter.scoring.result.ScoreResult` of the rest), and every writer and reader
+speaks :class:`ManifestRow`. Ray moves rows between processes as numeric columns
+(:func:`rows_to_columns` / :func:`rows_from_columns`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from oodfilter.deprecation import warn_deprecated
+from oodfilter.errors import InputError
+
+if TYPE_CHECKING:  # rows sit below scoring: no runtime import, so either may be imported first
+    from oodfilter.scoring.result import ScoreResult
+
+STATUSES = ("ok", "error")
+
+
+@dataclass
+class ManifestRow:
+    """One row per input: ``status`` is ``ok`` (scores set) or ``error`` (``error`` set).
+
+    Attributes:
+        path: The input's id (its path as given).
+        status: ``ok`` or ``error``.
+        error: Why the input could not be scored (error rows).
+        ood_score: The score, higher = more OOD (ok rows).
+        is_ood: The decision, or None when the method gives none without a threshold.
+        top_class: The most likely ID class (ok rows).
+        top_prob: Its probability under the yes classifier (ok rows).
+
+    """
+
+    path: str
+    status: str
+    error: str | None = None
+    ood_score: float | None = None
+    is_ood: bool | None = None
+    top_class: str | None = None
+    top_prob: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the row as a mapping in column order."""
+        return asdict(self)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the input was scored."""
+        return self.status == "ok"
+
+    @property
+    def score(self) -> float:
+        """The OOD score of an ``ok`` row (raises on an error row, which has none)."""
+        if self.ood_score is None:
+            raise ValueError(f"row {self.path} has no score (status {self.status}: {self.error})")
+        return self.ood_score
+
+    def __getitem__(self, column: str) -> Any:
+        """Return a column, dict-style (deprecated: rows were dicts in 0.1); use attributes."""
+        warn_deprecated("manifest row[column]", "row.<column>")
+        return getattr(self, column)
+
+    def get(self, column: str, default: Any = None) -> Any:
+        """Return a column or ``default`` (deprecated: rows were dicts in 0.1); use attributes."""
+        warn_deprecated("manifest row.get(column)", "row.<column>")
+        return getattr(self, column, default)
+
+
+COLUMNS: tuple[str, ...] = tuple(ManifestRow.__dataclass_fields__)
+
+
+def build_rows(
+    paths: Sequence[str],
+    errors: Sequence[tuple[int, str]],
+    scored: Sequence[int],
+    result: ScoreResult | None,
+) -> list[ManifestRow]:
+    """Build the rows of one batch, in the order of ``paths``.
+
+    Args:
+        paths: The batch's inputs (or all inputs: only the indices named below get rows).
+        errors: (index into ``paths``, reason) for each input that failed.
+        scored: Indices into ``paths`` of the scored inputs, in the order of ``result``'s rows.
+        result: Their scores, or None when nothing in the batch was scored.
+
+    """
+    rows = {index: ManifestRow(path=paths[index], status="error", error=reason) for index, reason in errors}
+    if result is not None:
+        names = result.top_class_names
+        decisions = result.is_ood.tolist() if result.is_ood is not None else [None] * len(result)
+        for position, index in enumerate(scored):
+            score = float(result.ood_score[position])
+            if not math.isfinite(score):
+                rows[index] = ManifestRow(path=paths[index], status="error", error=_not_finite(result.method, score))
+                continue
+            rows[index] = ManifestRow(
+                path=paths[index],
+                status="ok",
+                ood_score=score,
+                is_ood=None if decisions[position] is None else bool(decisions[position]),
+                top_class=names[position],
+                top_prob=float(result.top_prob[position]),
+            )
+    return [rows[index] for index in sorted(rows)]
+
+
+def _not_finite(method: str, score: float) -> str:
+    return (f"the {method} score is {score} (not finite): the model or its no-branch produced invalid values; "
+            "check the model's weights (e.g. re-convert or re-train the bundle)")
+
+
+def rows_to_columns(rows: Sequence[ManifestRow]) -> dict[str, np.ndarray]:
+    """Encode rows as numeric and string columns (no None: NaN, -1 and "" stand for it), for Ray batches."""
+    return {
+        "path": np.array([row.path for row in rows], dtype=object),
+        "status": np.array([row.status for row in rows], dtype=object),
+        "error": np.array([row.error or "" for row in rows], dtype=object),
+        "ood_score": np.array([np.nan if row.ood_score is None else row.ood_score for row in rows], dtype=np.float64),
+        "is_ood": np.array([-1 if row.is_ood is None else int(row.is_ood) for row in rows], dtype=np.int8),
+        "top_class": np.array([row.top_class or "" for row in rows], dtype=object),
+        "top_prob": np.array([np.nan if row.top_prob is None else row.top_prob for row in rows], dtype=np.float64),
+    }
+
+
+def rows_from_columns(columns: Mapping[str, np.ndarray]) -> list[ManifestRow]:
+    """Decode columns written by :func:`rows_to_columns` back into rows."""
+    rows = []
+    for i, path in enumerate(columns["path"]):
+        if str(columns["status"][i]) != "ok":
+            rows.append(ManifestRow(path=str(path), status="error", error=str(columns["error"][i])))
+            continue
+        decision = int(columns["is_ood"][i])
+        rows.append(ManifestRow(path=str(path), status="ok", ood_score=float(columns["ood_score"][i]),
+                                is_ood=None if decision < 0 else bool(decision),
+                                top_class=str(columns["top_class"][i]), top_prob=float(columns["top_prob"][i])))
+    return rows
+
+
+def row_from_record(record: Mapping[str, Any], where: str) -> ManifestRow:
+    """Validate one stored record (a JSON object, a CSV row parsed to values, a Parquet row) into a row.
+
+    Args:
+        record: Column → value, values already typed (None for empty).
+        where: The file and line, for messages (``scan.jsonl line 7``).
+
+    Raises:
+        InputError: a column is missing or holds a value of the wrong type; the message names ``where``
+            and the column.
+
+    """
+    missing = [column for column in COLUMNS if column not in record]
+    if missing:
+        raise InputError(f"manifest {where}: missing column(s) {', '.join(missing)}; is this an oodfilter manifest?")
+    values = {column: _checked(column, record[column], where) for column in COLUMNS}
+    if values["status"] not in STATUSES:
+        raise InputError(f"manifest {where}: column 'status' must be 'ok' or 'error', got {values['status']!r}")
+    if values["status"] == "ok" and (values["ood_score"] is None or values["top_class"] is None):
+        raise InputError(f"manifest {where}: an 'ok' row needs 'ood_score' and 'top_class'")
+    return ManifestRow(**values)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "path": (str,), "status": (str,), "error": (str,), "ood_score": (float, int), "is_ood": (bool,),
+    "top_class": (str,), "top_prob": (float, int),
+}
+
+
+def _checked(column: str, value: Any, where: str) -> Any:
+    if value is None:
+        if column in ("path", "status"):
+            raise InputError(f"manifest {where}: column '{column}' is empty")
+        return None
+    expected = _TYPES[column]
+    if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
+        raise InputError(f"manifest {where}: column '{column}' holds {value!r} ({type(value).__name__}); "
+                         f"expected {' or '.join(t.__name__ for t in expected)}")
+    if column in ("ood_score", "top_prob"):
+        number = float(cast(float, value))
+        if not math.isfinite(number):
+            raise InputError(f"manifest {where}: column '{column}' is not a finite number ({value!r})")
+        return number
+    return value

@@ -1,0 +1,177 @@
+"""Class vectors: class names × templates → yes/no classifier matrices, cached on disk."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+import platformdirs
+import torch
+import torch.nn.functional as F
+
+from oodfilter.errors import InputError
+from oodfilter.model.clipn import CLIPN
+from oodfilter.text.cache import TextCache, text_key
+from oodfilter.text.classes import clean_class_names
+from oodfilter.text.templates import DEFAULT_TEMPLATES, resolve_templates
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "OODFILTER_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """Return the cache root: ``$OODFILTER_CACHE_DIR`` if set, else the user's cache folder."""
+    override = os.environ.get(CACHE_ENV)
+    return Path(override) if override else Path(platformdirs.user_cache_dir("oodfilter"))
+
+
+@dataclass
+class ClassVectors:
+    """Classifier matrices for a class list, and a FAISS index for nearest-name queries.
+
+    Attributes:
+        class_names: The C class names, in the user's order.
+        templates: The templates averaged into each class vector.
+        yes: (C, D) float32, L2-normalised yes-tower class vectors W_yes.
+        no: (C, D) float32, L2-normalised no-tower class vectors W_no, or None without a no-branch.
+        fingerprints: Tower fingerprint per tower (``yes``, ``no``), identifying the model.
+
+    """
+
+    class_names: list[str]
+    templates: tuple[str, ...]
+    yes: torch.Tensor
+    no: torch.Tensor | None
+    fingerprints: dict[str, str]
+    _search: faiss.Index | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension D."""
+        return int(self.yes.shape[1])
+
+    def search_index(self) -> faiss.Index:
+        """Return the FAISS inner-product index over the yes class vectors (built once)."""
+        if self._search is None:
+            index = faiss.IndexFlatIP(self.dim)
+            index.add(np.ascontiguousarray(self.yes.numpy(), dtype=np.float32))
+            self._search = index
+        return self._search
+
+    def nearest_classes(self, image_features: torch.Tensor | np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """Return the ``k`` class names nearest to each image as (cosines (B, k), class indices (B, k)).
+
+        One FAISS query for the whole batch; rows are sorted by decreasing cosine.
+        """
+        if isinstance(image_features, torch.Tensor):
+            image_features = image_features.detach().to("cpu", torch.float32).numpy()
+        queries = np.ascontiguousarray(image_features, dtype=np.float32)  # (B, D)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise InputError(f"image features must be (B, {self.dim}); got {queries.shape}")
+        cosines, indices = self.search_index().search(queries, min(k, len(self)))
+        return cosines, indices
+
+
+def build_class_vectors(
+    model: CLIPN,
+    class_names: Sequence[str],
+    *,
+    templates: str | Sequence[str] = DEFAULT_TEMPLATES,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    batch_size: int = 256,
+    include_no: bool | None = None,
+) -> ClassVectors:
+    """Encode ``class_names`` × ``templates`` with the yes and no towers into a :class:`ClassVectors`.
+
+    Per-caption vectors are cached on disk under ``cache_dir/text/<tower fingerprint>``, so a second
+    run with the same model encodes nothing and a different model never reuses another's vectors.
+    Each class vector is the normalised mean of its normalised caption vectors (METHOD.md §3).
+
+    Args:
+        model: The CLIPN model (its device is used for encoding).
+        class_names: In-distribution class names (cleaned; duplicates warned about).
+        templates: A template set name or a list of templates with one ``{}``.
+        cache_dir: Cache root; default ``$OODFILTER_CACHE_DIR`` or the user's cache folder.
+        use_cache: Set False to encode everything and write nothing.
+        batch_size: Captions per encoder call.
+        include_no: Encode the no tower too; default: when the model's no-branch is trained (an
+            untrained copy would only repeat the yes vectors).
+
+    """
+    names = clean_class_names(class_names)
+    chosen = resolve_templates(templates)
+    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "text"
+    with_no = model.no_branch_trained if include_no is None else include_no
+    towers = ["yes", "no"] if with_no else ["yes"]
+    matrices: dict[str, torch.Tensor] = {}
+    fingerprints: dict[str, str] = {}
+    for tower in towers:
+        fingerprint = model.text_fingerprint(tower)
+        fingerprints[tower] = fingerprint
+        store = TextCache(root / fingerprint[:40], fingerprint, model.embed_dim) if use_cache else None
+        captions = [template.format(name) for template in chosen for name in names]  # T*C, template-major
+        keys = [text_key(fingerprint, tower, template, name) for template in chosen for name in names]
+        vectors = _cached_or_encoded(model, tower, captions, keys, store, batch_size)  # (T*C, D)
+        per_template = torch.from_numpy(vectors).view(len(chosen), len(names), -1)  # (T, C, D)
+        matrices[tower] = F.normalize(F.normalize(per_template, dim=-1).mean(dim=0), dim=-1)  # (C, D)
+    return ClassVectors(
+        class_names=names,
+        templates=chosen,
+        yes=matrices["yes"],
+        no=matrices.get("no"),
+        fingerprints=fingerprints,
+    )
+
+
+def _cached_or_encoded(
+    model: CLIPN,
+    tower: str,
+    captions: list[str],
+    keys: list[int],
+    store: TextCache | None,
+    batch_size: int,
+) -> np.ndarray:
+    if store is not None:
+        found, vectors = store.lookup(keys)
+    else:
+        found, vectors = np.zeros(len(keys), dtype=bool), np.zeros((len(keys), model.embed_dim), np.float32)
+    missing = np.flatnonzero(~found)
+    if missing.size:
+        # Encode each distinct missing caption once (repeated class names share a key).
+        unique: dict[int, int] = {}
+        for position in missing:
+            unique.setdefault(keys[position], int(position))
+        order = list(unique.values())
+        encoded = encode_captions(model, tower, [captions[i] for i in order], batch_size)
+        by_key = dict(zip(unique, encoded, strict=True))
+        vectors[missing] = np.stack([by_key[keys[i]] for i in missing])
+        if store is not None:
+            store.add(list(unique), encoded)
+            store.save()
+        logger.info("encoded %d %s-tower captions (%d from cache)", len(order), tower, int(found.sum()))
+    return vectors
+
+
+@torch.no_grad()
+def encode_captions(model: CLIPN, tower: str, captions: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """Encode captions with the ``yes`` or ``no`` tower in batches → (N, D) float32, L2-normalised."""
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = []
+        for start in range(0, len(captions), batch_size):
+            tokens = model.tokenize(captions[start : start + batch_size])
+            chunks.append(model.encode(tokens, tower).float().cpu())
+        return torch.cat(chunks).numpy() if chunks else np.zeros((0, model.embed_dim), np.float32)
+    finally:
+        model.train(was_training)
