@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -36,9 +39,9 @@ def load_rgb_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     """
     file = Path(path)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _open_regular_file(file) as handle:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file) as image:
+            with Image.open(handle) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageDecodeError(
@@ -62,6 +65,29 @@ def load_rgb_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageDecodeError(file, f"decompression bomb refused: {error}") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError(file, f"corrupt or truncated image ({error})") from error
+
+
+def _open_regular_file(file: Path) -> BinaryIO:
+    """Open ``file`` for reading without blocking, and refuse anything but a regular file.
+
+    A FIFO opened normally would block until a writer appears (a scan that hangs forever); with
+    O_NONBLOCK the open returns at once, and fstat on the open descriptor (no race with a swap) tells
+    what it is. A socket cannot be opened at all (an OSError, reported as such).
+    """
+    descriptor = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    kind = stat.S_IFMT(os.fstat(descriptor).st_mode)
+    if kind == stat.S_IFDIR:
+        os.close(descriptor)
+        raise IsADirectoryError(f"{file} is a directory")
+    if kind != stat.S_IFREG:
+        os.close(descriptor)
+        raise ImageDecodeError(file, f"not a regular file ({_KINDS.get(kind, 'special file')}); only regular files "
+                                     "are read")
+    return os.fdopen(descriptor, "rb")
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device"}
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

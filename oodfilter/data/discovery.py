@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +24,14 @@ class DiscoveredFile:
     Attributes:
         path: The file as found (not resolved: a symlink stays the link the user sees).
         root: The folder the user named, or the file's parent for a file or glob match.
+        error: Why this input cannot be read at all (a folder that could not be listed); it becomes an
+            error row instead of being skipped silently.
 
     """
 
     path: Path
     root: Path
+    error: str | None = None
 
     @property
     def relative(self) -> Path:
@@ -70,10 +73,12 @@ def discover_images(
         text = str(raw)
         path = Path(text).expanduser()
         if path.is_dir():
-            for file in _walk(path, recursive):
-                if file.suffix.lower() in wanted:
+            for file, error in _walk(path, recursive):
+                if error is not None:
+                    found.setdefault(file, DiscoveredFile(file, path, error))
+                elif file.suffix.lower() in wanted:
                     found.setdefault(file, DiscoveredFile(file, path))
-        elif path.is_file() or path.is_symlink():
+        elif path.exists() or path.is_symlink():  # files, broken links and FIFOs alike: each gets its row
             found.setdefault(path, DiscoveredFile(path, path.parent))
         elif _GLOB_CHARS & set(text):
             matches = [Path(m) for m in glob.glob(text, recursive=True)]
@@ -89,10 +94,15 @@ def discover_images(
     return sorted(selected, key=lambda item: str(item.path))
 
 
-def _walk(folder: Path, recursive: bool) -> Iterable[Path]:
-    """Yield files under ``folder``, following symlinked folders once each (no loops)."""
+def _walk(folder: Path, recursive: bool) -> Iterator[tuple[Path, str | None]]:
+    """Yield (file, None) under ``folder``, and (folder, reason) for each folder that cannot be listed.
+
+    Symlinked folders are followed once each (no loops).
+    """
     seen: set[str] = set()
-    for current, dirs, files in os.walk(folder, followlinks=True):
+    failed: list[OSError] = []
+    for current, dirs, files in os.walk(folder, followlinks=True, onerror=failed.append):
+        yield from _unlisted(failed)
         real = os.path.realpath(current)
         if real in seen:
             dirs[:] = []
@@ -100,9 +110,18 @@ def _walk(folder: Path, recursive: bool) -> Iterable[Path]:
         seen.add(real)
         dirs[:] = sorted(d for d in dirs if recursive and os.path.realpath(os.path.join(current, d)) not in seen)
         for name in sorted(files):
-            yield Path(current) / name
+            yield Path(current) / name, None
         if not recursive:
-            return
+            break
+    yield from _unlisted(failed)
+
+
+def _unlisted(failed: list[OSError]) -> Iterator[tuple[Path, str]]:
+    """Drain the listing errors collected so far as (folder, reason) pairs."""
+    while failed:
+        error = failed.pop(0)
+        reason = "permission denied" if isinstance(error, PermissionError) else (error.strerror or str(error))
+        yield Path(str(error.filename)), f"folder cannot be read ({reason}); its images were not scanned"
 
 
 def _glob_root(pattern: str) -> Path:

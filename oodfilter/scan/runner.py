@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
+from oodfilter.sinks.lock import ManifestLock
 from oodfilter.sinks.manifest import ManifestWriter, read_manifest, sidecar
 from oodfilter.sinks.rows import ManifestRow
 
@@ -91,10 +93,15 @@ def scan(config: ScanConfig, *, progress: Progress | None = None, model: CLIPN |
 
     """
     config.validate()
+    with ManifestLock(config.out):
+        return _locked_scan(config, progress, model)
+
+
+def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | None) -> ScanSummary:
     out = Path(config.out)
     files = discover_images(config.inputs, include=config.include, exclude=config.exclude, recursive=config.recursive)
     _check_dest_outside_inputs(config, files)
-    _check_output_is_free(config, out)
+    _check_output_is_free(config, out, files)
     spec = scorer_spec(config)
     scorer = build_scorer(spec, model=model)
     meta = _run_identity(config, scorer)
@@ -106,7 +113,11 @@ def scan(config: ScanConfig, *, progress: Progress | None = None, model: CLIPN |
     summary = ScanSummary(manifest=out, method=scorer.method.name)
     start = time.perf_counter()
     if remaining:
-        batches = _row_batches(config, spec, scorer, remaining)
+        unreadable = [ManifestRow(str(item.path), "error", error=item.error) for item in files
+                      if item.error is not None and str(item.path) not in done_paths]
+        readable = [path for path in remaining if path not in {row.path for row in unreadable}]
+        scored = _row_batches(config, spec, scorer, readable) if readable else iter([])
+        batches = chain([unreadable] if unreadable else [], scored)
         writer = ManifestWriter(out, append=config.resume)
         _write_rows(batches, writer, progress, len(wanted), len(wanted) - len(remaining))
     summary.seconds = time.perf_counter() - start
@@ -166,11 +177,24 @@ def _count(summary: ScanSummary, rows: list[ManifestRow]) -> None:
     summary.in_distribution = sum(row.is_ood is False for row in rows)
 
 
-def _check_output_is_free(config: ScanConfig, out: Path) -> None:
+def _check_output_is_free(config: ScanConfig, out: Path, files: list[DiscoveredFile]) -> None:
+    """Refuse to replace anything but a manifest of ours, and never an input, even with --overwrite."""
+    resolved = out.resolve()
+    if any(item.path.resolve() == resolved for item in files):
+        raise InputError(f"--out {out} is one of the scanned inputs; choose another manifest file")
     exists = out.exists() or sidecar(out, "partial.jsonl").exists()
     if exists and not (config.resume or config.overwrite):
         raise InputError(f"manifest {out} already exists: pass --resume to continue it, --overwrite to replace "
                          "it, or --out another file")
+    if exists and config.overwrite and not _is_manifest(out):
+        raise InputError(f"--overwrite replaces only an oodfilter manifest, and {out} is not one (no "
+                         f"{sidecar(out, 'meta.json').name} beside it, or not a file); choose another --out")
+
+
+def _is_manifest(out: Path) -> bool:
+    if out.exists() and (out.is_symlink() or not out.is_file()):
+        return False
+    return sidecar(out, "meta.json").is_file()
 
 
 def _check_dest_outside_inputs(config: ScanConfig, files: list[DiscoveredFile]) -> None:

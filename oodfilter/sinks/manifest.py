@@ -110,11 +110,53 @@ def _csv_record(row: ManifestRow) -> dict[str, Any]:
 
 
 def _truncate_torn_tail(path: Path) -> None:
-    """Cut a final line that a crash left without its newline."""
-    with open(path, "rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
+    """Cut a final record that a crash left incomplete.
+
+    That is a JSONL line without its newline, or a CSV record torn anywhere, even inside a quoted field
+    that holds newlines.
+    """
+    data = path.read_bytes()
+    keep = _complete_csv_length(data) if path.suffix.lower() == ".csv" else data.rfind(b"\n") + 1
+    if keep < len(data):
+        with open(path, "rb+") as handle:
+            handle.truncate(keep)
+
+
+def _decoded_prefix(data: bytes) -> str:
+    """Decode UTF-8, dropping a multi-byte character that a crash cut at the very end."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(data) - 3:
+            raise
+        return data[: error.start].decode("utf-8")
+
+
+def _complete_csv_records(text: str) -> tuple[list[list[str]], int]:
+    """Parse the complete CSV records of ``text``: (records, characters they span).
+
+    A record counts only when its terminating newline was written; a quoted field left open by a crash
+    ends the parse.
+    """
+    buffer = io.StringIO(text, newline="")
+    reader = csv.reader(buffer)
+    records: list[list[str]] = []
+    end = 0
+    while True:
+        try:
+            record = next(reader)
+        except (StopIteration, csv.Error):
+            return records, end
+        position = buffer.tell()
+        if not text[:position].endswith("\n"):
+            return records, end
+        records.append(record)
+        end = position
+
+
+def _complete_csv_length(data: bytes) -> int:
+    text = _decoded_prefix(data)
+    return len(text[: _complete_csv_records(text)[1]].encode("utf-8"))
 
 
 def _read_jsonl(path: Path) -> list[ManifestRow]:
@@ -136,16 +178,21 @@ def _read_jsonl(path: Path) -> list[ManifestRow]:
 
 
 def _read_csv(path: Path) -> list[ManifestRow]:
-    text = path.read_bytes()
     try:
-        complete = text[: text.rfind(b"\n") + 1].decode("utf-8")
+        text = _decoded_prefix(path.read_bytes())
     except UnicodeDecodeError as error:
         raise InputError(f"manifest {path} is not UTF-8 text ({error})") from error
-    rows = []
-    reader = csv.DictReader(io.StringIO(complete, newline=""))
-    for raw in reader:
-        where = f"{path} line {reader.line_num}"
-        rows.append(row_from_record({column: _csv_value(column, raw.get(column), where) for column in raw}, where))
+    records, _ = _complete_csv_records(text)
+    if not records:
+        return []
+    header, rows = records[0], []
+    for number, record in enumerate(records[1:], start=2):
+        where = f"{path} record {number}"
+        if len(record) != len(header):
+            raise InputError(f"manifest {where}: {len(record)} fields where the header has {len(header)}")
+        rows.append(row_from_record({column: _csv_value(column, text, where) for column, text in zip(header, record,
+                                                                                                     strict=True)},
+                                    where))
     return rows
 
 
