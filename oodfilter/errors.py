@@ -45,3 +45,7 @@ class UnknownNameError(OODFilterError, KeyError):
     def __str__(self) -> str:
         # KeyError quotes its message; show it as written.
         return str(self.args[0]) if self.args else ""
+
+
+class OutputError(OODFilterError):
+    """An output cannot be written (it exists, it is an input, the disk is full, no permission)."""

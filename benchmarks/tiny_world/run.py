@@ -63,7 +63,7 @@ def zero_shot_accuracy(model: oodfilter.CLIPN, world: World, files: list[tuple[P
     scorer = oodfilter.Scorer(model, index, "msp")
     wanted = {c: i for i, c in enumerate(classes)}
     subset = [(p, wanted[c]) for p, c in files if c in wanted]
-    rows = scorer.score_paths([str(p) for p, _ in subset])
+    rows = [row for batch in oodfilter.score_files(scorer, [str(p) for p, _ in subset]) for row in batch]
     return sum(r.top_class == names[label] for r, (_, label) in zip(rows, subset, strict=True)) / len(subset)
 
 
@@ -104,7 +104,7 @@ def run_seed(seed: int, args: argparse.Namespace, world: World, work: Path, log)
                                            include_no=False)
     scorer = oodfilter.Scorer(model, plp_index, "msp")
     id_train = [str(p) for p, c in world.train if c in id_classes]
-    features = scorer.encode_images(scorer.preprocess([oodfilter.load_rgb_image(p) for p in id_train]))
+    features = scorer.encode_images(torch.stack([model.preprocess(oodfilter.load_rgb_image(p)) for p in id_train]))
     fit_plp(model, plp_index, features).save(probe_cache_path(model.text_fingerprint("yes"), id_names, cache))
 
     objects = {}

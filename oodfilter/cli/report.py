@@ -11,7 +11,8 @@ import click
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="HTML file (MANIFEST.html).")
 @click.option("--per-gallery", type=int, default=24, show_default=True, help="Thumbnails per gallery.")
-def report_command(manifest: Path, out: Path | None, per_gallery: int) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing HTML report at --out.")
+def report_command(manifest: Path, out: Path | None, per_gallery: int, overwrite: bool) -> None:
     """Write an HTML report of a scan manifest; it works offline.
 
     The page shows a summary, the score histogram with the decision boundary, the most OOD, borderline
@@ -20,5 +21,5 @@ def report_command(manifest: Path, out: Path | None, per_gallery: int) -> None:
     from oodfilter.report import ReportConfig, write_report
 
     target = write_report(manifest, out or manifest.with_name(manifest.name + ".html"),
-                          ReportConfig(per_gallery=per_gallery))
+                          ReportConfig(per_gallery=per_gallery), overwrite=overwrite)
     click.echo(f"wrote {target}")

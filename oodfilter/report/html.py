@@ -13,6 +13,7 @@ from typing import Any
 from oodfilter.atomic import atomic_write_text
 from oodfilter.data.decode import ImageDecodeError, load_rgb_image
 from oodfilter.errors import InputError
+from oodfilter.outputs import check_output, starts_with
 from oodfilter.report.summary import ReportData, summarise
 from oodfilter.sinks.manifest import read_manifest, sidecar
 from oodfilter.sinks.rows import ManifestRow
@@ -30,7 +31,9 @@ class ReportConfig:
     thumb_size: int = THUMB_SIZE
 
 
-def write_report(manifest: str | Path, out: str | Path, config: ReportConfig | None = None) -> Path:
+def write_report(
+    manifest: str | Path, out: str | Path, config: ReportConfig | None = None, *, overwrite: bool = False
+) -> Path:
     """Render the report of a scan manifest to ``out`` (written atomically) and return its path.
 
     Only the gallery images are opened (at most three galleries of ``per_gallery``), so large scans stay
@@ -38,7 +41,12 @@ def write_report(manifest: str | Path, out: str | Path, config: ReportConfig | N
 
     Raises:
         InputError: the manifest is missing or empty.
+        OutputError: ``out`` exists (without ``overwrite``), is not an HTML file, or is the manifest or
+            one of its side files.
     """
+    inputs = [manifest, *(sidecar(manifest, name) for name in ("meta.json", "config.yaml", "journal.jsonl"))]
+    html_file = starts_with(b"<!doctype html", b"<html")
+    check_output(out, overwrite=overwrite, kind="HTML report", is_expected_kind=html_file, inputs=inputs)
     options = config or ReportConfig()
     rows = read_manifest(manifest)
     if not rows:

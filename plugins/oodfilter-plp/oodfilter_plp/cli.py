@@ -17,18 +17,22 @@ import click
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Images per forward pass.")
 @click.option("--workers", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Cache root.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing probe file at --out.")
 def fit_plp_command(images: str, classes: str, model: str, pretrained: str | None, out: Path | None, epochs: int,
-                    batch_size: int, workers: int, cache_dir: Path | None) -> None:
+                    batch_size: int, workers: int, cache_dir: Path | None, overwrite: bool) -> None:
     """Pseudo-label ID images by zero-shot argmax (5 templates) and train the PLP linear probe.
 
     The probe is cached for (model, class list), where the `plp` scorer finds it.
     """
     from oodfilter.data.discovery import discover_images
     from oodfilter.data.loader import encode_image_files
+    from oodfilter.outputs import check_output
     from oodfilter.scoring import ScorerSpec, build_scorer
-    from oodfilter_plp.probe import probe_cache_path
+    from oodfilter_plp.probe import is_probe_file, probe_cache_path
     from oodfilter_plp.scorer import PLP_TEMPLATES, fit_plp
 
+    if out is not None:
+        check_output(out, overwrite=overwrite, kind="PLP probe", is_expected_kind=is_probe_file, inputs=[classes])
     spec = ScorerSpec(model=model, classes=classes, pretrained=pretrained, method="msp", templates=list(PLP_TEMPLATES),
                       batch_size=batch_size, cache_dir=str(cache_dir) if cache_dir is not None else None)
     scorer = build_scorer(spec)

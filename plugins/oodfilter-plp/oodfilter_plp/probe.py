@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from oodfilter.errors import CheckpointError
@@ -45,8 +46,6 @@ class LinearProbe:
         Raises:
             CheckpointError: the file is missing or not a PLP probe.
         """
-        from safetensors import safe_open
-
         try:
             tensors = load_file(str(path))
             with safe_open(str(path), "pt") as handle:
@@ -119,3 +118,12 @@ def fit_probe(
     with torch.no_grad():
         accuracy = float((layer(x).argmax(dim=1) == y).float().mean())
     return layer.weight.detach().clone(), layer.bias.detach().clone(), accuracy
+
+
+def is_probe_file(path: Path) -> bool:
+    """Whether ``path`` is a probe written by :meth:`LinearProbe.save` (so ``--overwrite`` may replace it)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return set(handle.keys()) == {"weight", "bias"} and "classes_sha256" in (handle.metadata() or {})
+    except Exception:  # not safetensors at all: a user's file
+        return False
