@@ -70,28 +70,31 @@ def discover_images(
     wanted = {e.lower() for e in extensions}
     found: dict[Path, DiscoveredFile] = {}
     for raw in inputs:
-        text = str(raw)
-        path = Path(text).expanduser()
-        if path.is_dir():
-            for file, error in _walk(path, recursive):
-                if error is not None:
-                    found.setdefault(file, DiscoveredFile(file, path, error))
-                elif file.suffix.lower() in wanted:
-                    found.setdefault(file, DiscoveredFile(file, path))
-        elif path.exists() or path.is_symlink():  # files, broken links and FIFOs alike: each gets its row
-            found.setdefault(path, DiscoveredFile(path, path.parent))
-        elif _GLOB_CHARS & set(text):
-            matches = [Path(m) for m in glob.glob(text, recursive=True)]
-            files = [m for m in matches if (m.is_file() or m.is_symlink()) and m.suffix.lower() in wanted]
-            if not matches:
-                raise InputError(f"the pattern '{text}' matches nothing; check the pattern and quote it")
-            root = _glob_root(text)
-            for file in files:
-                found.setdefault(file, DiscoveredFile(file, root if file.is_relative_to(root) else file.parent))
-        else:
-            raise InputError(f"input '{text}' does not exist; pass image files, folders or glob patterns")
+        for item in _expand(str(raw), wanted, recursive):
+            found.setdefault(item.path, item)
     selected = [item for item in found.values() if _selected(item.relative, include, exclude)]
     return sorted(selected, key=lambda item: str(item.path))
+
+
+def _expand(text: str, wanted: set[str], recursive: bool) -> Iterator[DiscoveredFile]:
+    """Yield what one input names: a folder's images (and unlistable folders), a file, or a glob's images."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        for file, error in _walk(path, recursive):
+            if error is not None or file.suffix.lower() in wanted:
+                yield DiscoveredFile(file, path, error)
+    elif path.exists() or path.is_symlink():  # files, broken links and FIFOs alike: each gets its row
+        yield DiscoveredFile(path, path.parent)
+    elif _GLOB_CHARS & set(text):
+        matches = [Path(m) for m in glob.glob(text, recursive=True)]
+        if not matches:
+            raise InputError(f"the pattern '{text}' matches nothing; check the pattern and quote it")
+        root = _glob_root(text)
+        for file in matches:
+            if (file.is_symlink() or not file.is_dir()) and file.suffix.lower() in wanted:
+                yield DiscoveredFile(file, root if file.is_relative_to(root) else file.parent)
+    else:
+        raise InputError(f"input '{text}' does not exist; pass image files, folders or glob patterns")
 
 
 def _walk(folder: Path, recursive: bool) -> Iterator[tuple[Path, str | None]]:

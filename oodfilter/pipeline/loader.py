@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import torch
+
 from oodfilter.pipeline.batches import batch_size_of, concat_batches, select_samples
 from oodfilter.pipeline.filter import OODFilter
 
@@ -69,13 +71,9 @@ class FilteredLoader:
 
 
 def _head(batch: Any, size: int) -> Any:
-    import torch
-
     total = batch_size_of(batch)
     return batch if total == size else select_samples(batch, torch.arange(total) < size)
 
 
 def _tail(batch: Any, size: int) -> Any:
-    import torch
-
     return select_samples(batch, torch.arange(batch_size_of(batch)) >= size)
