@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from oodfilter.atomic import atomic_write
 from oodfilter.errors import InputError, MissingDependencyError
+from oodfilter.outputs import os_error
 from oodfilter.sinks.rows import COLUMNS, ManifestRow, row_from_record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
@@ -79,7 +80,10 @@ class ManifestWriter:
         if append and self._journal.is_file():
             _truncate_torn_tail(self._journal)
         mode = "a" if append else "w"
-        self._handle: IO[str] = open(self._journal, mode, encoding="utf-8", newline="")  # noqa: SIM115
+        try:
+            self._handle: IO[str] = open(self._journal, mode, encoding="utf-8", newline="")  # noqa: SIM115
+        except OSError as error:
+            raise os_error("open the manifest", self._journal, error) from error
         self._csv: Any = None
         if self.format == ".csv":
             self._csv = csv.DictWriter(self._handle, fieldnames=COLUMNS, extrasaction="ignore")
@@ -88,12 +92,15 @@ class ManifestWriter:
 
     def write(self, rows: list[ManifestRow]) -> None:
         """Append ``rows`` and flush them to the operating system."""
-        if self._csv is not None:
-            self._csv.writerows([_csv_record(row) for row in rows])
-        else:
-            self._handle.write("".join(json.dumps(row.to_dict()) + "\n" for row in rows))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        try:
+            if self._csv is not None:
+                self._csv.writerows([_csv_record(row) for row in rows])
+            else:
+                self._handle.write("".join(json.dumps(row.to_dict()) + "\n" for row in rows))
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as error:  # a torn last record is cut when the scan is resumed
+            raise os_error("write the manifest", self._journal, error) from error
 
     def close(self) -> None:
         """Close the file; for Parquet, write all rows to the Parquet file and drop the journal."""
