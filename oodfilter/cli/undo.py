@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
+
+EXIT_REFUSED = 3
 
 
 @click.command("undo")
@@ -13,11 +16,16 @@ def undo_command(journal: Path) -> None:
     """Put back every file that a scan moved, and remove the copies and links it made (JOURNAL).
 
     The journal is the `<manifest>.journal.jsonl` written beside the manifest. Each step checks the
-    files first; anything changed since is left alone and reported.
+    files first: a file is removed or moved back only while it holds exactly the bytes the scan wrote,
+    inside the scan's destination folder, reached without a symbolic link, and (for a copy) while its
+    original is still there and identical. Anything else is refused, listed, and left untouched; the
+    exit status is then 3. Running undo again finishes an undo that was interrupted.
     """
-    from oodfilter.sinks.actions import undo_journal
+    from oodfilter.sinks.undo import undo_journal
 
     report = undo_journal(journal)
-    click.echo(f"undone: {report.done}; already as before: {report.already_done}; left alone: {len(report.skipped)}")
+    click.echo(f"undone: {report.done}; already as before: {report.already_done}; refused: {len(report.skipped)}")
     for problem in report.skipped:
-        click.echo(f"left alone: {problem}", err=True)
+        click.echo(f"  {problem}", err=True)
+    if report.skipped:
+        sys.exit(EXIT_REFUSED)

@@ -1,23 +1,57 @@
 """File actions on scan results (move, copy, link) with a journal that ``undo`` replays backwards.
 
-Nothing is deleted and nothing is overwritten: a destination that exists is skipped and reported. Each
-action is written to the journal (and flushed) *before* it is carried out, so after a crash the journal
-still names every file that may have moved; ``undo`` checks the state on disk before each step.
+Nothing is deleted and nothing is overwritten: a destination that exists is skipped and reported. For
+each file the journal line (with the fingerprint of what will land at the destination) is written and
+fsynced *before* the file is touched, and the file is written under a temporary name and published
+without replacing anything (see ``file_ops``), so a kill at any moment leaves nothing the journal does
+not know about and nothing partial under a final name. Operating-system failures (full disk, no
+permission, read-only file system) stop the run with a :class:`FileActionError` naming the file and the
+fix; temporary files are removed first. ``undo_journal`` (in ``undo``) reverses a journal.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
+import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from oodfilter.errors import InputError
+from oodfilter.sinks.action_report import ActionReport
+from oodfilter.sinks.dest_root import claim_root
+from oodfilter.sinks.file_ops import ContentChangedError, copy_at, move_at, os_failure
+from oodfilter.sinks.journal import JournalEntry, JournalWriter, entry_problem, read_journal
+from oodfilter.sinks.safe_paths import (
+    At,
+    FileActionError,
+    Fingerprint,
+    UnsafePathError,
+    fingerprint_at,
+    folder_inside,
+    lstat_at,
+    naming,
+    remove_at,
+    temp_name,
+    user_folder,
+)
+from oodfilter.sinks.undo import undo_journal
+
+__all__ = [
+    "ACTIONS",
+    "ActionReport",
+    "FileActionError",
+    "PlannedAction",
+    "apply_actions",
+    "plan_actions",
+    "read_journal",
+    "undo_journal",
+]
 
 ACTIONS = ("tag", "move", "copy", "link")
+_RETRY = "run the same scan again (--resume skips the scoring)"
+_DONE, _ALREADY = "done", "already"
 
 
 @dataclass
@@ -30,17 +64,11 @@ class PlannedAction:
     dest_root: Path
 
 
-@dataclass
-class ActionReport:
-    """What happened: counts per outcome and the problems met."""
-
-    done: int = 0
-    already_done: int = 0
-    skipped: list[str] = field(default_factory=list)
-
-
 def plan_actions(op: str, files: Iterable[tuple[Path, Path]], dest: Path) -> list[PlannedAction]:
     """Plan ``op`` for (file, path relative to its input root) pairs into ``dest``, keeping relative paths.
+
+    The destination root is resolved (links in ``dest`` followed once, here), so every planned
+    destination is a plain path below it.
 
     Raises:
         InputError: an unknown action.
@@ -48,136 +76,104 @@ def plan_actions(op: str, files: Iterable[tuple[Path, Path]], dest: Path) -> lis
     """
     if op not in ACTIONS or op == "tag":
         raise InputError(f"unknown file action '{op}'; choose move, copy or link")
-    root = dest.absolute()
+    root = Path(os.path.realpath(dest))
     return [PlannedAction(op, source, root / relative, root) for source, relative in files]
 
 
 def apply_actions(actions: list[PlannedAction], journal: Path) -> ActionReport:
-    """Carry out ``actions``, journaling each one first; existing destinations are never overwritten."""
-    report = ActionReport()
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    done_before = {(e["op"], e["src"], e["dst"]) for e in read_journal(journal)} if journal.is_file() else set()
-    with open(journal, "a", encoding="utf-8") as log:
-        for action in actions:
-            src, dst = action.source.absolute(), action.destination.absolute()
-            key = (action.op, str(src), str(dst))
-            if key in done_before and _looks_done(action.op, src, dst):
-                report.already_done += 1
-                continue
-            if _present(dst):
-                report.skipped.append(f"{dst} exists; {action.op} of {src} skipped (nothing is overwritten)")
-                continue
-            if not _present(src):
-                report.skipped.append(f"{src} no longer exists; {action.op} skipped")
-                continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if key not in done_before:
-                entry = {"op": action.op, "src": str(src), "dst": str(dst), "dest_root": str(action.dest_root)}
-                log.write(json.dumps(entry) + "\n")
-                log.flush()
-                os.fsync(log.fileno())
-            _carry_out(action.op, src, dst)
-            report.done += 1
-    return report
+    """Carry out ``actions``, journaling each one first; existing destinations are never overwritten.
 
-
-def undo_journal(journal: str | Path) -> ActionReport:
-    """Reverse every action in ``journal``, newest first; each step checks the files are as left.
-
-    A move is moved back (if the original place is still free); a copy or link made by the scan is
-    removed only if it is still that copy (same size) or that link. Folders the actions created in the
-    destination are removed when they end up empty.
-    """
-    path = Path(journal)
-    entries = read_journal(path)
-    report = ActionReport()
-    for entry in reversed(entries):
-        op, src, dst = entry["op"], Path(entry["src"]), Path(entry["dst"])
-        if op == "move":
-            if not _present(dst):
-                if _present(src):
-                    report.already_done += 1  # never moved, or already restored
-                else:
-                    report.skipped.append(f"{dst} is gone and {src} is missing; cannot restore it")
-                continue
-            if _present(src):
-                report.skipped.append(f"{src} exists again; {dst} left where it is")
-                continue
-            src.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(dst), str(src))
-        elif op == "copy":
-            if not dst.is_file():
-                report.already_done += 1
-                continue
-            if src.is_file() and src.stat().st_size != dst.stat().st_size:
-                report.skipped.append(f"{dst} differs from {src}; the copy is kept")
-                continue
-            dst.unlink()
-        elif op == "link":
-            if not dst.is_symlink():
-                report.already_done += 1
-                continue
-            if os.readlink(dst) != str(src):
-                report.skipped.append(f"{dst} no longer links to {src}; kept")
-                continue
-            dst.unlink()
-        else:
-            report.skipped.append(f"unknown journal entry {entry}")
-            continue
-        report.done += 1
-        _prune_empty_parents(dst.parent, stop_at=Path(entry.get("dest_root", dst.anchor)))
-    return report
-
-
-def read_journal(path: Path) -> list[dict[str, Any]]:
-    """Read a journal's complete entries.
+    Actions a previous (interrupted) run already carried out are recognised by their journaled
+    fingerprint and counted in ``already_done``.
 
     Raises:
-        InputError: the journal is missing or a line is not a journal entry.
+        FileActionError: the file system refused (full disk, permission, read-only): the message names
+            the file and the fix; completed actions stay journaled, so a rerun resumes.
 
     """
-    if not path.is_file():
-        raise InputError(f"journal {path} does not exist")
-    entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n")[:-1], start=1):
-        if not line.strip():
-            continue
+    report = ActionReport()
+    previous: dict[tuple[str, Path, Path], list[JournalEntry]] = {}
+    for entry in read_journal(journal) if journal.is_file() else []:
+        previous.setdefault((entry.op, entry.src, entry.dst), []).append(entry)
+    roots: dict[Path, str] = {}
+    with JournalWriter(journal) as writer:
+        for action in actions:
+            src, dst = action.source.absolute(), action.destination.absolute()
+            try:
+                outcome = _apply_one(action.op, src, dst, Path(os.path.realpath(action.dest_root)), previous,
+                                     roots, writer)
+            except (ContentChangedError, UnsafePathError, FileExistsError) as reason:
+                outcome = f"{action.op} of {src} skipped: {reason}"
+            except OSError as error:
+                raise os_failure(error, f"{action.op} {src} to {dst}", _RETRY) from error
+            if outcome == _DONE:
+                report.done += 1
+            elif outcome == _ALREADY:
+                report.already_done += 1
+            else:
+                report.skipped.append(outcome)
+    return report
+
+
+def _apply_one(
+    op: str, src: Path, dst: Path, root: Path, previous: dict[tuple[str, Path, Path], list[JournalEntry]],
+    roots: dict[Path, str], writer: JournalWriter,
+) -> str:
+    """Carry out one action; return ``_DONE``, ``_ALREADY`` or the message of a skip."""
+    if op not in ACTIONS or op == "tag":
+        raise InputError(f"unknown file action '{op}'; choose move, copy or link")
+    if root not in roots:
+        roots[root] = claim_root(root)
+    unsigned = JournalEntry(op, src, dst, root, secrets.token_hex(8), Fingerprint("file", ""))
+    problem = entry_problem(unsigned)
+    if problem is not None:
+        return f"{op} of {src} to {dst} skipped: {problem}"
+    with ExitStack() as stack:
+        target = At(stack.enter_context(folder_inside(root, dst.parent, create=True)), dst.name, dst)
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"journal {path} line {number} is not valid JSON") from error
-        if not isinstance(entry, dict) or not {"op", "src", "dst"} <= set(entry):
-            raise InputError(f"journal {path} line {number} is not a journal entry")
-        entries.append(entry)
-    return entries
+            source: At | None = At(stack.enter_context(user_folder(src.parent)), src.name, src)
+        except FileNotFoundError:
+            source = None
+        earlier = previous.get((op, src, dst), [])
+        for entry in earlier:  # temporary files of runs killed while writing them
+            remove_at(At(target.folder, temp_name(dst.name, entry.token), target.path))
+        if lstat_at(target) is not None:
+            last = earlier[-1] if earlier else None
+            return _resume(last, source, target, f"{dst} exists; {op} of {src} skipped")
+        result = None if source is None else _source_fingerprint(op, source)
+        if source is None or result is None:
+            return f"{src} no longer exists (or is not a file); {op} skipped"
+        entry = replace(unsigned, result=result).signed(roots[root])
+        with naming(writer.path):
+            writer.append(entry)
+        _carry_out(entry, source, target)
+    return _DONE
 
 
-def _present(path: Path) -> bool:
-    return path.exists() or path.is_symlink()
-
-
-def _carry_out(op: str, src: Path, dst: Path) -> None:
-    if op == "move":
-        shutil.move(str(src), str(dst))
-    elif op == "copy":
-        shutil.copy2(src, dst, follow_symlinks=True)
-    else:
-        os.symlink(src, dst)
-
-
-def _looks_done(op: str, src: Path, dst: Path) -> bool:
-    if op == "move":
-        return dst.exists() and not src.exists()
+def _source_fingerprint(op: str, source: At) -> Fingerprint | None:
+    """Fingerprint what will land at the destination: the bytes (a copy follows a link) or a link."""
     if op == "link":
-        return dst.is_symlink()
-    return dst.is_file()
+        return Fingerprint("symlink", str(source.path)) if os.path.exists(source.path) else None
+    found = fingerprint_at(source, follow=op == "copy")
+    return found if found is not None and found.kind != "other" else None
 
 
-def _prune_empty_parents(folder: Path, stop_at: Path) -> None:
-    current = folder
-    while current != stop_at and current != current.parent:
-        try:
-            current.rmdir()  # only succeeds on an empty folder
-        except OSError:
-            return
-        current = current.parent
+def _carry_out(entry: JournalEntry, source: At, target: At) -> None:
+    if entry.op == "copy":
+        copy_at(source, target, entry.token, entry.result, follow=True)
+    elif entry.op == "move":
+        move_at(source, target, entry.token, entry.result)
+    else:
+        with naming(target.path):
+            os.symlink(entry.result.value, target.name, dir_fd=target.folder)
+            os.fsync(target.folder)
+
+
+def _resume(earlier: JournalEntry | None, source: At | None, target: At, skip: str) -> str:
+    """Handle a taken destination: finished by an earlier run (finish a half-done move), or skip it."""
+    if earlier is None or fingerprint_at(target) != earlier.result:
+        return f"{skip} (nothing is overwritten)"
+    if earlier.op == "move" and source is not None and fingerprint_at(source) == earlier.result:
+        remove_at(source)  # killed between placing the file and removing the original: finish the move
+        return _DONE
+    return _ALREADY
