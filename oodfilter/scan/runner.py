@@ -36,6 +36,7 @@ from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, 
 from oodfilter.sinks.lock import ManifestLock
 from oodfilter.sinks.manifest import ManifestWriter, read_manifest, sidecar
 from oodfilter.sinks.rows import ManifestRow
+from oodfilter.text.templates import resolve_template_choice
 
 logger = logging.getLogger(__name__)
 
@@ -221,8 +222,14 @@ def _run_identity(config: ScanConfig, scorer: Scorer) -> dict[str, Any]:
         (f"{method.name} threshold-free rule" if method.threshold_free else None),
         "classes_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
         "num_classes": len(names),
-        "templates": list(config.templates) if not isinstance(config.templates, str) else config.templates,
+        "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained),
     }
+
+
+def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str | list[str]:
+    """Return the template set a scan used, ``auto`` resolved, as JSON-ready data."""
+    choice = resolve_template_choice(templates, clipn_model=clipn_model)
+    return choice if isinstance(choice, str) else list(choice)
 
 
 _IDENTITY_KEYS = ("fingerprints", "method", "threshold", "classes_sha256", "templates")

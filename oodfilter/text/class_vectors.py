@@ -18,7 +18,7 @@ from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.text.cache import TextCache, text_key
 from oodfilter.text.classes import clean_class_names
-from oodfilter.text.templates import DEFAULT_TEMPLATES, resolve_templates
+from oodfilter.text.templates import DEFAULT_TEMPLATES, resolve_template_choice, resolve_templates
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ def build_class_vectors(
     Args:
         model: The CLIPN model (its device is used for encoding).
         class_names: In-distribution class names (cleaned; duplicates warned about).
-        templates: A template set name or a list of templates with one ``{}``.
+        templates: A template set name (``auto``: ``clipn`` for a model with a trained no-branch, else
+            ``photo``) or a list of templates with one ``{}``.
         cache_dir: Cache root; default ``$OODFILTER_CACHE_DIR`` or the user's cache folder.
         use_cache: Set False to encode everything and write nothing.
         batch_size: Captions per encoder call.
@@ -109,9 +110,9 @@ def build_class_vectors(
 
     """
     names = clean_class_names(class_names)
-    chosen = resolve_templates(templates)
-    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "text"
     with_no = model.no_branch_trained if include_no is None else include_no
+    chosen = resolve_templates(resolve_template_choice(templates, clipn_model=model.no_branch_trained))
+    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "text"
     towers = ["yes", "no"] if with_no else ["yes"]
     matrices: dict[str, torch.Tensor] = {}
     fingerprints: dict[str, str] = {}

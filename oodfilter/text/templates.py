@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import resources
 
 from oodfilter.errors import InputError, UnknownNameError
 
+
+def _read_template_file(name: str) -> tuple[str, ...]:
+    text = resources.files("oodfilter.text").joinpath("data", name).read_text(encoding="utf-8")
+    return tuple(line for line in (raw.strip() for raw in text.splitlines()) if line and not line.startswith("#"))
+
+
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
-    # The single template of MCM and of CLIPN's evaluation.
+    # The single template of MCM's evaluation.
     "photo": ("a photo of a {}.",),
+    # The 128 templates CLIPN's reference evaluation averages: with the reference weights, scores equal the
+    # reference's only with these.
+    "clipn": _read_template_file("clipn_templates.txt"),
     # The 7-template subset of CLIP's ImageNet prompts that its authors found best on their own.
     "ensemble": (
         "itap of a {}.",
@@ -20,11 +30,29 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
         "a photo of the small {}.",
     ),
 }
-DEFAULT_TEMPLATES = "photo"
+# "auto": the CLIPN set for a CLIPN model (trained no-branch), "photo" otherwise; see resolve_template_choice.
+AUTO_TEMPLATES = "auto"
+DEFAULT_TEMPLATES = AUTO_TEMPLATES
+
+
+def resolve_template_choice(templates: str | Sequence[str], *, clipn_model: bool) -> str | tuple[str, ...]:
+    """Replace ``auto`` by the set it stands for: ``clipn`` for a CLIPN model, else ``photo``.
+
+    The choice depends on the model only, so every method scores a model's images against the same
+    class vectors (a CLIPN model's with the reference's 128 templates). Other names and lists are
+    returned as they are (lists as tuples).
+    """
+    if isinstance(templates, str):
+        if templates == AUTO_TEMPLATES:
+            return "clipn" if clipn_model else "photo"
+        return templates
+    return tuple(templates)
 
 
 def resolve_templates(templates: str | Sequence[str] = DEFAULT_TEMPLATES) -> tuple[str, ...]:
-    """Return the templates for a set name (``photo``, ``ensemble``) or a list of template strings.
+    """Return the templates for a set name (``photo``, ``clipn``, ``ensemble``) or a list of template strings.
+
+    ``auto`` means ``photo`` here; :func:`resolve_template_choice` picks ``clipn`` for CLIPN methods.
 
     Raises:
         UnknownNameError: an unknown set name.
@@ -32,9 +60,10 @@ def resolve_templates(templates: str | Sequence[str] = DEFAULT_TEMPLATES) -> tup
 
     """
     if isinstance(templates, str):
+        templates = resolve_template_choice(templates, clipn_model=False)
         if templates not in TEMPLATE_SETS:
             raise UnknownNameError(
-                f"unknown template set '{templates}'; choose {', '.join(TEMPLATE_SETS)} or pass a list"
+                f"unknown template set '{templates}'; choose auto, {', '.join(TEMPLATE_SETS)} or pass a list"
             )
         return TEMPLATE_SETS[templates]
     resolved = tuple(templates)

@@ -28,7 +28,9 @@ def make_inputs(root: Path) -> None:
     (folder / "broken.jpg").write_bytes(b"not an image at all")
 
 
-GOLDEN_SCANS = {"scan.jsonl": {}, "scan.csv": {}, "scan-mcm.jsonl": {"method": "mcm", "threshold": 0.2}}
+# Templates are pinned to "photo", the default when these files were made (the default is now "auto").
+GOLDEN_SCANS = {"scan.jsonl": {"templates": "photo"}, "scan.csv": {"templates": "photo"},
+                "scan-mcm.jsonl": {"method": "mcm", "threshold": 0.2, "templates": "photo"}}
 
 
 def run_golden_scan(root: Path, name: str, cache_dir: Path) -> Path:
