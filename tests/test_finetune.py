@@ -19,7 +19,7 @@ import oodfilter
 from oodfilter.cli.main import cli
 from oodfilter.model.loading import build_from_open_clip
 from oodfilter.train import FinetuneConfig, TrainingDivergedError, finetune
-from oodfilter.train import loop as loop_module
+from oodfilter.train import step as step_module
 
 COLOURS = {"red square": (220, 30, 30), "green field": (30, 200, 40), "blue sky": (40, 60, 230)}
 
@@ -110,7 +110,7 @@ def test_existing_output_needs_resume(tmp_path, caption_table):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, caption_table, monkeypatch):
-    real = loop_module.clipn_loss
+    real = step_module.clipn_loss
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -118,7 +118,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, caption_tab
         parts = real(*args, **kwargs)
         return parts._replace(total=parts.total * float("nan")) if calls["n"] == 3 else parts
 
-    monkeypatch.setattr(loop_module, "clipn_loss", flaky)
+    monkeypatch.setattr(step_module, "clipn_loss", flaky)
     with pytest.raises(TrainingDivergedError, match=r"at step 3.*last good checkpoint \(step 2\)"):
         finetune(_config(tmp_path, caption_table, checkpoint_every=1), model=_fresh())
     saved = torch.load(tmp_path / "run" / "training" / "last.pt", weights_only=True)

@@ -217,17 +217,20 @@ class GlobalBatchSampler(Sampler[list[int]]):
     """The local slice of each global batch of one epoch, from a shuffled order seeded by (seed, epoch).
 
     Every rank draws the same global batches; rank r takes samples [r·b, (r+1)·b) of each, with
-    b = global_batch / world. Batches before ``start_batch`` are skipped without being loaded.
+    b = global_batch / world. :meth:`set_epoch` selects the epoch and the batch to start from;
+    batches before that are skipped without being loaded.
     """
 
-    def __init__(
-        self, size: int, global_batch: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1,
-        start_batch: int = 0,
-    ) -> None:
+    def __init__(self, size: int, global_batch: int, *, seed: int, rank: int = 0, world: int = 1) -> None:
         if global_batch % world:
             raise InputError(f"batch size {global_batch} must be divisible by the number of processes ({world})")
-        self.size, self.global_batch, self.seed, self.epoch = size, global_batch, seed, epoch
-        self.rank, self.world, self.start_batch = rank, world, start_batch
+        self.size, self.global_batch, self.seed = size, global_batch, seed
+        self.rank, self.world = rank, world
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch to draw, and the first of its global batches to yield."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
         return max(0, self.size // self.global_batch - self.start_batch)
