@@ -151,7 +151,7 @@ def evaluate(
         listed = read_image_set(source)
         if not listed:
             raise InputError(f"the {set_name} set {source} holds no images")
-        encoded = encode_image_files(base.encode_images, clipn.preprocess or base.preprocess, listed,
+        encoded = encode_image_files(base.encode_images, clipn.preprocess, listed,
                                      batch_size=config.batch_size, workers=config.workers)
         features[set_name], paths[set_name] = encoded.features, encoded.paths
         errors.update(encoded.errors)
