@@ -44,7 +44,7 @@ _EXPORTS = {
     "clean_class_names": "oodfilter.text.classes",
     "convert_reference_checkpoint": "oodfilter.model.convert",
     "load_bundle": "oodfilter.model.bundle",
-    "load_model": "oodfilter.model.loading",
+    "load_model": "oodfilter.model.factory",
     "load_rgb_image": "oodfilter.data.decode",
     "read_class_names": "oodfilter.text.classes",
     "save_bundle": "oodfilter.model.bundle",

@@ -12,6 +12,14 @@ from safetensors.torch import load_file, save_file
 import oodfilter
 from oodfilter.errors import CheckpointError, InputError
 from oodfilter.model.bundle import NO_TOWER_FILE, YES_DIR
+from oodfilter.model.fingerprint import file_sha256
+
+
+def _resign(bundle, name):
+    """Record ``name``'s current sha256 in the manifest, as a bundle written with that content would have it."""
+    manifest = json.loads((bundle / "oodfilter.json").read_text())
+    manifest["files"][name] = file_sha256(bundle / name)
+    (bundle / "oodfilter.json").write_text(json.dumps(manifest))
 
 
 def _assert_same_state(a, b):
@@ -79,8 +87,9 @@ def test_missing_and_unexpected_keys_are_listed(tiny_model, tmp_path):
     state.pop("ln_final.weight")
     state["extra.bias"] = torch.zeros(3)
     save_file(state, str(out / NO_TOWER_FILE))
+    _resign(out, NO_TOWER_FILE)
     with pytest.raises(CheckpointError) as caught:
-        oodfilter.load_bundle(out, verify=False)
+        oodfilter.load_bundle(out)
     message = str(caught.value)
     assert "missing keys (1): ln_final.weight" in message
     assert "unexpected keys (1): extra.bias" in message
@@ -89,8 +98,9 @@ def test_missing_and_unexpected_keys_are_listed(tiny_model, tmp_path):
 def test_corrupt_weights_file_is_a_clear_error(tiny_model, tmp_path):
     out = oodfilter.save_bundle(tiny_model, tmp_path / "bundle")
     (out / NO_TOWER_FILE).write_bytes(b"\x00garbage")
+    _resign(out, NO_TOWER_FILE)
     with pytest.raises(CheckpointError, match="unreadable or corrupt"):
-        oodfilter.load_bundle(out, verify=False)
+        oodfilter.load_bundle(out)
 
 
 def test_folder_without_manifest_is_not_a_bundle(tmp_path):

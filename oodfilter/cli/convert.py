@@ -11,12 +11,17 @@ import click
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--arch", default="ViT-B-16", show_default=True, help="open_clip architecture of the checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT_DIR if it already holds files.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace OUT_DIR if it holds a bundle and nothing else; a file or other files are never replaced.",
+)
 def convert_clipn(checkpoint: Path, out_dir: Path, arch: str, overwrite: bool) -> None:
     """Convert a reference CLIPN CHECKPOINT (.pt) into a bundle folder OUT_DIR.
 
     The checkpoint is read with weights_only=True and every key must match ARCH; the bundle then loads
-    with `--model OUT_DIR` (or oodfilter.load_model) without the network.
+    with `--model OUT_DIR` (or oodfilter.load_model) without the network. An existing OUT_DIR is refused
+    unless it is empty, or holds a bundle and --overwrite is given.
     """
     from oodfilter.model.convert import convert_reference_checkpoint
 

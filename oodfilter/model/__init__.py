@@ -1,11 +1,13 @@
 """CLIPN over open_clip: model, loading, bundles and the reference-checkpoint converter."""
 
+from oodfilter.model.build import build_from_open_clip
 from oodfilter.model.bundle import load_bundle, save_bundle
 from oodfilter.model.clipn import CLIPN, ModelSource
 from oodfilter.model.convert import convert_reference_checkpoint, load_reference_checkpoint
-from oodfilter.model.loading import build_from_open_clip, build_tiny_model, load_model
+from oodfilter.model.factory import load_model
 from oodfilter.model.no_tower import NoTextTower
 from oodfilter.model.registration import TINY_MODEL_NAME
+from oodfilter.model.tiny import build_tiny_model
 
 __all__ = [
     "CLIPN",

@@ -7,11 +7,14 @@ Layout::
       no_tower.safetensors                ψⁿᵒ weights and the no-prompts
       yes_model/open_clip_config.json     open_clip can load this folder as 'local-dir:BUNDLE/yes_model'
       yes_model/open_clip_model.safetensors
+
+Loading always checks the manifest (see :mod:`oodfilter.model.manifest`), every file's sha256 and that
+the no-tower holds finite numbers; saving replaces only a folder that holds a bundle and nothing else.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 import os
 import shutil
 import tempfile
@@ -19,21 +22,31 @@ from pathlib import Path
 from typing import Any
 
 import open_clip
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from oodfilter.errors import CheckpointError, InputError, ModelLoadError
+from oodfilter.model.build import build_from_open_clip
 from oodfilter.model.clipn import CLIPN, ModelSource
-from oodfilter.model.fingerprint import file_sha256
-from oodfilter.model.loading import BUNDLE_MANIFEST, build_from_open_clip
+from oodfilter.model.manifest import (
+    BUNDLE_FILES,
+    BUNDLE_MANIFEST,
+    NO_TOWER_FILE,
+    YES_CONFIG_FILE,
+    YES_DIR,
+    YES_WEIGHTS_FILE,
+    BundleManifest,
+    bundle_json,
+    read_manifest,
+    verify_files,
+    write_manifest,
+)
 from oodfilter.model.state import load_state_strict
 
-FORMAT = "oodfilter-clipn-bundle"
-FORMAT_VERSION = 1
-NO_TOWER_FILE = "no_tower.safetensors"
-YES_DIR = "yes_model"
-YES_CONFIG_FILE = f"{YES_DIR}/open_clip_config.json"
-YES_WEIGHTS_FILE = f"{YES_DIR}/open_clip_model.safetensors"
+# What a folder that holds a bundle and nothing else contains; only such a folder is ever replaced.
+_BUNDLE_ENTRIES = frozenset((BUNDLE_MANIFEST, YES_DIR, *BUNDLE_FILES))
+_SHOW = 3
 
 
 def save_bundle(
@@ -52,24 +65,63 @@ def save_bundle(
         model: The CLIPN model to save.
         out_dir: Destination folder; must not exist (or be empty) unless ``overwrite``.
         training_config: The resolved training configuration, stored in the manifest.
-        overwrite: Replace an existing bundle at ``out_dir`` (only once the new one is complete).
+        overwrite: Replace an existing bundle at ``out_dir`` (only once the new one is complete). A
+            folder holding anything besides a bundle, or a file, is never replaced.
 
     Raises:
-        InputError: ``out_dir`` exists, is not empty and ``overwrite`` is False.
+        InputError: ``out_dir`` is a file, a folder that is not only a bundle, or a bundle while
+            ``overwrite`` is False (see :func:`check_bundle_destination`).
 
     """
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise InputError(f"{out} already exists and is not empty; choose a new folder or pass overwrite=True")
+    check_bundle_destination(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write_bundle_files(model, staging, training_config)
+        check_bundle_destination(out, overwrite=overwrite)  # again: the folder may have changed meanwhile
         _replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def check_bundle_destination(out: Path, *, overwrite: bool) -> None:
+    """Refuse a destination whose content a new bundle would destroy.
+
+    ``out`` may be missing or an empty folder; with ``overwrite`` it may also be a folder holding a
+    bundle (recognised by its ``oodfilter.json``) and nothing else.
+
+    Raises:
+        InputError: ``out`` is a link or a file, a non-empty folder that is not a bundle, a bundle
+            folder that holds other files too, or a bundle while ``overwrite`` is False.
+
+    """
+    if out.is_symlink():
+        raise InputError(f"{out} is a symbolic link; give the bundle a real folder path (links are never replaced)")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out} is a file, not a bundle folder; choose another path (a file is never replaced)")
+    if not any(out.iterdir()):
+        return
+    if not (out / BUNDLE_MANIFEST).is_file():
+        raise InputError(
+            f"{out} is not empty and is not an oodfilter bundle (it has no {BUNDLE_MANIFEST}); choose a new "
+            "folder. Overwriting replaces only a bundle folder, never other files."
+        )
+    if not overwrite:
+        raise InputError(
+            f"{out} already holds a bundle and is not empty; choose a new folder or pass overwrite=True "
+            "(CLI: --overwrite) to replace it"
+        )
+    foreign = _foreign_entries(out)
+    if foreign:
+        raise InputError(
+            f"{out} holds files that are not part of a bundle ({', '.join(foreign)}); overwriting replaces only "
+            "a folder that holds a bundle and nothing else. Choose a new folder or move those files away."
+        )
 
 
 def write_bundle_into(model: CLIPN, folder: str | Path, *, training_config: dict[str, Any] | None = None) -> Path:
@@ -85,11 +137,75 @@ def write_bundle_into(model: CLIPN, folder: str | Path, *, training_config: dict
     try:
         _write_bundle_files(model, staging, training_config)
         (out / YES_DIR).mkdir(exist_ok=True)
-        for name in (YES_CONFIG_FILE, YES_WEIGHTS_FILE, NO_TOWER_FILE, BUNDLE_MANIFEST):
+        for name in (*BUNDLE_FILES, BUNDLE_MANIFEST):
             os.replace(staging / name, out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def load_bundle(bundle_dir: str | Path) -> CLIPN:
+    """Load a bundle folder written by :func:`save_bundle` (on the CPU, eval mode).
+
+    The manifest is checked, every file's sha256 compared with it, and the no-tower's weights and
+    prompts checked to be finite, before the model is returned.
+
+    Args:
+        bundle_dir: The bundle folder.
+
+    Raises:
+        CheckpointError: the manifest is missing or malformed, a file is missing or altered, the
+            weights do not match the recorded architecture (the message lists the keys), or they hold
+            NaN or infinite values.
+
+    """
+    folder = Path(bundle_dir)
+    manifest = read_manifest(folder)
+    verify_files(folder, manifest)
+    try:
+        model = build_from_open_clip(
+            f"local-dir:{folder / YES_DIR}",
+            num_prompts=manifest.num_prompts,
+            source=ModelSource(name=str(folder), kind="bundle", details={"origin": manifest.source}),
+        )
+    except ModelLoadError as error:
+        raise CheckpointError(f"bundle {folder}: the yes-model cannot be loaded: {error}") from error
+    no_path = folder / NO_TOWER_FILE
+    load_state_strict(model.no_tower, _read_no_tower(no_path), what=str(no_path))
+    _check_loaded(model, manifest, folder)
+    model.no_branch_trained = manifest.no_branch_trained
+    model.training_config = manifest.training_config
+    return model.eval()
+
+
+def _read_no_tower(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path} is unreadable or corrupt ({error}); re-create the bundle") from error
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            what = "the no-prompts" if key == "prompts" else f"the no-tower weight '{key}'"
+            raise CheckpointError(
+                f"{path}: {what} holds NaN or infinite values (a diverged training run?); the bundle cannot "
+                "score. Re-create it from a good checkpoint."
+            )
+    return state
+
+
+def _check_loaded(model: CLIPN, manifest: BundleManifest, folder: Path) -> None:
+    """Check what the manifest states against the loaded model (cheap: sizes and one scalar)."""
+    if model.embed_dim != manifest.embed_dim:
+        raise CheckpointError(
+            f"{folder / BUNDLE_MANIFEST}: 'architecture.embed_dim' is {manifest.embed_dim} but the bundle's "
+            f"weights give {model.embed_dim}; re-create the bundle"
+        )
+    scale = model.clip.logit_scale.detach()
+    if not bool(torch.isfinite(scale).all()):
+        raise CheckpointError(
+            f"{folder / YES_WEIGHTS_FILE}: the logit scale is not finite ({scale.item()}); re-create the bundle "
+            "from a good checkpoint"
+        )
 
 
 def _write_bundle_files(model: CLIPN, folder: Path, training_config: dict[str, Any] | None) -> None:
@@ -98,114 +214,28 @@ def _write_bundle_files(model: CLIPN, folder: Path, training_config: dict[str, A
         "model_cfg": model.model_config,
         "preprocess_cfg": open_clip.get_model_preprocess_cfg(model.clip),
     }
-    (folder / YES_CONFIG_FILE).write_text(json.dumps(yes_config, indent=2, default=_jsonable))
+    (folder / YES_CONFIG_FILE).write_text(bundle_json(yes_config))
     save_file(_cpu_tensors(model.clip.state_dict()), str(folder / YES_WEIGHTS_FILE))
     save_file(_cpu_tensors(model.no_tower.state_dict()), str(folder / NO_TOWER_FILE))
-    files = [YES_CONFIG_FILE, YES_WEIGHTS_FILE, NO_TOWER_FILE]
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": {
-            "model_cfg": model.model_config,
-            "num_prompts": model.no_tower.num_prompts,
-            "embed_dim": model.embed_dim,
-        },
-        "source": {
-            "name": model.source.name,
-            "pretrained": model.source.pretrained,
-            "kind": model.source.kind,
-            "details": model.source.details,
-        },
-        "no_branch_trained": model.no_branch_trained,
-        "files": {name: file_sha256(folder / name) for name in files},
-        "training_config": training_config,
-    }
-    (folder / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=2, default=_jsonable))
+    write_manifest(model, folder, training_config)
 
 
-def load_bundle(bundle_dir: str | Path, *, verify: bool = True) -> CLIPN:
-    """Load a bundle folder written by :func:`save_bundle` (on the CPU, eval mode).
-
-    Args:
-        bundle_dir: The bundle folder.
-        verify: Compare every file's sha256 with the manifest before loading.
-
-    Raises:
-        CheckpointError: the manifest is missing or malformed, a file is missing or altered, or the
-            weights do not match the recorded architecture (the message lists the keys).
-
-    """
-    folder = Path(bundle_dir)
-    manifest = _read_manifest(folder)
-    if verify:
-        _verify_files(folder, manifest)
-    origin = manifest.get("source") or {}
-    try:
-        model = build_from_open_clip(
-            f"local-dir:{folder / YES_DIR}",
-            num_prompts=int(manifest["architecture"]["num_prompts"]),
-            source=ModelSource(name=str(folder), kind="bundle", details={"origin": origin}),
-        )
-    except ModelLoadError as error:
-        raise CheckpointError(f"bundle {folder}: the yes-model cannot be loaded: {error}") from error
-    no_path = folder / NO_TOWER_FILE
-    try:
-        no_state = load_file(str(no_path))
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{no_path} is unreadable or corrupt ({error}); re-create the bundle") from error
-    load_state_strict(model.no_tower, no_state, what=str(no_path))
-    model.no_branch_trained = bool(manifest.get("no_branch_trained", True))
-    model.training_config = manifest.get("training_config")
-    return model.eval()
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / BUNDLE_MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise CheckpointError(f"{folder} is not an oodfilter bundle: {BUNDLE_MANIFEST} is missing") from error
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path} is unreadable or not valid JSON: {error}") from error
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an oodfilter bundle manifest (format '{FORMAT}' expected)")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has bundle format version {manifest.get('format_version')}; this oodfilter reads "
-            f"version {FORMAT_VERSION}. Upgrade oodfilter or re-create the bundle."
-        )
-    return manifest
-
-
-def _verify_files(folder: Path, manifest: dict[str, Any]) -> None:
-    for name, expected in (manifest.get("files") or {}).items():
-        path = folder / name
-        if not path.is_file():
-            raise CheckpointError(f"bundle {folder} is incomplete: {name} is missing")
-        if file_sha256(path) != expected:
-            raise CheckpointError(
-                f"{path} does not match the sha256 in {BUNDLE_MANIFEST}: the file is corrupt or was modified"
-            )
+def _foreign_entries(folder: Path) -> list[str]:
+    """Up to a few paths inside ``folder`` that are not bundle files (sorted, relative)."""
+    entries = (path.relative_to(folder).as_posix() for path in folder.rglob("*"))
+    return sorted(itertools.islice((name for name in entries if name not in _BUNDLE_ENTRIES), _SHOW))
 
 
 def _replace_dir(staging: Path, out: Path) -> None:
     if not out.exists():
         os.replace(staging, out)
         return
-    backup = out.with_name(f".{out.name}.old")
-    shutil.rmtree(backup, ignore_errors=True)
-    os.replace(out, backup)
+    # The old folder moves into a fresh hidden folder of our own, so nothing else is ever deleted.
+    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.replace(out, trash / out.name)
     os.replace(staging, out)
-    shutil.rmtree(backup, ignore_errors=True)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _cpu_tensors(state: dict[str, Any]) -> dict[str, Any]:
     return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple | set):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in a bundle manifest")

@@ -57,7 +57,7 @@ class CLIPN(nn.Module):
         tokenizer: Tokenizer,
         *,
         model_config: dict[str, Any],
-        preprocess: Callable[[Any], torch.Tensor] | None = None,
+        preprocess: Callable[[Any], torch.Tensor],
         source: ModelSource | None = None,
         num_prompts: int = DEFAULT_NUM_PROMPTS,
         no_branch_trained: bool = False,
@@ -69,7 +69,7 @@ class CLIPN(nn.Module):
         self.clip.eval()
         self.tokenizer = tokenizer
         self.model_config = model_config
-        self.preprocess = preprocess
+        self.preprocess: Callable[[Any], torch.Tensor] = preprocess
         self.source = source or ModelSource(name="unknown")
         self.no_branch_trained = no_branch_trained
         self._fingerprints: dict[str, tuple[Any, str]] = {}

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 
 from oodfilter.errors import CheckpointError
+from oodfilter.model.build import build_from_open_clip
+from oodfilter.model.bundle import check_bundle_destination, save_bundle
 from oodfilter.model.clipn import CLIPN, ModelSource
 from oodfilter.model.fingerprint import file_sha256
-from oodfilter.model.loading import build_from_open_clip
 from oodfilter.model.state import load_state_strict
 
 # First key component of a no-tower tensor in the reference layout → our NoTextTower's name.
@@ -107,8 +108,24 @@ def load_reference_checkpoint(path: str | Path, *, architecture: str = "ViT-B-16
 def convert_reference_checkpoint(
     checkpoint: str | Path, out_dir: str | Path, *, architecture: str = "ViT-B-16", overwrite: bool = False
 ) -> Path:
-    """Convert a reference CLIPN checkpoint into a bundle folder and return its path."""
-    from oodfilter.model.bundle import save_bundle
+    """Convert a reference CLIPN checkpoint into a bundle folder and return its path.
 
+    The destination is checked before the (large) checkpoint is read: ``overwrite`` replaces only a
+    folder holding a bundle (see :func:`~oodfilter.model.bundle.check_bundle_destination`).
+
+    Args:
+        checkpoint: The ``.pt`` file of the reference release.
+        out_dir: The bundle folder to write.
+        architecture: The open_clip architecture the checkpoint was trained with.
+        overwrite: Replace an existing bundle at ``out_dir``.
+
+    Raises:
+        InputError: ``out_dir`` is a file, a folder that is not only a bundle, or a bundle while
+            ``overwrite`` is False.
+        CheckpointError: the checkpoint is unreadable or does not match ``architecture``.
+
+    """
+    out = Path(out_dir)
+    check_bundle_destination(out, overwrite=overwrite)
     model = load_reference_checkpoint(checkpoint, architecture=architecture)
-    return save_bundle(model, out_dir, overwrite=overwrite)
+    return save_bundle(model, out, overwrite=overwrite)
