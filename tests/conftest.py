@@ -32,7 +32,7 @@ def tiny_model():
 @pytest.fixture
 def fresh_tiny_model():
     """A test-tiny model built like any open_clip name: untrained no-branch copied from the yes tower."""
-    from oodfilter.model.loading import build_from_open_clip
+    from oodfilter.model.build import build_from_open_clip
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)

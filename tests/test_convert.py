@@ -1,4 +1,4 @@
-"""The converter for the reference CLIPN release (METHOD.md §4)."""
+"""The converter for the reference CLIPN release (docs/method.md §4)."""
 
 from __future__ import annotations
 

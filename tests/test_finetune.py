@@ -17,7 +17,7 @@ from PIL import Image
 
 import oodfilter
 from oodfilter.cli.main import cli
-from oodfilter.model.loading import build_from_open_clip
+from oodfilter.model.build import build_from_open_clip
 from oodfilter.train import FinetuneConfig, TrainingDivergedError, finetune
 from oodfilter.train import step as step_module
 

@@ -1,4 +1,4 @@
-"""Score functions against a plain float64 re-computation of METHOD.md's formulas."""
+"""Score functions against a plain float64 re-computation of docs/method.md's formulas."""
 
 from __future__ import annotations
 

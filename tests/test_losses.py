@@ -1,4 +1,4 @@
-"""CLIPN losses against a loop-by-loop float64 evaluation of METHOD.md §2."""
+"""CLIPN losses against a loop-by-loop float64 evaluation of docs/method.md §2."""
 
 from __future__ import annotations
 

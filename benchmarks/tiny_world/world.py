@@ -15,8 +15,8 @@ from data import World, load_pixels
 from torchvision.ops import roi_align
 
 import oodfilter
+from oodfilter.model.build import build_from_open_clip
 from oodfilter.model.clipn import CLIPN, ModelSource
-from oodfilter.model.loading import build_from_open_clip
 
 CONFIG = Path(__file__).resolve().parent / "tiny-world.json"
 MODEL_NAME = "tiny-world"

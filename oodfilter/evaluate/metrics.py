@@ -1,4 +1,4 @@
-"""OOD detection metrics as pure functions over score arrays (METHOD.md §6).
+"""OOD detection metrics as pure functions over score arrays (docs/method.md §6).
 
 Scores follow oodfilter's convention: higher = more OOD. ``id_scores`` are the scores of
 in-distribution samples, ``ood_scores`` those of OOD samples.

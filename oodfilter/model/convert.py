@@ -1,4 +1,4 @@
-"""Conversion of the reference CLIPN release checkpoints (METHOD.md §4) to oodfilter models."""
+"""Conversion of the reference CLIPN release checkpoints (docs/method.md §4) to oodfilter models."""
 
 from __future__ import annotations
 

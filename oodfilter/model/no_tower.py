@@ -14,7 +14,7 @@ DEFAULT_NUM_PROMPTS = 16
 
 
 class NoTextTower(nn.Module):
-    """The no-text encoder ψⁿᵒ of CLIPN (METHOD.md §1).
+    """The no-text encoder ψⁿᵒ of CLIPN (docs/method.md §1).
 
     A full copy of the yes text tower (token and positional embeddings, transformer, final norm,
     projection) and ``num_prompts`` additive prompts of shape (context_length, width), initialised to

@@ -8,7 +8,7 @@ from oodfilter.errors import ModelLoadError
 from oodfilter.model.registration import register_model_configs
 
 RANDOM_WEIGHTS = "random"
-# The weights CLIPN was trained on (METHOD.md §1), used when an open_clip name comes without a tag.
+# The weights CLIPN was trained on (docs/method.md §1), used when an open_clip name comes without a tag.
 DEFAULT_PRETRAINED = {"ViT-B-16": "laion2b_s34b_b88k", "ViT-B-32": "laion2b_s34b_b79k"}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
-from oodfilter.model.loading import load_model
+from oodfilter.model.factory import load_model
 from oodfilter.scoring.methods import ScoreMethod, choose_method, score_methods
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec

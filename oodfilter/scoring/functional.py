@@ -1,4 +1,4 @@
-"""Score math as pure tensor functions (METHOD.md §3, §5).
+"""Score math as pure tensor functions (docs/method.md §3, §5).
 
 Conventions: ``features`` are L2-normalised image embeddings f, (B, D); class matrices W are
 L2-normalised, (C, D); ``logits_yes`` = s·f W_yesᵀ and ``logits_no`` = s·f W_noᵀ, (B, C). Every

@@ -95,7 +95,7 @@ def build_class_vectors(
 
     Per-caption vectors are cached on disk under ``cache_dir/text/<tower fingerprint>``, so a second
     run with the same model encodes nothing and a different model never reuses another's vectors.
-    Each class vector is the normalised mean of its normalised caption vectors (METHOD.md §3).
+    Each class vector is the normalised mean of its normalised caption vectors (docs/method.md §3).
 
     Args:
         model: The CLIPN model (its device is used for encoding).

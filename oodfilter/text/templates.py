@@ -9,7 +9,7 @@ from oodfilter.errors import InputError, UnknownNameError
 
 
 def _read_template_file(name: str) -> tuple[str, ...]:
-    text = resources.files("oodfilter.text").joinpath("data", name).read_text(encoding="utf-8")
+    text = resources.files("oodfilter.text").joinpath("data").joinpath(name).read_text(encoding="utf-8")
     return tuple(line for line in (raw.strip() for raw in text.splitlines()) if line and not line.startswith("#"))
 
 

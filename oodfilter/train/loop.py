@@ -1,4 +1,4 @@
-"""The fine-tuning loop: only the no-tower and its prompts train (METHOD.md §2).
+"""The fine-tuning loop: only the no-tower and its prompts train (docs/method.md §2).
 
 Works on one device and under ``torchrun`` (DDP): features are gathered across ranks so the N×N loss
 covers the global batch, with gradients kept for the local slice; the loss is scaled by the world size
@@ -27,7 +27,7 @@ from oodfilter.device import resolve_device
 from oodfilter.errors import InputError, OODFilterError
 from oodfilter.model.bundle import write_bundle_into
 from oodfilter.model.clipn import CLIPN
-from oodfilter.model.loading import load_model
+from oodfilter.model.factory import load_model
 from oodfilter.text.templates import resolve_templates
 from oodfilter.train.checkpoint import CHECKPOINT_NAME
 from oodfilter.train.config import FinetuneConfig
@@ -220,6 +220,4 @@ def _train_transform(model: CLIPN) -> Callable[[Any], torch.Tensor]:
 
 
 def _eval_transform(model: CLIPN) -> Callable[[Any], torch.Tensor]:
-    if model.preprocess is None:
-        raise InputError("the model has no image transform")
     return model.preprocess

@@ -1,4 +1,4 @@
-"""CLIPN's training losses (METHOD.md §2) as pure tensor functions."""
+"""CLIPN's training losses (docs/method.md §2) as pure tensor functions."""
 
 from __future__ import annotations
 

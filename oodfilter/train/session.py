@@ -86,7 +86,7 @@ def open_session(
 
 
 def param_groups(tower: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on ≥2-d tensors except norms, biases and embeddings of positions (METHOD.md §2)."""
+    """Split parameters for AdamW: decay every ≥2-d tensor (embeddings included) except norms (docs/method.md §2)."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for name, parameter in tower.named_parameters():

@@ -1,4 +1,4 @@
-"""One optimizer step of the no-tower over the local slice of a global batch (METHOD.md §2)."""
+"""One optimizer step of the no-tower over the local slice of a global batch (docs/method.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Negative-label mining (NegLabel, METHOD.md §5): keep the candidates farthest from every ID class."""
+"""Negative-label mining (NegLabel, docs/method.md §5): keep the candidates farthest from every ID class."""
 
 from __future__ import annotations
 
