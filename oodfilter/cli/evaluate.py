@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import click
 
-from oodfilter.cli.options import explicit_options
+from oodfilter.cli.options import config_option, explicit_options, model_options
+
+EVAL_CONFIG = "oodfilter.evaluate.config:EvalConfig"
+option = functools.partial(config_option, EVAL_CONFIG)
 
 
 @click.command("eval")
-@click.option("--classes", "-c", help="Class list file (one in-distribution class per line).")
-@click.option("--id", "id_", help="In-distribution images: folder, glob, or scan manifest.")
-@click.option("--ood", multiple=True, help="An OOD image set (folder, glob or manifest); repeat for several.")
-@click.option("--id-labels", help="TSV/CSV of file and class_index or class_name, for ID top-1 accuracy.")
-@click.option("--methods", help="Comma-separated score methods (default: all that can run).")
-@click.option("--model", "-m", help="Bundle folder, reference .pt, open_clip name, or test-tiny.")
-@click.option("--pretrained", help="Pretrained tag or weights file for an open_clip name.")
-@click.option("--out", "-o", help="results.json to write (histogram PNGs go beside it).")
-@click.option("--templates", help="Prompt template set (photo).")
-@click.option("--batch-size", type=int, help="Images per forward pass (64).")
-@click.option("--workers", type=int, help="Decoding worker processes (0).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (auto).")
-@click.option("--cache-dir", help="Cache folder for text vectors and prepared scorers.")
-@click.option("--fpr-convention", type=click.Choice(["clipn", "openood"]), help="FPR95 definition (clipn).")
+@option("--classes", "-c", help="Class list file (one in-distribution class per line).")
+@option("--id", "id_", field="id", help="In-distribution images: folder, glob, or scan manifest.")
+@option("--ood", multiple=True, help="An OOD image set (folder, glob or manifest); repeat for several.")
+@option("--id-labels", help="TSV/CSV of file and class_index or class_name, for ID top-1 accuracy.")
+@option("--methods", help="Comma-separated score methods (default: all that can run).")
+@model_options(EVAL_CONFIG)
+@option("--out", "-o", help="results.json to write (histogram PNGs go beside it).")
+@option("--templates", help="Prompt template set ({default}).")
+@option("--workers", help="Decoding worker processes ({default}).")
+@option("--cache-dir", help="Cache folder for text vectors and prepared scorers.")
+@option("--fpr-convention", type=click.Choice(["clipn", "openood"]), help="FPR95 definition ({default}).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of option defaults.")
 @click.pass_context
 def eval_command(ctx: click.Context, **options: Any) -> None:
@@ -33,7 +34,8 @@ def eval_command(ctx: click.Context, **options: Any) -> None:
     accepted at the threshold that keeps 95% of the ID images; openood: the share of ID images rejected
     at the threshold that catches 95% of the OOD images.
     """
-    from oodfilter.evaluate.runner import evaluate, load_eval_config
+    from oodfilter.evaluate.config import load_eval_config
+    from oodfilter.evaluate.runner import evaluate
 
     overrides = explicit_options(ctx, options, skip=("config_file",))
     if "id_" in overrides:

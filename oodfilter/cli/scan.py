@@ -2,44 +2,44 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from oodfilter.cli.options import explicit_options
+from oodfilter.cli.options import config_option, explicit_options, model_options
+from oodfilter.sinks.actions import ACTIONS
 
 EXIT_INPUTS_FAILED = 3
 
+SCAN_CONFIG = "oodfilter.scan.config:ScanConfig"
+option = functools.partial(config_option, SCAN_CONFIG)
 
 
 @click.command("scan")
 @click.argument("inputs", nargs=-1)
-@click.option("--classes", "-c", help="Class list file: one in-distribution class name per line.")
-@click.option("--out", "-o", help="Manifest file; format from the suffix: .jsonl (default), .csv, .parquet.")
-@click.option("--model", "-m", help="Bundle folder, reference .pt, open_clip name (ViT-B-16), or test-tiny.")
-@click.option("--pretrained", help="Pretrained tag or weights file for an open_clip name.")
-@click.option("--method", help="Score: atd (default with a trained no-branch), ctw, mcm, msp, energy, maxlogit.")
-@click.option("--threshold", type=float, help="Decide OOD as ood_score > X instead of the threshold-free rule.")
-@click.option("--templates", help="Prompt template set: photo (default) or ensemble.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (auto).")
-@click.option("--batch-size", type=int, help="Images per forward pass (64).")
-@click.option("--workers", type=int, help="Decoding worker processes (cores - 1).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), help="Autocast on CUDA (auto).")
-@click.option("--include", multiple=True, help="Only paths matching this pattern (repeatable).")
-@click.option("--exclude", multiple=True, help="Skip paths matching this pattern (repeatable).")
+@option("--classes", "-c", help="Class list file: one in-distribution class name per line.")
+@option("--out", "-o", help="Manifest file ({default}); format from the suffix: .jsonl, .csv, .parquet.")
+@model_options(SCAN_CONFIG)
+@option("--method", help="Score: atd (default with a trained no-branch), ctw, mcm, msp, energy, maxlogit.")
+@option("--threshold", help="Decide OOD as ood_score > X instead of the threshold-free rule.")
+@option("--templates", help="Prompt template set: photo or ensemble ({default}).")
+@option("--workers", help="Decoding worker processes (cores - 1).")
+@option("--include", multiple=True, help="Only paths matching this pattern (repeatable).")
+@option("--exclude", multiple=True, help="Skip paths matching this pattern (repeatable).")
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted scan: score only inputs missing from --out.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing manifest.")
-@click.option("--action", type=click.Choice(["tag", "move", "copy", "link"]), help="What to do with selected files.")
-@click.option("--select", type=click.Choice(["ood", "id"]), help="Which files the action takes (ood).")
-@click.option("--dest", type=click.Path(file_okay=False), help="Folder for move/copy/link (relative paths kept).")
-@click.option("--dry-run", is_flag=True, help="Print the file actions instead of doing them.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Text-vector cache folder.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), help="Run here (local) or on a Ray cluster.")
-@click.option("--ray-address", help="Ray cluster address (default: start or join a local one).")
-@click.option("--ray-actors", type=int, help="Scoring actors on Ray (default: one per GPU, else one).")
+@option("--resume", is_flag=True, help="Continue an interrupted scan: score only inputs missing from --out.")
+@option("--overwrite", is_flag=True, help="Replace an existing manifest.")
+@option("--action", type=click.Choice(ACTIONS), help="What to do with selected files ({default}).")
+@option("--select", type=click.Choice(["ood", "id"]), help="Which files the action takes ({default}).")
+@option("--dest", type=click.Path(file_okay=False), help="Folder for move/copy/link (relative paths kept).")
+@option("--dry-run", is_flag=True, help="Print the file actions instead of doing them.")
+@option("--cache-dir", type=click.Path(file_okay=False), help="Text-vector cache folder.")
+@option("--engine", type=click.Choice(["local", "ray"]), help="Run here or on a Ray cluster ({default}).")
+@option("--ray-address", help="Ray cluster address (default: start or join a local one).")
+@option("--ray-actors", help="Scoring actors on Ray (default: one per GPU, else one).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of option defaults.")
 @click.option("--strict", is_flag=True, help="Exit with code 3 if any input could not be read.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")

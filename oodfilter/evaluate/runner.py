@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from oodfilter.config import build_config
 from oodfilter.data.discovery import discover_images
 from oodfilter.data.loader import encode_image_files
 from oodfilter.errors import InputError, OODFilterError
 from oodfilter.evaluate import metrics
+from oodfilter.evaluate.config import EvalConfig, load_eval_config  # noqa: F401 (load_eval_config re-exported)
 from oodfilter.evaluate.histogram import save_histogram_png
 from oodfilter.model.clipn import CLIPN
 from oodfilter.scoring.factory import build_scorer, load_spec_model, read_spec_classes
@@ -31,28 +31,6 @@ logger = logging.getLogger(__name__)
 METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 # Folder names that say nothing about a set; the parent folder names it instead.
 _GENERIC_FOLDERS = {"images", "imgs", "img", "data", "val", "test", "train"}
-
-
-@dataclass
-class EvalConfig:
-    """What to evaluate; see ``oodfilter eval --help``."""
-
-    classes: str | list[str] = ""
-    id: str = ""
-    ood: list[str] = field(default_factory=list)
-    id_labels: str | None = None
-    methods: list[str] = field(default_factory=list)
-    model: str = "ViT-B-16"
-    pretrained: str | None = None
-    out: str | None = None
-    templates: str | list[str] = "photo"
-    batch_size: int = 64
-    workers: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    cache_dir: str | None = None
-    fpr_convention: str = "clipn"
-    plots: bool = True
 
 
 @dataclass
@@ -71,11 +49,6 @@ class EvalReport:
     def to_json(self) -> dict[str, Any]:
         """Plain data for ``results.json``."""
         return dataclasses.asdict(self)
-
-
-def load_eval_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> EvalConfig:
-    """Build an :class:`EvalConfig` from defaults, a YAML file, then ``overrides``."""
-    return build_config(EvalConfig, path, overrides)
 
 
 def read_image_set(source: str) -> list[str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oodfilter.config import build_config
+from oodfilter.config import ModelOptions, build_config
 from oodfilter.errors import InputError
 from oodfilter.sinks.actions import ACTIONS
 from oodfilter.text.templates import DEFAULT_TEMPLATES
@@ -21,21 +21,20 @@ def _default_workers() -> int:
 
 
 @dataclass
-class ScanConfig:
-    """Everything a scan needs. Paths are kept as given; see ``oodfilter scan --help`` for each field."""
+class ScanConfig(ModelOptions):
+    """Everything a scan needs. Paths are kept as given; see ``oodfilter scan --help`` for each field.
+
+    The model options (model, pretrained, device, precision, batch_size) come from
+    :class:`~oodfilter.config.ModelOptions`.
+    """
 
     inputs: list[str] = field(default_factory=list)
     classes: str | list[str] = ""
     out: str = "oodfilter-scan.jsonl"
-    model: str = "ViT-B-16"
-    pretrained: str | None = None
     method: str | None = None
     threshold: float | None = None
     templates: str | list[str] = DEFAULT_TEMPLATES
-    device: str = "auto"
-    batch_size: int = 64
     workers: int = field(default_factory=_default_workers)
-    precision: str = "auto"
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     recursive: bool = True
@@ -88,6 +87,7 @@ def load_scan_config(path: str | Path | None = None, overrides: dict[str, Any] |
     """Build a :class:`ScanConfig` from defaults, then a YAML file, then ``overrides``.
 
     Raises:
-        InputError: the YAML file is unreadable, not a mapping, or names unknown keys.
+        InputError: the YAML file is unreadable, not a mapping, names unknown keys, or holds a value
+            its option's type cannot take.
     """
     return build_config(ScanConfig, path, overrides)

@@ -8,20 +8,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oodfilter.config import build_config
+from oodfilter.config import ModelOptions, build_config
 from oodfilter.errors import InputError
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(ModelOptions):
     """Everything a fine-tuning run needs; see ``oodfilter finetune --help`` for each field.
 
-    ``batch_size`` is the global batch (split across processes under torchrun); the N×N loss of
-    METHOD.md §2 covers the whole global batch, as in the reference.
+    The model options (model, pretrained, device, precision, batch_size) come from
+    :class:`~oodfilter.config.ModelOptions`; ``batch_size`` is redeclared with the reference recipe's
+    default. It is the global batch (split across processes under torchrun); the N×N loss of METHOD.md §2
+    covers the whole global batch, as in the reference.
     """
 
-    model: str = "ViT-B-16"
-    pretrained: str | None = None
     data: str = ""
     out: str = ""
     steps: int | None = None
@@ -35,7 +35,6 @@ class FinetuneConfig:
     warmup_steps: int = 0
     grad_accum: int = 1
     grad_clip: float | None = None
-    precision: str = "auto"
     seed: int = 0
     val_fraction: float = 0.05
     val_every: int = 0
@@ -43,7 +42,6 @@ class FinetuneConfig:
     checkpoint_every: int = 0
     log_every: int = 10
     workers: int = dataclasses.field(default_factory=lambda: max(0, min(8, (os.cpu_count() or 2) - 1)))
-    device: str = "auto"
     templates: str | list[str] = "ensemble"
     resume: bool = False
 
@@ -74,5 +72,10 @@ class FinetuneConfig:
 
 
 def load_finetune_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> FinetuneConfig:
-    """Build a :class:`FinetuneConfig` from defaults, a YAML file, then ``overrides``."""
+    """Build a :class:`FinetuneConfig` from defaults, a YAML file, then ``overrides``.
+
+    Raises:
+        InputError: the YAML file is unreadable, not a mapping, names unknown keys, or holds a value
+            its option's type cannot take.
+    """
     return build_config(FinetuneConfig, path, overrides)

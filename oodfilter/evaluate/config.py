@@ -1,0 +1,40 @@
+"""Evaluation configuration: defaults < YAML file < explicit arguments (the CLI's flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from oodfilter.config import ModelOptions, build_config
+
+
+@dataclass
+class EvalConfig(ModelOptions):
+    """What to evaluate; see ``oodfilter eval --help``.
+
+    The model options (model, pretrained, device, precision, batch_size) come from
+    :class:`~oodfilter.config.ModelOptions`.
+    """
+
+    classes: str | list[str] = ""
+    id: str = ""
+    ood: list[str] = field(default_factory=list)
+    id_labels: str | None = None
+    methods: list[str] = field(default_factory=list)
+    out: str | None = None
+    templates: str | list[str] = "photo"
+    workers: int = 0
+    cache_dir: str | None = None
+    fpr_convention: str = "clipn"
+    plots: bool = True
+
+
+def load_eval_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> EvalConfig:
+    """Build an :class:`EvalConfig` from defaults, a YAML file, then ``overrides``.
+
+    Raises:
+        InputError: the YAML file is unreadable, not a mapping, names unknown keys, or holds a value
+            its option's type cannot take.
+    """
+    return build_config(EvalConfig, path, overrides)
