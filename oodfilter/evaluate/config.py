@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from oodfilter.config import ModelOptions, build_config
+from oodfilter.text.templates import DEFAULT_TEMPLATES
 
 
 @dataclass
@@ -23,11 +24,12 @@ class EvalConfig(ModelOptions):
     id_labels: str | None = None
     methods: list[str] = field(default_factory=list)
     out: str | None = None
-    templates: str | list[str] = "photo"
+    templates: str | list[str] = DEFAULT_TEMPLATES
     workers: int = 0
     cache_dir: str | None = None
     fpr_convention: str = "clipn"
     plots: bool = True
+    overwrite: bool = False
 
 
 def load_eval_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> EvalConfig:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from oodfilter.atomic import atomic_write_text
 from oodfilter.data.discovery import discover_images
 from oodfilter.data.loader import encode_image_files
 from oodfilter.errors import InputError, OODFilterError
@@ -19,6 +20,7 @@ from oodfilter.evaluate import metrics
 from oodfilter.evaluate.config import EvalConfig, load_eval_config  # noqa: F401 (load_eval_config re-exported)
 from oodfilter.evaluate.histogram import save_histogram_png
 from oodfilter.model.clipn import CLIPN
+from oodfilter.outputs import check_output, starts_with
 from oodfilter.scoring.factory import build_scorer, load_spec_model, read_spec_classes
 from oodfilter.scoring.methods import ScoreMethod, score_methods
 from oodfilter.scoring.scorer import Scorer
@@ -101,10 +103,12 @@ def evaluate(
         raise InputError("pass the in-distribution images (--id) and at least one OOD set (--ood)")
     if not config.classes:
         raise InputError("pass the class list (--classes)")
+    set_names = _set_names(config.ood)
+    if config.out:
+        _check_outputs(config, Path(config.out), set_names)
     given = {name.lower(): method for name, method in (method_objects or {}).items()}
     requested = [m.lower() for m in config.methods] or score_methods.list()
     base = _feature_scorer(config, model, [given.get(name) or score_methods.create(name) for name in requested])
-    set_names = _set_names(config.ood)
     sources = {"id": config.id, **dict(zip(set_names, config.ood, strict=True))}
     features, paths, errors = _encode_sets(config, base, sources)
     report = EvalReport(methods=[], sets=set_names, results={}, scores={}, id_accuracy=None, errors=errors,
@@ -171,6 +175,21 @@ def _id_accuracy(scorer: Scorer, features: torch.Tensor, paths: list[str], label
     return sum(int(top[i]) == label for i, label in known) / len(known) if known else None
 
 
+def _check_outputs(config: EvalConfig, out: Path, set_names: list[str]) -> None:
+    """Refuse to replace anything but earlier results (and their PNGs) or one of the image sets read."""
+    inputs = [config.id, *config.ood] + ([config.id_labels] if config.id_labels else [])
+    check_output(out, overwrite=config.overwrite, kind="results JSON", is_expected_kind=starts_with(b"{"),
+                 inputs=inputs)
+    if config.plots:
+        for method in config.methods or score_methods.list():
+            check_output(_histogram_path(out, method.lower()), overwrite=config.overwrite, kind="histogram PNG",
+                         is_expected_kind=starts_with(b"\x89PNG"), inputs=inputs)
+
+
+def _histogram_path(out: Path, method: str) -> Path:
+    return out.with_name(f"{out.stem}.{method}.png")
+
+
 def _set_names(sources: list[str]) -> list[str]:
     names: list[str] = []
     for source in sources:
@@ -198,9 +217,8 @@ def _metrics_for(scores: dict[str, list[float]], set_names: list[str], conventio
 
 
 def _write_outputs(report: EvalReport, out: Path, *, plots: bool) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report.to_json(), indent=1))
+    atomic_write_text(out, json.dumps(report.to_json(), indent=1))
     if plots:
         for method, scores in report.scores.items():
-            save_histogram_png(scores, out.with_name(f"{out.stem}.{method}.png"),
+            save_histogram_png(scores, _histogram_path(out, method),
                                title=f"{method}: ID vs OOD scores")

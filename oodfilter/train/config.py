@@ -1,4 +1,4 @@
-"""Fine-tuning configuration (defaults are the reference recipe of METHOD.md §2)."""
+"""Fine-tuning configuration (defaults are the reference recipe of docs/method.md §2)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class FinetuneConfig(ModelOptions):
 
     The model options (model, pretrained, device, precision, batch_size) come from
     :class:`~oodfilter.config.ModelOptions`; ``batch_size`` is redeclared with the reference recipe's
-    default. It is the global batch (split across processes under torchrun); the N×N loss of METHOD.md §2
+    default. It is the global batch (split across processes under torchrun); the N×N loss of docs/method.md §2
     covers the whole global batch, as in the reference.
     """
 

@@ -85,3 +85,23 @@ def test_a_full_disk_names_the_manifest_and_resume_completes(tmp_path, monkeypat
 
 def test_output_errors_are_oodfilter_errors():
     assert issubclass(OutputError, oodfilter.OODFilterError)
+
+
+def test_eval_refuses_to_replace_results_or_an_input_without_overwrite(scanned, tmp_path, capsys):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(CLASSES) + "\n")
+    base = ["eval", "--model", "test-tiny", "--classes", str(classes), "--id", str(scanned), "--ood",
+            str(tmp_path / "in"), "--methods", "mcm", "--cache-dir", str(tmp_path / "cache")]
+    manifest_bytes = scanned.read_bytes()
+    code, err = _run([*base, "--out", str(scanned), "--overwrite"], capsys)
+    assert code == 2 and "is an input" in err and scanned.read_bytes() == manifest_bytes
+    results = tmp_path / "results.json"
+    results.write_text("my own notes")
+    code, err = _run([*base, "--out", str(results)], capsys)
+    assert code == 2 and "already exists" in err
+    code, err = _run([*base, "--out", str(results), "--overwrite"], capsys)
+    assert code == 2 and "replaces only a results JSON" in err and results.read_text() == "my own notes"
+    results.unlink()
+    main([*base, "--out", str(results)])
+    assert results.read_text().startswith("{") and (tmp_path / "results.mcm.png").is_file()
+    main([*base, "--out", str(results), "--overwrite"])
