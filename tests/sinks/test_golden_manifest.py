@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
 def _golden_module():

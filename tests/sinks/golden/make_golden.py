@@ -1,6 +1,6 @@
 """Builds the fixed scan whose manifests must stay byte-identical across refactors.
 
-`python tests/data/golden/make_golden.py OUTDIR` writes the manifests of GOLDEN_SCANS for the fixed inputs; the test
+`python tests/sinks/golden/make_golden.py OUTDIR` writes the manifests of GOLDEN_SCANS for the fixed inputs; the test
 `tests/sinks/test_golden_manifest.py` runs the same scan and compares bytes with the files kept here.
 """
 

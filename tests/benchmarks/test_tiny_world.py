@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "tiny_world" / "run.py"
+RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "tiny_world" / "run.py"
 
 
 @pytest.mark.slow
