@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from oodfilter.outputs import os_error
+
 
 def _default_mode() -> int:
     umask = os.umask(0)
@@ -19,15 +21,25 @@ def _default_mode() -> int:
 
 
 def atomic_write(target: str | Path, write: Callable[[str], object]) -> Path:
-    """Call ``write(temporary_path)`` then move the file onto ``target``; clean up on failure."""
+    """Call ``write(temporary_path)`` then move the file onto ``target``; clean up on failure.
+
+    Raises:
+        OutputError: the operating system refused (disk full, permission, read-only); no file is left.
+    """
     path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as error:
+        raise os_error("write", path, error) from error
     os.close(handle)
     try:
         write(tmp)
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
+    except OSError as error:  # disk full, permission: no partial file is left, and the message says what to do
+        Path(tmp).unlink(missing_ok=True)
+        raise os_error("write", path, error) from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

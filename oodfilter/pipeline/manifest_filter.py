@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -12,7 +11,7 @@ import torch
 from torch.utils.data import Sampler, Subset
 
 from oodfilter.errors import InputError
-from oodfilter.sinks.manifest import read_manifest, sidecar
+from oodfilter.sinks.manifest import read_manifest, read_meta
 
 
 def dataset_paths(dataset: Any) -> list[str]:
@@ -65,12 +64,8 @@ class ManifestFilter:
                 self._drop[key] = bool(row.is_ood)
 
     def _scan_folder(self) -> Path:
-        meta = sidecar(self.manifest, "meta.json")
-        if meta.is_file():
-            cwd = json.loads(meta.read_text()).get("cwd")
-            if cwd:
-                return Path(cwd)
-        return Path.cwd()
+        cwd = read_meta(self.manifest).get("cwd")
+        return Path(cwd) if cwd else Path.cwd()
 
     def drop_mask(self, paths: Sequence[str | Path]) -> torch.Tensor:
         """Return (N,) bool, True where the sample should be dropped.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from oodfilter.data.decode import ImageDecodeError, load_rgb_image
 from oodfilter.errors import InputError
 from oodfilter.outputs import check_output, starts_with
 from oodfilter.report.summary import ReportData, summarise
-from oodfilter.sinks.manifest import read_manifest, sidecar
+from oodfilter.sinks.manifest import read_manifest, read_meta, sidecar
 from oodfilter.sinks.rows import ManifestRow
 
 THUMB_SIZE = 160
@@ -51,8 +50,7 @@ def write_report(
     rows = read_manifest(manifest)
     if not rows:
         raise InputError(f"manifest {manifest} is missing or has no rows; run oodfilter scan first")
-    meta_path = sidecar(manifest, "meta.json")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_meta(manifest)
     data = summarise(rows, meta, per_gallery=options.per_gallery)
     page = _page(data, meta, Path(manifest), options)
     return atomic_write_text(out, page)

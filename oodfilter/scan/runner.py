@@ -34,7 +34,7 @@ from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
 from oodfilter.sinks.lock import ManifestLock
-from oodfilter.sinks.manifest import ManifestWriter, read_manifest, sidecar
+from oodfilter.sinks.manifest import ManifestWriter, read_manifest, read_meta, sidecar
 from oodfilter.sinks.rows import ManifestRow
 from oodfilter.text.templates import resolve_template_choice
 
@@ -243,7 +243,7 @@ def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any]) -> set[st
         if out.exists():
             raise InputError(f"cannot resume {out}: its {previous_file.name} is missing, so its settings are unknown")
         return set()
-    previous = json.loads(previous_file.read_text())
+    previous = read_meta(out)
     different = [key for key in _IDENTITY_KEYS if previous.get(key) != meta[key]]
     if different:
         what = ", ".join("model" if key == "fingerprints" else key.replace("classes_sha256", "class list")

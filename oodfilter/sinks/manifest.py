@@ -60,6 +60,38 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     return _read_jsonl(out) if fmt == ".jsonl" else _read_csv(out)
 
 
+# Keys of <manifest>.meta.json and the types a reader relies on (other keys are kept, unchecked).
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "method": (str,), "threshold": (float, int, type(None)), "fingerprints": (dict,), "classes_sha256": (str,),
+    "cwd": (str,), "decision": (str, type(None)), "model": (str,), "num_classes": (int,),
+    "templates": (str, list),
+}
+
+
+def read_meta(manifest: str | Path) -> dict[str, Any]:
+    """Read and check ``<manifest>.meta.json`` (empty when absent).
+
+    Raises:
+        InputError: the file is not a JSON object, or a known key holds a value of the wrong type; the
+            message names the file and the key.
+
+    """
+    path = sidecar(manifest, "meta.json")
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is not readable JSON ({error}); restore it or scan again with --overwrite") from error
+    if not isinstance(meta, dict):
+        raise InputError(f"{path} must hold a JSON object; restore it or scan again with --overwrite")
+    for key, types in _META_TYPES.items():
+        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
+            raise InputError(f"{path}: key '{key}' holds {meta[key]!r}, of the wrong type; restore the file or scan "
+                             "again with --overwrite")
+    return meta
+
+
 class ManifestWriter:
     """Appends rows to a manifest, flushing after every batch.
 

@@ -105,3 +105,30 @@ def test_eval_refuses_to_replace_results_or_an_input_without_overwrite(scanned, 
     main([*base, "--out", str(results)])
     assert results.read_text().startswith("{") and (tmp_path / "results.mcm.png").is_file()
     main([*base, "--out", str(results), "--overwrite"])
+
+
+@pytest.mark.parametrize("meta", ["not json", "[1, 2]", '{"method": 3}', '{"fingerprints": "x"}'])
+def test_a_damaged_meta_file_is_named_in_resume_report_and_manifest_filter(scanned, tmp_path, meta, capsys):
+    from oodfilter.pipeline import ManifestFilter
+
+    (tmp_path / "scan.jsonl.meta.json").write_text(meta)
+    with pytest.raises(oodfilter.InputError, match=r"scan\.jsonl\.meta\.json"):
+        ManifestFilter(scanned)
+    code, err = _run(["report", str(scanned), "--out", str(tmp_path / "r.html")], capsys)
+    assert code == 2 and "scan.jsonl.meta.json" in err
+    config = ScanConfig(inputs=[str(tmp_path / "in")], classes=CLASSES, out=str(scanned), model="test-tiny",
+                        device="cpu", workers=0, cache_dir=str(tmp_path / "cache"), resume=True)
+    with pytest.raises(oodfilter.InputError, match=r"scan\.jsonl\.meta\.json"):
+        scan(config)
+
+
+def test_an_atomic_write_that_fails_leaves_no_file_and_names_the_target(tmp_path, monkeypatch):
+    from oodfilter.atomic import atomic_write_text
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OutputError, match=r"page\.html: the disk is full"):
+        atomic_write_text(tmp_path / "page.html", "<html></html>")
+    assert list(tmp_path.iterdir()) == []
