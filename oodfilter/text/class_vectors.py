@@ -113,25 +113,26 @@ def build_class_vectors(
     with_no = model.no_branch_trained if include_no is None else include_no
     chosen = resolve_templates(resolve_template_choice(templates, clipn_model=model.no_branch_trained))
     root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "text"
-    towers = ["yes", "no"] if with_no else ["yes"]
     matrices: dict[str, torch.Tensor] = {}
     fingerprints: dict[str, str] = {}
-    for tower in towers:
-        fingerprint = model.text_fingerprint(tower)
-        fingerprints[tower] = fingerprint
-        store = TextCache(root / fingerprint[:40], fingerprint, model.embed_dim) if use_cache else None
-        captions = [template.format(name) for template in chosen for name in names]  # T*C, template-major
-        keys = [text_key(fingerprint, tower, template, name) for template in chosen for name in names]
-        vectors = _cached_or_encoded(model, tower, captions, keys, store, batch_size)  # (T*C, D)
-        per_template = torch.from_numpy(vectors).view(len(chosen), len(names), -1)  # (T, C, D)
-        matrices[tower] = F.normalize(F.normalize(per_template, dim=-1).mean(dim=0), dim=-1)  # (C, D)
-    return ClassVectors(
-        class_names=names,
-        templates=chosen,
-        yes=matrices["yes"],
-        no=matrices.get("no"),
-        fingerprints=fingerprints,
-    )
+    for tower in ["yes", "no"] if with_no else ["yes"]:
+        fingerprints[tower] = model.text_fingerprint(tower)
+        store = TextCache(root / fingerprints[tower][:40], fingerprints[tower], model.embed_dim) if use_cache else None
+        matrices[tower] = _class_matrix(model, tower, names, chosen, store, batch_size)
+    return ClassVectors(class_names=names, templates=chosen, yes=matrices["yes"], no=matrices.get("no"),
+                        fingerprints=fingerprints)
+
+
+def _class_matrix(
+    model: CLIPN, tower: str, names: list[str], templates: tuple[str, ...], store: TextCache | None, batch_size: int
+) -> torch.Tensor:
+    """(C, D) normalised mean over templates of the normalised caption vectors of one tower."""
+    fingerprint = model.text_fingerprint(tower)
+    captions = [template.format(name) for template in templates for name in names]  # T*C, template-major
+    keys = [text_key(fingerprint, tower, template, name) for template in templates for name in names]
+    vectors = _cached_or_encoded(model, tower, captions, keys, store, batch_size)  # (T*C, D)
+    per_template = torch.from_numpy(vectors).view(len(templates), len(names), -1)  # (T, C, D)
+    return F.normalize(F.normalize(per_template, dim=-1).mean(dim=0), dim=-1)  # (C, D)
 
 
 def _cached_or_encoded(

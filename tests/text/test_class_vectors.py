@@ -153,7 +153,7 @@ def test_untrained_no_branch_skips_no_vectors(fresh_tiny_model, cache_dir):
 
 def test_nearest_classes_is_a_faiss_query_matching_brute_force(tiny_model, cache_dir):
     names = [f"thing number {i}" for i in range(300)]
-    index = build_class_vectors(tiny_model, names, cache_dir=cache_dir, include_no=False)
+    index = build_class_vectors(tiny_model, names, templates="photo", cache_dir=cache_dir, include_no=False)
     features = F.normalize(torch.randn(50, tiny_model.embed_dim, generator=torch.Generator().manual_seed(0)), dim=-1)
     cosines, indices = index.nearest_classes(features, k=5)
     brute = (features @ index.yes.T).topk(5, dim=1)
@@ -168,7 +168,8 @@ def test_fifty_thousand_names(tiny_model, cache_dir, shared_data):
     lines = (shared_data / "wordnet" / "synsets.tsv").read_text().splitlines()
     vocabulary = list(dict.fromkeys(line.split("\t")[1].split(",")[0].strip() for line in lines[1:]))[:50_000]
     assert len(vocabulary) == 50_000
-    index = build_class_vectors(tiny_model, vocabulary, cache_dir=cache_dir, include_no=False, batch_size=1024)
+    index = build_class_vectors(tiny_model, vocabulary, templates="photo", cache_dir=cache_dir, include_no=False,
+                                batch_size=1024)
     assert index.yes.shape == (50_000, tiny_model.embed_dim)
     cosines, _ = index.nearest_classes(index.yes[:64], k=3)
     assert (cosines[:, 0] > 0.999).all()  # each name is (one of) its own nearest names

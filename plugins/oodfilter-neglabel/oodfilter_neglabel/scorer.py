@@ -81,7 +81,7 @@ class NegLabel(ScoreMethod):
         words = [w for w in dict.fromkeys(words) if w.casefold() not in id_names]
         if not words:
             raise InputError("NegLabel's vocabulary has no word outside the ID class names")
-        templates = list(context.class_vectors.templates)
+        templates = _candidate_templates(context.class_vectors.templates)
         vocab = build_class_vectors(context.model, words, templates=templates, cache_dir=context.cache_dir,
                                  include_no=False)
         keep = mine_negatives(context.class_vectors, vocab.yes, ratio=self.ratio, quantile=self.quantile)
@@ -100,3 +100,13 @@ class NegLabel(ScoreMethod):
             raise InputError("NegLabel was not prepared; create it through oodfilter.Scorer")
         cosines_neg = batch.features @ self.negatives.T  # (B, M)
         return ScoreOutput(neglabel_scores(batch.cosines_yes, cosines_neg, self.group_of, self.temperature), None)
+
+
+# Encoding ~67k candidate words with CLIPN's 128 templates would be 8.6M captions: beyond this many ID
+# templates the candidates use the single "photo" template (NegLabel's own setting is one template).
+MAX_CANDIDATE_TEMPLATES = 8
+
+
+def _candidate_templates(id_templates: Sequence[str]) -> list[str] | str:
+    """Return the templates the candidate words are encoded with: the ID ones, unless there are too many."""
+    return list(id_templates) if len(id_templates) <= MAX_CANDIDATE_TEMPLATES else "photo"
