@@ -85,7 +85,7 @@ def test_cli_on_imagenet_vs_textures(shared_data, tmp_path):
     result = CliRunner().invoke(cli, [
         "eval", "--model", "test-tiny", "--classes", str(sample / "classes.txt"), "--id", str(sample / "images"),
         "--id-labels", str(sample / "labels.tsv"), "--ood", str(shared_data / "textures-dtd" / "images"),
-        "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--workers", "1",
+        "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--workers", "1", "--templates", "photo",
         "--methods", "atd,ctw,msp,maxlogit,energy,mcm"])
     assert result.exit_code == 0, result.output
     saved = json.loads(out.read_text())

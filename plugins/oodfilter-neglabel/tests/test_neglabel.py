@@ -46,9 +46,9 @@ def test_shipped_vocabulary():
 def test_mined_negatives_are_the_farthest_candidates(tmp_path):
     model = oodfilter.load_model("test-tiny", device="cpu")
     id_index = oodfilter.build_class_vectors(model, ["goldfish", "tench", "hen", "ostrich", "shark"],
-                                             cache_dir=tmp_path, include_no=False)
+                                             templates="photo", cache_dir=tmp_path, include_no=False)
     words = list(load_vocabulary()[::25])  # ~2.7k candidates keep the test fast
-    vocab = oodfilter.build_class_vectors(model, words, cache_dir=tmp_path, include_no=False)
+    vocab = oodfilter.build_class_vectors(model, words, templates="photo", cache_dir=tmp_path, include_no=False)
     kept = mine_negatives(id_index, vocab.yes, ratio=0.15, quantile=0.95)
     closeness = (vocab.yes @ id_index.yes.T).max(dim=1).values  # C = 5: the 0.95-quantile is the max
     expected = torch.argsort(closeness, stable=True)[: len(kept)]
