@@ -18,11 +18,14 @@ EXIT_INPUTS_FAILED = 3
 @click.argument("inputs", nargs=-1)
 @click.option("--classes", "-c", help="Class list file: one in-distribution class name per line.")
 @click.option("--out", "-o", help="Manifest file; format from the suffix: .jsonl (default), .csv, .parquet.")
-@click.option("--model", "-m", help="Bundle folder, reference .pt, open_clip name (ViT-B-16), or test-tiny.")
-@click.option("--pretrained", help="Pretrained tag or weights file for an open_clip name.")
+@click.option("--model", "-m", help="clipn-vitb16 (default; downloaded once, see 'oodfilter models'), a bundle "
+              "folder, hf-hub:ORG/REPO[@REV], reference .pt, open_clip name (ViT-B-16), or test-tiny.")
+@click.option("--pretrained", help="For an open_clip name: a pretrained tag or weights file. For a reference .pt: "
+              "its architecture, an open_clip name (ViT-B-16) or local-dir:/folder with open_clip_config.json.")
 @click.option("--method", help="Score: atd (default with a trained no-branch), ctw, mcm, msp, energy, maxlogit.")
 @click.option("--threshold", type=float, help="Decide OOD as ood_score > X instead of the threshold-free rule.")
-@click.option("--templates", help="Prompt template set: photo (default) or ensemble.")
+@click.option("--templates", help="Prompt templates: auto (default: the 128 of clipn for a CLIPN model, else "
+              "photo), clipn, photo or ensemble.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (auto).")
 @click.option("--batch-size", type=int, help="Images per forward pass (64).")
 @click.option("--workers", type=int, help="Decoding worker processes (cores - 1).")

@@ -27,7 +27,7 @@ class ScanConfig:
     inputs: list[str] = field(default_factory=list)
     classes: str | list[str] = ""
     out: str = "oodfilter-scan.jsonl"
-    model: str = "ViT-B-16"
+    model: str = "clipn-vitb16"  # the reference CLIPN weights, fetched on first use (oodfilter models)
     pretrained: str | None = None
     method: str | None = None
     threshold: float | None = None
