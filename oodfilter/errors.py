@@ -27,6 +27,13 @@ class CheckpointError(ModelLoadError):
     """A checkpoint or bundle file is unreadable, corrupt, or does not match the architecture."""
 
 
+class ModelDownloadError(ModelLoadError):
+    """Named weights are not in the cache and cannot be downloaded (offline, unreachable, refused, corrupt).
+
+    The message names the URL to fetch by hand and the command that converts the file.
+    """
+
+
 class ModelMismatchError(OODFilterError):
     """Cached or saved data belongs to a different model (or dimension) than the one in use."""
 

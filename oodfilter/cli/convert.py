@@ -10,7 +10,13 @@ import click
 @click.command("convert-clipn")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--arch", default="ViT-B-16", show_default=True, help="open_clip architecture of the checkpoint.")
+@click.option(
+    "--arch",
+    default="ViT-B-16",
+    show_default=True,
+    help="Architecture the checkpoint was trained with: an open_clip model name (ViT-B-16, ViT-B-32, ViT-L-14, ...; "
+    "see open_clip.list_models()) or local-dir:/path, a folder holding an open_clip_config.json for any other.",
+)
 @click.option(
     "--overwrite",
     is_flag=True,

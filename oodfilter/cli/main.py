@@ -15,9 +15,11 @@ from oodfilter.errors import OODFilterError
 # `oodfilter --help` does not pay for importing torch and open_clip.
 COMMANDS = {
     "convert-clipn": "oodfilter.cli.convert:convert_clipn",
+    "download": "oodfilter.cli.models:download_command",
     "eval": "oodfilter.cli.evaluate:eval_command",
     "finetune": "oodfilter.cli.finetune:finetune_command",
     "fit": "oodfilter.cli.fit:fit_group",
+    "models": "oodfilter.cli.models:models_command",
     "plugins": "oodfilter.cli.plugins:plugins",
     "report": "oodfilter.cli.report:report_command",
     "scan": "oodfilter.cli.scan:scan_command",

@@ -22,7 +22,11 @@ option = functools.partial(config_option, SCAN_CONFIG)
 @click.argument("inputs", nargs=-1)
 @option("--classes", "-c", help="Class list file: one in-distribution class name per line.")
 @option("--out", "-o", help="Manifest file ({default}); format from the suffix: .jsonl, .csv, .parquet.")
-@model_options(SCAN_CONFIG)
+@model_options(SCAN_CONFIG, model="A catalogue name ({default}: downloaded once, see 'oodfilter models'), a "
+               "bundle folder, hf-hub:ORG/REPO[@REV], reference .pt, open_clip name (ViT-B-16), local-dir:/folder, "
+               "or test-tiny.",
+               pretrained="For an open_clip name: a pretrained tag or weights file. For a reference .pt: its "
+               "architecture, an open_clip name (ViT-B-16) or local-dir:/folder with open_clip_config.json.")
 @option("--method", help="Score: atd (default with a trained no-branch), ctw, mcm, msp, energy, maxlogit.")
 @option("--threshold", help="Decide OOD as ood_score > X instead of the threshold-free rule.")
 @option("--templates", help="Prompt template set: auto (clipn for CLIPN models, else photo), clipn, photo, "

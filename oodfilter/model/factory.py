@@ -1,8 +1,11 @@
 """``load_model``: the one way in from a name, a file or a folder to a ready CLIPN model.
 
-It dispatches over bundle folders, reference checkpoints, ``test-tiny`` and open_clip names; the
-building blocks live in lower modules (:mod:`~oodfilter.model.build`, :mod:`~oodfilter.model.tiny`,
-:mod:`~oodfilter.model.bundle`, :mod:`~oodfilter.model.convert`), none of which imports this one.
+It dispatches over bundle folders, reference checkpoints, ``test-tiny``, catalogue names
+(``clipn-vitb16``), model-hub bundles and open_clip names; the building blocks live in lower modules
+(:mod:`~oodfilter.model.build`, :mod:`~oodfilter.model.tiny`, :mod:`~oodfilter.model.bundle`,
+:mod:`~oodfilter.model.convert`, :mod:`~oodfilter.model.download`, :mod:`~oodfilter.model.hub`), none of
+which imports this one. :func:`model_has_trained_no_branch` answers from the name alone, before any
+weights are fetched, so that a method the model cannot run fails at once.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import torch
 from oodfilter.device import resolve_device
 from oodfilter.model.build import build_from_open_clip
 from oodfilter.model.bundle import load_bundle
+from oodfilter.model.catalogue import catalogue_entry
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.convert import load_reference_checkpoint
-from oodfilter.model.manifest import BUNDLE_MANIFEST
+from oodfilter.model.download import load_catalogue_model
+from oodfilter.model.hub import fetch_hub_bundle, hub_bundle_manifest, hub_no_branch_trained, parse_hub_name
+from oodfilter.model.manifest import BUNDLE_MANIFEST, read_manifest
 from oodfilter.model.pretrained import resolve_pretrained
 from oodfilter.model.registration import TINY_MODEL_NAME
 from oodfilter.model.tiny import build_tiny_model
@@ -27,6 +33,7 @@ def load_model(
     pretrained: str | None = None,
     *,
     device: str | torch.device | None = "auto",
+    cache_dir: str | Path | None = None,
 ) -> CLIPN:
     """Load a CLIPN model, ready for inference (eval mode, on ``device``).
 
@@ -37,31 +44,69 @@ def load_model(
       always checked;
     * a reference CLIPN release checkpoint (``.pt``), converted on the fly (architecture ViT-B-16,
       or the one named by ``pretrained``);
+    * a catalogue name (``clipn-vitb16``, see ``oodfilter models``): the reference weights, downloaded
+      and converted to a bundle in the cache on first use, loaded from there afterwards without network;
+    * ``hf-hub:ORG/REPO[@REVISION]``: an oodfilter bundle on the model hub (a repository holding an
+      ``oodfilter.json``, fetched at a pinned commit and verified); a repository without one is loaded
+      as open_clip's ``hf-hub:`` form, like ``local-dir:/path``;
     * an open_clip model name (``ViT-B-16``) with ``pretrained`` a tag (``laion2b_s34b_b88k``,
       downloaded from the model hub), a local weights file, or ``"random"`` for random weights
       (benchmarks); without ``pretrained``, ViT-B-16 and ViT-B-32 get CLIPN's LAION-2B tags. The
       no-branch starts as an untrained copy of the text tower;
-    * an ``hf-hub:org/repo`` or ``local-dir:/path`` open_clip identifier;
     * ``test-tiny``: a tiny model with seeded random weights (no-branch included) for tests.
 
     Args:
         model: What to load (see above).
         pretrained: Pretrained tag or weights file for an open_clip name.
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or a ``torch.device``.
+        cache_dir: Cache root for catalogue models (default ``$OODFILTER_CACHE_DIR`` or the user's cache).
 
     Raises:
         ModelLoadError: the name, tag or file cannot be resolved or loaded, or a bundle fails its
-            checks; the message says why.
+            checks; the message says why. ``ModelDownloadError`` (a subclass) when a catalogue model is
+            not cached and cannot be downloaded now: the message names the URL and the command to
+            install it by hand.
 
     """
     target = resolve_device(device)
+    return _load(model, pretrained, cache_dir).to(target).eval()
+
+
+def _load(model: str | Path, pretrained: str | None, cache_dir: str | Path | None) -> CLIPN:
+    """Dispatch :func:`load_model` over the kinds of name (on the CPU)."""
     path = Path(model)
+    name = str(model)
+    hub = parse_hub_name(name)
     if path.is_dir() and (path / BUNDLE_MANIFEST).is_file():
-        loaded = load_bundle(path)
-    elif path.is_file():
-        loaded = load_reference_checkpoint(path, architecture=pretrained or "ViT-B-16")
-    elif str(model) == TINY_MODEL_NAME:
-        loaded = build_tiny_model()
-    else:
-        loaded = build_from_open_clip(str(model), resolve_pretrained(str(model), pretrained))
-    return loaded.to(target).eval()
+        return load_bundle(path)
+    if path.is_file():
+        return load_reference_checkpoint(path, architecture=pretrained or "ViT-B-16")
+    if name == TINY_MODEL_NAME:
+        return build_tiny_model()
+    if catalogue_entry(name) is not None:
+        return load_catalogue_model(name, cache_dir=cache_dir)
+    if hub is not None and (manifest := hub_bundle_manifest(hub)) is not None:
+        return load_bundle(fetch_hub_bundle(hub, manifest))
+    return build_from_open_clip(name, resolve_pretrained(name, pretrained))
+
+
+def model_has_trained_no_branch(model: str | Path) -> bool:
+    """Whether ``model`` (anything :func:`load_model` takes) comes with a trained no-branch, from its name.
+
+    Nothing but a manifest is read: a bundle folder's ``oodfilter.json``, a hub repository's
+    ``oodfilter.json`` (a few kB). Reference checkpoints, catalogue names and ``test-tiny`` have one;
+    open_clip names and hub repositories without a manifest have none.
+
+    Raises:
+        CheckpointError: a bundle folder's manifest is malformed.
+        ModelLoadError: a hub repository or revision does not exist.
+
+    """
+    path = Path(model)
+    name = str(model)
+    if path.is_dir() and (path / BUNDLE_MANIFEST).is_file():
+        return read_manifest(path).no_branch_trained
+    if path.is_file() or name == TINY_MODEL_NAME or catalogue_entry(name) is not None:
+        return True
+    hub = parse_hub_name(name)
+    return hub is not None and hub_no_branch_trained(hub)

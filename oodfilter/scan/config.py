@@ -31,6 +31,7 @@ class ScanConfig(ModelOptions):
     inputs: list[str] = field(default_factory=list)
     classes: str | list[str] = ""
     out: str = "oodfilter-scan.jsonl"
+    model: str = "clipn-vitb16"  # the reference CLIPN weights, fetched on first use (oodfilter models)
     method: str | None = None
     threshold: float | None = None
     templates: str | list[str] = DEFAULT_TEMPLATES

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
-from oodfilter.model.factory import load_model
+from oodfilter.model.factory import load_model, model_has_trained_no_branch
 from oodfilter.scoring.methods import ScoreMethod, choose_method, score_methods
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
@@ -31,8 +31,36 @@ def read_spec_classes(spec: ScorerSpec) -> ClassList:
 
 
 def load_spec_model(spec: ScorerSpec) -> CLIPN:
-    """Load the spec's model on its device (see :func:`oodfilter.load_model`)."""
-    return load_model(spec.model, spec.pretrained, device=spec.device)
+    """Load the spec's model on its device (see :func:`oodfilter.load_model`); catalogue models use its cache."""
+    return load_model(spec.model, spec.pretrained, device=spec.device, cache_dir=spec.cache_dir)
+
+
+def check_method_fits_model(spec: ScorerSpec, method: ScoreMethod | None = None) -> None:
+    """Refuse, from the model's name alone, a method its model cannot run: before any weights are fetched.
+
+    A model without a trained no-branch (an open_clip name, a hub repository without a bundle) cannot
+    run the default method or any CLIPN method (``atd``, ``ctw``); this is known from the name (see
+    :func:`~oodfilter.model.factory.model_has_trained_no_branch`), so it fails here in a moment rather
+    than after a download of hundreds of megabytes.
+
+    Raises:
+        InputError: no method was given and the model has no trained no-branch, or the method needs one.
+        UnknownNameError: an unknown method name.
+
+    """
+    trained = model_has_trained_no_branch(spec.model)
+    if method is None:
+        name = choose_method(spec.method, no_branch_trained=trained, model_name=str(spec.model))
+        needs_no_branch = score_methods.get(name).needs_no_branch
+    else:
+        name, needs_no_branch = method.name, method.needs_no_branch
+    if needs_no_branch and not trained:
+        plain = ", ".join(known for known in score_methods.list() if not score_methods.get(known).needs_no_branch)
+        raise InputError(
+            f"method '{name}' needs a trained CLIPN no-branch, and model '{spec.model}' has none (use a CLIPN "
+            f"model such as clipn-vitb16, see 'oodfilter models', or a bundle from 'oodfilter convert-clipn' or "
+            f"'oodfilter finetune'); or pick a method that needs none: {plain}"
+        )
 
 
 def resolve_method(spec: ScorerSpec, model: CLIPN, method: ScoreMethod | None = None) -> ScoreMethod:
@@ -73,7 +101,8 @@ def build_scorer(
         allow_untrained_no_branch: Permit CLIPN methods with a no-branch that was never trained.
 
     Raises:
-        InputError: bad options, or a method that cannot run with this model.
+        InputError: bad options, or a method that cannot run with this model (decided from the model's
+            name before it is loaded, when the model is not given).
         ModelLoadError: the model cannot be loaded.
         ClassListError: the class list cannot be read.
 
@@ -81,6 +110,8 @@ def build_scorer(
     if spec.batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {spec.batch_size}")
     names = read_spec_classes(spec) if class_vectors is None else None  # a bad list fails before any load
+    if model is None and not allow_untrained_no_branch:
+        check_method_fits_model(spec, method)  # from the name: before any download
     clipn = model if model is not None else load_spec_model(spec)
     chosen = resolve_method(spec, clipn, method)
     if class_vectors is None:

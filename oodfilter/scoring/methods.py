@@ -187,7 +187,8 @@ def choose_method(method: str | None, *, no_branch_trained: bool, model_name: st
     plain = ", ".join(name for name in score_methods.list() if not score_methods.get(name).needs_no_branch)
     raise InputError(
         f"model '{model_name}' has no trained CLIPN no-branch, so the default method (atd) cannot run: "
-        f"pass --method with one of {plain}, or --model a CLIPN bundle (see 'oodfilter convert-clipn')"
+        f"pass --method with one of {plain}, or --model a CLIPN model (clipn-vitb16, see 'oodfilter models', "
+        "or a bundle from 'oodfilter convert-clipn')"
     )
 
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
 import numpy as np
-import platformdirs
 import torch
 import torch.nn.functional as F
 
+from oodfilter.cache_dir import CACHE_ENV, default_cache_dir
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.text.cache import TextCache, text_key
@@ -22,13 +21,8 @@ from oodfilter.text.templates import DEFAULT_TEMPLATES, resolve_template_choice,
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "OODFILTER_CACHE_DIR"
-
-
-def default_cache_dir() -> Path:
-    """Return the cache root: ``$OODFILTER_CACHE_DIR`` if set, else the user's cache folder."""
-    override = os.environ.get(CACHE_ENV)
-    return Path(override) if override else Path(platformdirs.user_cache_dir("oodfilter"))
+# The cache root moved to oodfilter.cache_dir (the model cache shares it); both names stay importable here.
+__all__ = ["CACHE_ENV", "ClassVectors", "build_class_vectors", "default_cache_dir", "encode_captions"]
 
 
 @dataclass
