@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,7 @@ def _cached_or_encoded(
         for position in missing:
             unique.setdefault(keys[position], int(position))
         order = list(unique.values())
+        _warn_if_long(model, tower, len(order))
         encoded = encode_captions(model, tower, [captions[i] for i in order], batch_size)
         by_key = dict(zip(unique, encoded, strict=True))
         vectors[missing] = np.stack([by_key[keys[i]] for i in missing])
@@ -156,6 +158,21 @@ def _cached_or_encoded(
             store.save()
         logger.info("encoded %d %s-tower captions (%d from cache)", len(order), tower, int(found.sum()))
     return vectors
+
+
+# Above this many captions to encode on a CPU, say what it costs and how to make it cheaper.
+LONG_ENCODE_CAPTIONS = 20_000
+
+
+def _warn_if_long(model: CLIPN, tower: str, count: int) -> None:
+    if count > LONG_ENCODE_CAPTIONS and model.device.type == "cpu":
+        warnings.warn(
+            f"encoding {count} {tower}-tower captions on the CPU: a one-time cost (cached afterwards) that can take "
+            "hours for a ViT-B text tower (measured: ~3 captions/s per tower on 2 busy cores); the 128-template "
+            "'clipn' set makes 128 captions per class, so pass --templates photo (templates='photo') for a build "
+            "128 times cheaper, or run on a GPU",
+            stacklevel=4,
+        )
 
 
 @torch.no_grad()
