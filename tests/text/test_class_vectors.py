@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -173,3 +175,14 @@ def test_fifty_thousand_names(tiny_model, cache_dir, shared_data):
     assert index.yes.shape == (50_000, tiny_model.embed_dim)
     cosines, _ = index.nearest_classes(index.yes[:64], k=3)
     assert (cosines[:, 0] > 0.999).all()  # each name is (one of) its own nearest names
+
+
+def test_a_long_cold_encode_on_the_cpu_warns_with_the_remedy(tiny_model, cache_dir, monkeypatch):
+    from oodfilter.text import class_vectors
+
+    monkeypatch.setattr(class_vectors, "LONG_ENCODE_CAPTIONS", 10)
+    with pytest.warns(UserWarning, match="--templates photo"):
+        build_class_vectors(tiny_model, NAMES, templates="ensemble", cache_dir=cache_dir, include_no=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_class_vectors(tiny_model, NAMES, templates="ensemble", cache_dir=cache_dir, include_no=False)  # cached
