@@ -114,6 +114,7 @@ def run_seed(seed: int, args: argparse.Namespace, world: World, work: Path, log)
         objects["neglabel"] = NegLabel(list(load_vocabulary()[::100]), groups=10)
     report = evaluate(EvalConfig(classes=id_names, id=str(id_dir), ood=[str(near_dir), str(far_dir)],
                                  id_labels=str(labels), methods=METHODS, cache_dir=str(cache), workers=1,
+                                 templates="photo",
                                  out=str(work / f"eval-seed{seed}.json")),
                       model=model, method_objects=objects)
     log(f"seed {seed}: evaluated ({time.perf_counter() - started:.0f} s)")
@@ -121,7 +122,10 @@ def run_seed(seed: int, args: argparse.Namespace, world: World, work: Path, log)
             "separation": result.metrics.get("val_ctw_auroc"), "results": report.results, "sets": report.sets}
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]  # e.g. an ID accuracy with no labelled image matched
+    if not values:
+        return "  n/a"
     mean = 100 * statistics.fmean(values)
     return f"{mean:5.1f} ± {100 * statistics.stdev(values):4.1f}" if len(values) > 1 else f"{mean:5.1f}"
 
