@@ -1,8 +1,11 @@
 """One writer per manifest: an OS lock on ``<manifest>.lock``, held for the whole scan.
 
-``fcntl.flock`` locks are released by the kernel when the holder exits, even after ``kill -9``, so a
-crashed scan never leaves a stale lock; the file itself stays (a lock file that is removed while another
-process waits on it would let two writers in). It records the holder, for the message a second scan gets.
+A POSIX record lock (``fcntl.lockf``) belongs to the process that took it: the kernel releases it when that
+process exits, even after ``kill -9``, and — unlike ``flock`` — DataLoader workers forked from the scan do
+not inherit it, so an orphaned worker cannot keep a killed scan's lock alive. The file itself stays (a lock
+file that is removed while another process waits on it would let two writers in). It records the holder,
+for the message a second scan gets. Being per process, the lock does not exclude a second scan started
+from the same Python process.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from oodfilter.errors import InputError
 
 try:
     import fcntl
-except ImportError:  # Windows: no flock; one writer is then up to the user
+except ImportError:  # Windows: no fcntl; one writer is then up to the user
     fcntl = None  # type: ignore[assignment]
 
 
@@ -48,8 +51,8 @@ class ManifestLock:
                              "exists and is writable") from error
         if fcntl is not None:
             try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as error:
+                fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:  # EACCES or EAGAIN: another process holds it
                 holder = _holder(descriptor)
                 os.close(descriptor)
                 raise InputError(f"manifest {self.path.with_suffix('')} is being written by another scan ({holder}); "
@@ -64,7 +67,7 @@ class ManifestLock:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         if self._descriptor is not None:
-            os.close(self._descriptor)  # closing releases the flock
+            os.close(self._descriptor)  # closing releases the lock
             self._descriptor = None
 
 

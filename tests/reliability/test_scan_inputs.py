@@ -15,7 +15,6 @@ from PIL import Image
 import oodfilter
 from oodfilter.cli.main import cli, main
 from oodfilter.scan import ScanConfig, scan
-from oodfilter.sinks.lock import ManifestLock
 from oodfilter.sinks.manifest import ManifestWriter, read_manifest
 from oodfilter.sinks.rows import ManifestRow
 
@@ -105,9 +104,17 @@ def test_a_csv_record_torn_inside_a_quoted_field_is_dropped_and_resume_completes
 
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     images = _images(tmp_path / "in")
-    with ManifestLock(tmp_path / "scan.jsonl"), pytest.raises(oodfilter.InputError, match=f"pid {os.getpid()}"):
-        scan(_config(tmp_path, images))
-    assert scan(_config(tmp_path, images)).ok == 3  # the lock is gone with its holder
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from oodfilter.sinks.lock import ManifestLock\n"
+                               f"with ManifestLock({str(tmp_path / 'scan.jsonl')!r}):\n"
+                               "    print('locked', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(oodfilter.InputError, match=f"pid {holder.pid}"):
+            scan(_config(tmp_path, images))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert scan(_config(tmp_path, images)).ok == 3  # the lock died with its holder (killed, not released)
 
 
 def test_two_scans_started_at_once_never_interleave(tmp_path):

@@ -9,7 +9,7 @@ import huggingface_hub.constants
 import open_clip
 import pytest
 from PIL import Image
-from test_convert import _reference_layout_checkpoint
+from reference_checkpoint import _reference_layout_checkpoint
 
 import oodfilter
 from oodfilter.cli.main import main

@@ -19,7 +19,7 @@ import gdown
 import pytest
 import torch
 from click.testing import CliRunner
-from test_convert import _reference_layout_checkpoint
+from reference_checkpoint import _reference_layout_checkpoint
 
 import oodfilter
 from oodfilter.cli.main import cli
