@@ -116,7 +116,8 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
     if remaining:
         unreadable = [ManifestRow(str(item.path), "error", error=item.error) for item in files
                       if item.error is not None and str(item.path) not in done_paths]
-        readable = [path for path in remaining if path not in {row.path for row in unreadable}]
+        unreadable_paths = {row.path for row in unreadable}
+        readable = [path for path in remaining if path not in unreadable_paths]
         scored = _row_batches(config, spec, scorer, readable) if readable else iter([])
         batches = chain([unreadable] if unreadable else [], scored)
         writer = ManifestWriter(out, append=config.resume)
