@@ -13,7 +13,8 @@ import open_clip
 
 from oodfilter.errors import ModelLoadError
 from oodfilter.model.clipn import CLIPN, ModelSource
-from oodfilter.model.no_tower import DEFAULT_NUM_PROMPTS
+from oodfilter.model.hf_text import has_hf_text_tower, require_transformers, text_cfg_reading
+from oodfilter.model.no_prompts import DEFAULT_NUM_PROMPTS
 from oodfilter.model.registration import TINY_MODEL_NAME, register_model_configs
 
 
@@ -23,6 +24,7 @@ def build_from_open_clip(
     *,
     num_prompts: int = DEFAULT_NUM_PROMPTS,
     source: ModelSource | None = None,
+    hf_text_dir: Path | None = None,
 ) -> CLIPN:
     """Create an open_clip model (``name`` + ``pretrained``) and wrap it as a CLIPN with a fresh no-tower.
 
@@ -31,16 +33,24 @@ def build_from_open_clip(
         pretrained: Pretrained tag or weights file; None for random weights.
         num_prompts: Number of learnable no-prompts of the new no-tower.
         source: Provenance to record; by default the open_clip name and tag.
+        hf_text_dir: A folder holding the Hugging Face text tower's ``config.json`` (a bundle's
+            yes-model), to build that tower from instead of the folder or hub id its config names.
 
     Raises:
         ModelLoadError: open_clip cannot build or load the model.
+        MissingDependencyError: the model has a Hugging Face text tower and ``transformers`` is missing.
 
     """
     register_model_configs()
     model_config = _model_config(name)
+    overrides = _hf_text_overrides(name, model_config, hf_text_dir)
     try:
         with _quiet_random_init_warning():
-            clip, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+            # pretrained_text=False: a Hugging Face text tower gets the CLIP weights, or random ones when
+            # there are none (never a download of the text model's own weights).
+            clip, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, pretrained_text=False, **overrides
+            )
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as error:
         raise ModelLoadError(_explain_open_clip_failure(name, pretrained, error)) from error
@@ -52,6 +62,15 @@ def build_from_open_clip(
         source=source or ModelSource(name=name, pretrained=pretrained),
         num_prompts=num_prompts,
     )
+
+
+def _hf_text_overrides(name: str, model_config: dict[str, Any], hf_text_dir: Path | None) -> dict[str, Any]:
+    """open_clip model arguments for a Hugging Face text tower (none for other towers)."""
+    if not has_hf_text_tower(model_config):
+        return {}
+    require_transformers(name)
+    text_cfg = text_cfg_reading(model_config, hf_text_dir) if hf_text_dir is not None else None
+    return {} if text_cfg is None else {"text_cfg": text_cfg}
 
 
 @contextlib.contextmanager

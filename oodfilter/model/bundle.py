@@ -7,6 +7,7 @@ Layout::
       no_tower.safetensors                ψⁿᵒ weights and the no-prompts
       yes_model/open_clip_config.json     open_clip can load this folder as 'local-dir:BUNDLE/yes_model'
       yes_model/open_clip_model.safetensors
+      yes_model/config.json, tokenizer*   only for a Hugging Face text tower: its config and tokenizer
 
 Loading always checks the manifest (see :mod:`oodfilter.model.manifest`), every file's sha256 and that
 the no-tower holds finite numbers; saving replaces only a folder that holds a bundle and nothing else.
@@ -29,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from oodfilter.errors import CheckpointError, InputError, ModelLoadError
 from oodfilter.model.build import build_from_open_clip
 from oodfilter.model.clipn import CLIPN, ModelSource
+from oodfilter.model.hf_text import write_hf_text_files
 from oodfilter.model.manifest import (
     BUNDLE_FILES,
     BUNDLE_MANIFEST,
@@ -37,7 +39,9 @@ from oodfilter.model.manifest import (
     YES_DIR,
     YES_WEIGHTS_FILE,
     BundleManifest,
+    bundle_files,
     bundle_json,
+    listed_files,
     read_manifest,
     verify_files,
     write_manifest,
@@ -129,16 +133,21 @@ def write_bundle_into(model: CLIPN, folder: str | Path, *, training_config: dict
 
     Files are staged in a hidden sub-folder and moved into place one by one, the manifest
     (``oodfilter.json``) last, so the folder only reads as a bundle once every file is complete.
-    Existing bundle files there are replaced; nothing else in the folder is touched.
+    Existing bundle files there are replaced, and files of an earlier bundle's yes-model folder that the
+    new one lacks are removed; nothing else in the folder is touched.
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".bundle-staging.", dir=out))
     try:
         _write_bundle_files(model, staging, training_config)
+        names = bundle_files(staging)
         (out / YES_DIR).mkdir(exist_ok=True)
-        for name in (*BUNDLE_FILES, BUNDLE_MANIFEST):
+        for name in names:
             os.replace(staging / name, out / name)
+        for stale in set(listed_files(out)) - set(names):
+            (out / stale).unlink(missing_ok=True)
+        os.replace(staging / BUNDLE_MANIFEST, out / BUNDLE_MANIFEST)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
@@ -167,6 +176,7 @@ def load_bundle(bundle_dir: str | Path) -> CLIPN:
             f"local-dir:{folder / YES_DIR}",
             num_prompts=manifest.num_prompts,
             source=ModelSource(name=str(folder), kind="bundle", details={"origin": manifest.source}),
+            hf_text_dir=folder / YES_DIR,
         )
     except ModelLoadError as error:
         raise CheckpointError(f"bundle {folder}: the yes-model cannot be loaded: {error}") from error
@@ -216,14 +226,16 @@ def _write_bundle_files(model: CLIPN, folder: Path, training_config: dict[str, A
     }
     (folder / YES_CONFIG_FILE).write_text(bundle_json(yes_config))
     save_file(_cpu_tensors(model.clip.state_dict()), str(folder / YES_WEIGHTS_FILE))
+    write_hf_text_files(model.clip, model.tokenizer, folder / YES_DIR)
     save_file(_cpu_tensors(model.no_tower.state_dict()), str(folder / NO_TOWER_FILE))
     write_manifest(model, folder, training_config)
 
 
 def _foreign_entries(folder: Path) -> list[str]:
     """Up to a few paths inside ``folder`` that are not bundle files (sorted, relative)."""
+    known = _BUNDLE_ENTRIES | listed_files(folder)
     entries = (path.relative_to(folder).as_posix() for path in folder.rglob("*"))
-    return sorted(itertools.islice((name for name in entries if name not in _BUNDLE_ENTRIES), _SHOW))
+    return sorted(itertools.islice((name for name in entries if name not in known), _SHOW))
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

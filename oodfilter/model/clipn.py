@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from oodfilter.model.fingerprint import tensors_fingerprint
-from oodfilter.model.no_tower import DEFAULT_NUM_PROMPTS, NoTextTower
-from oodfilter.model.text_parts import text_parts
+from oodfilter.model.hf_text import hf_text_tower, hf_tokenizer_digest
+from oodfilter.model.no_prompts import DEFAULT_NUM_PROMPTS, PromptedNoTower
+from oodfilter.model.towers import build_no_tower, yes_tower_identity
 
 Tokenizer = Callable[..., torch.Tensor]
 TOWERS = ("yes", "no")
@@ -40,7 +41,8 @@ class CLIPN(nn.Module):
     """CLIP saying no: a frozen open_clip model with a second, trainable "no" text tower.
 
     Args:
-        clip: An open_clip ``CLIP`` (or ``CustomTextCLIP`` with a CLIP text tower); frozen here.
+        clip: An open_clip ``CLIP``, or a ``CustomTextCLIP`` with a CLIP or Hugging Face text tower;
+            frozen here.
         tokenizer: The tokenizer that goes with ``clip`` (``open_clip.get_tokenizer``).
         model_config: The open_clip model config (``model_cfg``) that rebuilds ``clip``.
         preprocess: The eval image transform (PIL image → (3, H, W) tensor).
@@ -64,7 +66,7 @@ class CLIPN(nn.Module):
     ) -> None:
         super().__init__()
         self.clip: Any = clip  # open_clip CLIP or CustomTextCLIP
-        self.no_tower = NoTextTower(text_parts(clip), num_prompts=num_prompts)
+        self.no_tower: PromptedNoTower = build_no_tower(clip, tokenizer, num_prompts=num_prompts)
         self.clip.requires_grad_(False)
         self.clip.eval()
         self.tokenizer = tokenizer
@@ -73,6 +75,7 @@ class CLIPN(nn.Module):
         self.source = source or ModelSource(name="unknown")
         self.no_branch_trained = no_branch_trained
         self._fingerprints: dict[str, tuple[Any, str]] = {}
+        self._tokenizer_ids: tuple[Any, str] | None = None
         self.train(False)
         self.training_config: dict[str, Any] | None = None
 
@@ -101,12 +104,7 @@ class CLIPN(nn.Module):
     @property
     def embed_dim(self) -> int:
         """Dimension D of the joint embedding space."""
-        projection = self.no_tower.text_projection
-        if isinstance(projection, nn.Linear):
-            return int(projection.out_features)
-        if projection is not None:
-            return int(projection.shape[1])
-        return int(self.no_tower.positional_embedding.shape[1])
+        return self.no_tower.output_dim
 
     @property
     def image_size(self) -> int:
@@ -129,7 +127,7 @@ class CLIPN(nn.Module):
     def encode_text_no(self, tokens: torch.Tensor, choice: torch.Tensor | None = None) -> torch.Tensor:
         """Encode token ids (B, L) with the no tower ψⁿᵒ to L2-normalised features (B, D).
 
-        ``choice`` selects a prompt option per text (see :meth:`NoTextTower.select_prompts`).
+        ``choice`` selects a prompt option per text (see :meth:`PromptedNoTower.select_prompts`).
         """
         return self.no_tower(tokens, choice)
 
@@ -143,22 +141,13 @@ class CLIPN(nn.Module):
 
     def text_fingerprint(self, tower: str) -> str:
         """Fingerprint of everything that determines the ``tower``'s text vectors (weights, tokenizer)."""
-        tokenizer_id = f"{type(self.tokenizer).__name__}:{getattr(self.tokenizer, 'context_length', '')}"
+        tokenizer_id = self._tokenizer_id()
         if tower == "no":
             named = list(self.no_tower.state_dict().items())
-            extra = f"no|{self.no_tower.pool_type}|{self.no_tower.eos_id}|{tokenizer_id}"
+            extra = f"no|{self.no_tower.settings_id()}|{tokenizer_id}"
         elif tower == "yes":
-            parts = text_parts(self.clip)
-            named = [(f"token_embedding.{k}", v) for k, v in parts.token_embedding.state_dict().items()]
-            named += [("positional_embedding", parts.positional_embedding)]
-            named += [(f"transformer.{k}", v) for k, v in parts.transformer.state_dict().items()]
-            named += [(f"ln_final.{k}", v) for k, v in parts.ln_final.state_dict().items()]
-            projection = parts.text_projection
-            if isinstance(projection, nn.Linear):
-                named += [(f"text_projection.{k}", v) for k, v in projection.state_dict().items()]
-            elif projection is not None:
-                named += [("text_projection", projection)]
-            extra = f"yes|{parts.pool_type}|{parts.eos_id}|{tokenizer_id}"
+            named, settings = yes_tower_identity(self.clip)
+            extra = f"yes|{settings}|{tokenizer_id}"
         else:
             raise ValueError(f"unknown tower '{tower}'; expected one of {TOWERS}")
         # Hashing a ViT-B-16 text tower takes a fraction of a second; repeat it only when a tensor was
@@ -170,3 +159,12 @@ class CLIPN(nn.Module):
         fingerprint = tensors_fingerprint(named, extra=extra)
         self._fingerprints[tower] = (state, fingerprint)
         return fingerprint
+
+    def _tokenizer_id(self) -> str:
+        """Return what identifies the tokenizer; for an HF tower also its vocabulary and normalisation (cached)."""
+        tokenizer_id = f"{type(self.tokenizer).__name__}:{getattr(self.tokenizer, 'context_length', '')}"
+        if hf_text_tower(self.clip) is None:
+            return tokenizer_id
+        if self._tokenizer_ids is None or self._tokenizer_ids[0] is not self.tokenizer:
+            self._tokenizer_ids = (self.tokenizer, f"{tokenizer_id}:{hf_tokenizer_digest(self.tokenizer)}")
+        return self._tokenizer_ids[1]

@@ -1,6 +1,6 @@
 """``load_model``: the one way in from a name, a file or a folder to a ready CLIPN model.
 
-It dispatches over bundle folders, reference checkpoints, ``test-tiny``, catalogue names
+It dispatches over bundle folders, reference checkpoints, the tiny test models, catalogue names
 (``clipn-vitb16``), model-hub bundles and open_clip names; the building blocks live in lower modules
 (:mod:`~oodfilter.model.build`, :mod:`~oodfilter.model.tiny`, :mod:`~oodfilter.model.bundle`,
 :mod:`~oodfilter.model.convert`, :mod:`~oodfilter.model.download`, :mod:`~oodfilter.model.hub`), none of
@@ -24,8 +24,8 @@ from oodfilter.model.download import load_catalogue_model
 from oodfilter.model.hub import fetch_hub_bundle, hub_bundle_manifest, hub_no_branch_trained, parse_hub_name
 from oodfilter.model.manifest import BUNDLE_MANIFEST, read_manifest
 from oodfilter.model.pretrained import resolve_pretrained
-from oodfilter.model.registration import TINY_MODEL_NAME
-from oodfilter.model.tiny import build_tiny_model
+from oodfilter.model.registration import TINY_HF_MODEL_NAME, TINY_MODEL_NAME
+from oodfilter.model.tiny import build_tiny_hf_model, build_tiny_model
 
 
 def load_model(
@@ -53,7 +53,9 @@ def load_model(
       downloaded from the model hub), a local weights file, or ``"random"`` for random weights
       (benchmarks); without ``pretrained``, ViT-B-16 and ViT-B-32 get CLIPN's LAION-2B tags. The
       no-branch starts as an untrained copy of the text tower;
-    * ``test-tiny``: a tiny model with seeded random weights (no-branch included) for tests.
+    * an ``hf-hub:org/repo`` or ``local-dir:/path`` open_clip identifier;
+    * ``test-tiny``: a tiny model with seeded random weights (no-branch included) for tests, and
+      ``test-tiny-hf``, the same with a tiny BERT as its text tower (needs ``transformers``).
 
     Args:
         model: What to load (see above).
@@ -83,6 +85,8 @@ def _load(model: str | Path, pretrained: str | None, cache_dir: str | Path | Non
         return load_reference_checkpoint(path, architecture=pretrained or "ViT-B-16")
     if name == TINY_MODEL_NAME:
         return build_tiny_model()
+    if name == TINY_HF_MODEL_NAME:
+        return build_tiny_hf_model()
     if catalogue_entry(name) is not None:
         return load_catalogue_model(name, cache_dir=cache_dir)
     if hub is not None and (manifest := hub_bundle_manifest(hub)) is not None:
@@ -106,7 +110,7 @@ def model_has_trained_no_branch(model: str | Path) -> bool:
     name = str(model)
     if path.is_dir() and (path / BUNDLE_MANIFEST).is_file():
         return read_manifest(path).no_branch_trained
-    if path.is_file() or name == TINY_MODEL_NAME or catalogue_entry(name) is not None:
+    if path.is_file() or name in (TINY_MODEL_NAME, TINY_HF_MODEL_NAME) or catalogue_entry(name) is not None:
         return True
     hub = parse_hub_name(name)
     return hub is not None and hub_no_branch_trained(hub)

@@ -3,6 +3,11 @@
 A manifest is read strictly: every key is required, unknown keys are refused, numbers are type- and
 range-checked, and every bundle file must be listed with its sha256 and match it. A bundle that fails
 any check is refused with a message that names the file or key and says how to fix it.
+
+Besides :data:`BUNDLE_FILES`, the yes-model folder of a model with a Hugging Face text tower holds that
+tower's ``config.json`` and its tokenizer's files (whose names depend on the tokenizer); they are listed
+and checked like the others, and the yes-model folder may hold no file the manifest does not list,
+since open_clip and transformers read whatever they find there.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ NO_TOWER_FILE = "no_tower.safetensors"
 YES_DIR = "yes_model"
 YES_CONFIG_FILE = f"{YES_DIR}/open_clip_config.json"
 YES_WEIGHTS_FILE = f"{YES_DIR}/open_clip_model.safetensors"
-# Every file of a bundle besides the manifest; the manifest lists exactly these, each with its sha256.
+# The files every bundle has besides the manifest; the manifest lists these, each with its sha256, and
+# any text-tower files of the yes-model folder (see the module docstring).
 BUNDLE_FILES = (YES_CONFIG_FILE, YES_WEIGHTS_FILE, NO_TOWER_FILE)
 
 _TOP_KEYS = ("format", "format_version", "architecture", "source", "no_branch_trained", "files", "training_config")
 _ARCHITECTURE_KEYS = ("model_cfg", "num_prompts", "embed_dim")
 _SOURCE_KEYS = ("name", "pretrained", "kind", "details")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_TEXT_TOWER_FILE = re.compile(rf"{YES_DIR}/[A-Za-z0-9][A-Za-z0-9._-]*")
 _RECREATE = "re-create the bundle (oodfilter convert-clipn, oodfilter finetune or oodfilter.save_bundle)"
 
 
@@ -76,10 +83,38 @@ def write_manifest(model: CLIPN, folder: Path, training_config: dict[str, Any] |
             "details": model.source.details,
         },
         "no_branch_trained": model.no_branch_trained,
-        "files": {name: file_sha256(folder / name) for name in BUNDLE_FILES},
+        "files": {name: file_sha256(folder / name) for name in bundle_files(folder)},
         "training_config": training_config,
     }
     (folder / BUNDLE_MANIFEST).write_text(bundle_json(manifest))
+
+
+def bundle_files(folder: Path) -> list[str]:
+    """List the bundle files written in ``folder``: :data:`BUNDLE_FILES`, then the text-tower files.
+
+    Raises:
+        CheckpointError: the yes-model folder holds a file whose name a manifest cannot list.
+
+    """
+    extra = sorted(f"{YES_DIR}/{path.name}" for path in (folder / YES_DIR).iterdir()
+                   if f"{YES_DIR}/{path.name}" not in BUNDLE_FILES)
+    for name in extra:
+        if not (folder / name).is_file() or not _TEXT_TOWER_FILE.fullmatch(name):
+            raise CheckpointError(
+                f"{folder / name}: a bundle's {YES_DIR} folder holds only plain files with simple names"
+            )
+    return [*BUNDLE_FILES, *extra]
+
+
+def listed_files(folder: Path) -> frozenset[str]:
+    """Return the file names that ``folder``'s manifest lists, read leniently (empty when it is unreadable)."""
+    try:
+        files = json.loads((folder / BUNDLE_MANIFEST).read_text()).get("files")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return frozenset()
+    if not isinstance(files, dict):
+        return frozenset()
+    return frozenset(name for name in files if name in BUNDLE_FILES or _TEXT_TOWER_FILE.fullmatch(str(name)))
 
 
 def bundle_json(value: Any) -> str:
@@ -126,7 +161,7 @@ def verify_files(folder: Path, manifest: BundleManifest) -> None:
         CheckpointError: a file is missing or its content differs from the manifest's hash.
 
     """
-    for name in BUNDLE_FILES:
+    for name in manifest.files:
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"bundle {folder} is incomplete: {name} is missing; {_RECREATE}")
@@ -135,6 +170,13 @@ def verify_files(folder: Path, manifest: BundleManifest) -> None:
                 f"{path} does not match the sha256 in {BUNDLE_MANIFEST}: the file is corrupt or was modified; "
                 f"copy the bundle again from its origin or {_RECREATE}"
             )
+    unlisted = sorted(f"{YES_DIR}/{path.name}" for path in (folder / YES_DIR).iterdir()
+                      if f"{YES_DIR}/{path.name}" not in manifest.files)
+    if unlisted:
+        raise CheckpointError(
+            f"{folder / unlisted[0]} is not listed in {BUNDLE_MANIFEST}; open_clip or transformers could read it "
+            f"and load something else than what was saved. Remove it, or {_RECREATE}"
+        )
 
 
 def _read_json(folder: Path, path: Path) -> Any:
@@ -179,12 +221,13 @@ def _check_files(files: Any, path: Path) -> dict[str, str]:
             f"{path} lists no files: a bundle's 'files' must give the sha256 of {', '.join(BUNDLE_FILES)}, "
             f"so that a corrupt or altered file is caught; {_RECREATE}"
         )
-    unknown = sorted(set(files) - set(BUNDLE_FILES))
+    unknown = sorted(name for name in files if name not in BUNDLE_FILES and not _TEXT_TOWER_FILE.fullmatch(name))
     if unknown:
         raise CheckpointError(f"{path}: 'files' lists '{unknown[0]}', which is not a bundle file; {_RECREATE}")
     for name in BUNDLE_FILES:
         if name not in files:
             raise CheckpointError(f"{path}: 'files' lacks the sha256 of {name}; {_RECREATE}")
+    for name in files:
         if not isinstance(files[name], str) or not _SHA256.fullmatch(files[name]):
             raise CheckpointError(
                 f"{path}: 'files.{name}' must be a sha256 (64 lowercase hex digits), found {files[name]!r}; "

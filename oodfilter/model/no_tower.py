@@ -8,19 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oodfilter.model.no_prompts import DEFAULT_NUM_PROMPTS, PromptedNoTower
 from oodfilter.model.text_parts import TextParts, pool_tokens
 
-DEFAULT_NUM_PROMPTS = 16
+__all__ = ["DEFAULT_NUM_PROMPTS", "NoTextTower"]
 
 
-class NoTextTower(nn.Module):
+class NoTextTower(PromptedNoTower):
     """The no-text encoder ψⁿᵒ of CLIPN (docs/method.md §1).
 
-    A full copy of the yes text tower (token and positional embeddings, transformer, final norm,
-    projection) and ``num_prompts`` additive prompts of shape (context_length, width), initialised to
-    zero so that a fresh tower computes exactly what the yes tower computes. In training each sample
-    uses one of the ``num_prompts + 1`` options (each prompt or their mean), drawn uniformly; in eval it
-    always uses the mean.
+    A full copy of a CLIP-style yes text tower (token and positional embeddings, transformer, final
+    norm, projection) and the no-prompts of :class:`~oodfilter.model.no_prompts.PromptedNoTower`, added
+    to the token + positional embeddings.
     """
 
     def __init__(self, parts: TextParts, num_prompts: int = DEFAULT_NUM_PROMPTS) -> None:
@@ -40,32 +39,21 @@ class NoTextTower(nn.Module):
         self.pool_type = parts.pool_type
         self.eos_id = parts.eos_id
         context_length, width = self.positional_embedding.shape
-        self.prompts = nn.Parameter(torch.zeros(num_prompts, context_length, width))
+        self._init_prompts(num_prompts, context_length, width)
         self.requires_grad_(True)
 
     @property
-    def num_prompts(self) -> int:
-        """Number of learnable prompts (16 in the paper)."""
-        return int(self.prompts.shape[0])
+    def output_dim(self) -> int:
+        """Dimension D of the features the tower returns."""
+        if isinstance(self.text_projection, nn.Linear):
+            return int(self.text_projection.out_features)
+        if self.text_projection is not None:
+            return int(self.text_projection.shape[1])
+        return int(self.positional_embedding.shape[1])
 
-    def prompt_options(self) -> torch.Tensor:
-        """Return the ``num_prompts + 1`` prompt options: each prompt, then their mean, (P+1, L, W)."""
-        return torch.cat([self.prompts, self.prompts.mean(dim=0, keepdim=True)], dim=0)
-
-    def select_prompts(self, batch_size: int, choice: torch.Tensor | None = None) -> torch.Tensor:
-        """Return the prompt added to each text of a batch, (B, L, W) or (1, L, W) for the mean.
-
-        Args:
-            batch_size: Number of texts.
-            choice: Optional (B,) indices into :meth:`prompt_options`. Without it the mean prompt is
-                used in eval mode and a uniformly random option per text in training mode.
-
-        """
-        if choice is None and self.training:
-            choice = torch.randint(0, self.num_prompts + 1, (batch_size,), device=self.prompts.device)
-        if choice is None:
-            return self.prompts.mean(dim=0, keepdim=True)  # (1, L, W)
-        return self.prompt_options()[choice]  # (B, L, W)
+    def settings_id(self) -> str:
+        """Return the pooling settings, which with the weights decide the tower's output."""
+        return f"{self.pool_type}|{self.eos_id}"
 
     def forward(self, tokens: torch.Tensor, choice: torch.Tensor | None = None) -> torch.Tensor:
         """Encode token ids (B, L) to L2-normalised no-text features (B, D)."""

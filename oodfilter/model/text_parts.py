@@ -29,9 +29,10 @@ class TextParts:
 def text_parts(clip: nn.Module) -> TextParts:
     """Return the text-tower pieces of an open_clip ``CLIP`` or of a ``CustomTextCLIP`` with a CLIP text tower.
 
+    Hugging Face text towers have none of these pieces; :mod:`oodfilter.model.towers` handles them.
+
     Raises:
-        UnsupportedModelError: the text tower is of another kind (e.g. a Hugging Face encoder), for which
-            CLIPN's additive no-prompts are not defined.
+        UnsupportedModelError: the text tower is of another kind.
 
     """
     if isinstance(clip, open_clip.CLIP):  # the text tower's pieces sit on the CLIP itself
@@ -42,7 +43,8 @@ def text_parts(clip: nn.Module) -> TextParts:
     kind = type(tower).__name__ if tower is not None else type(clip).__name__
     raise UnsupportedModelError(
         f"CLIPN needs a CLIP-style text transformer (token + positional embeddings) to carry its no-prompts; "
-        f"this model's text tower is a {kind}. Use an open_clip model with a CLIP text tower (e.g. ViT-B-16)."
+        f"this model's text tower is a {kind}. Use an open_clip model with a CLIP text tower (e.g. ViT-B-16) "
+        "or a Hugging Face text tower (hf_model_name in its text_cfg)."
     )
 
 
