@@ -194,10 +194,21 @@ def _sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def _is_truncated(tokenizer: Any, text: str) -> bool:
-    encode, length = getattr(tokenizer, "encode", None), getattr(tokenizer, "context_length", None)
-    if encode is None or length is None:
-        return False
-    return len(encode(text)) + 2 > int(length)  # start and end tokens
+    """Whether ``text`` is longer than the tokenizer's context, special tokens included."""
+    length = getattr(tokenizer, "context_length", None)
+    count = _token_count(tokenizer, text)
+    return length is not None and count is not None and count > int(length)
+
+
+def _token_count(tokenizer: Any, text: str) -> int | None:
+    """Tokens ``text`` needs, special tokens included; None for a tokenizer that cannot say."""
+    hf_tokenizer = getattr(tokenizer, "tokenizer", None)  # open_clip's HFTokenizer wraps a transformers one
+    if callable(hf_tokenizer):
+        return len(hf_tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+    encode = getattr(tokenizer, "encode", None)
+    if encode is None:
+        return None
+    return len(encode(text)) + 2  # open_clip's SimpleTokenizer: start and end tokens
 
 
 def collate_pairs(items: list[dict[str, Any]]) -> dict[str, Any]:

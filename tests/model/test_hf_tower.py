@@ -301,6 +301,17 @@ def test_finetune_reduces_the_loss_and_trains_only_the_no_branch(finetuned):
     assert loaded.no_branch_trained and loaded.text_fingerprint("no") == model.text_fingerprint("no")
 
 
+def test_long_captions_are_counted_with_an_hf_tokenizer(tmp_path, caption_table):
+    rows = [{"path": str(caption_table.parent / f"red_square_{i}.png"), "caption": "a red square"} for i in range(6)]
+    rows += [{"path": str(caption_table.parent / f"blue_sky_{i}.png"), "caption": "sky " * 40} for i in range(6)]
+    table = tmp_path / "pairs.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = FinetuneConfig(model=TINY_HF_MODEL_NAME, data=str(table), out=str(tmp_path / "run"), steps=2,
+                            batch_size=12, val_fraction=0.0, workers=0, device="cpu")
+    result = finetune(config, model=_fresh())
+    assert TINY_HF_CONTEXT_LENGTH < 40 and result.data.truncated == 2 * 6  # the 6 long captions, each step
+
+
 @pytest.mark.parametrize("method", ["atd", "ctw"])
 def test_clipn_scorers_run_after_finetune(finetuned, caption_table, tmp_path, method):
     _, _, out = finetuned
