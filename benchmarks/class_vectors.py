@@ -2,6 +2,7 @@
 
 Run: python benchmarks/class_vectors.py [--sizes 1000 50000] [--images 1000] [--repeats 5]
      python benchmarks/class_vectors.py --model ViT-B-16 --templates photo clipn --sizes 1000 --cold-captions 2560
+Smoke: python benchmarks/class_vectors.py --quick
 
 Names come from ../shared/data/wordnet/synsets.tsv when present (real vocabulary), else are generated.
 The default model is the registered tiny model (random weights): the figures measure oodfilter's machinery
@@ -38,6 +39,9 @@ import oodfilter
 from oodfilter.text import class_vectors as class_vectors_module
 from oodfilter.text.templates import resolve_templates
 
+# --quick: two small sizes, the second past --cold-captions, so both the measured and the extrapolated cold
+# build run.
+QUICK = {"sizes": [20, 100], "images": 50, "repeats": 1, "cold_captions": 40}
 WORDNET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wordnet" / "synsets.tsv"
 
 
@@ -126,6 +130,9 @@ def main() -> None:
                         help="template sets to compare (photo, clipn, ...)")
     parser.add_argument("--cold-captions", type=int, default=0,
                         help="encode at most N captions per tower cold; extrapolate the rest")
+    parser.add_argument("--quick", action="store_true", help="smoke run: a few seconds, every code path")
+    if parser.parse_known_args()[0].quick:  # quick changes the defaults; explicit options still win
+        parser.set_defaults(**QUICK)
     args = parser.parse_args()
 
     torch.manual_seed(0)

@@ -1,6 +1,7 @@
 """Engines side by side: images/s of the local scan and of the Ray engine on a local cluster.
 
 Run: python benchmarks/engines.py [--model test-tiny] [--images 400] [--batch-size 32]
+Smoke: python benchmarks/engines.py --quick
 
 Same images (../shared/data/imagenet-sample), same model, same machine, one run. The Ray cluster is
 started here with every CPU of the machine; its start-up is not timed, its per-job overhead is. On a GPU
@@ -23,6 +24,8 @@ import torch
 import oodfilter
 from oodfilter.scan import ScanConfig, scan
 
+# --quick: still both engines on a real Ray cluster (the point of the script), one round each on a few images.
+QUICK = {"model": "test-tiny", "images": 16, "batch_size": 8, "rounds": 1}
 IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample" / "images"
 
 
@@ -56,16 +59,22 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--flops", action="store_true")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per engine, interleaved; the best counts")
+    parser.add_argument("--quick", action="store_true", help="smoke run: a few seconds, every code path")
+    if parser.parse_known_args()[0].quick:  # quick changes the defaults; explicit options still win
+        parser.set_defaults(**QUICK)
     args = parser.parse_args()
     import ray
 
+    if not IMAGES.is_dir():
+        raise SystemExit(f"needs the real images at {IMAGES}")
     paths = [str(p) for p in sorted(IMAGES.iterdir())[: args.images]]
     model = oodfilter.load_model(args.model, None if args.model == "test-tiny" else "random")
     classes = ["tench", "goldfish", "hen", "ostrich", "brambling"]
     ray.init(include_dashboard=False, log_to_driver=False)
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for engine in ("local", "ray", "local", "ray"):  # twice each, interleaved; the best counts
+        for engine in ("local", "ray") * args.rounds:  # interleaved, so drift hits both alike
             config = ScanConfig(inputs=paths, classes=classes, out=f"{tmp}/{engine}-{time.time()}.jsonl",
                                 method="mcm", batch_size=args.batch_size, cache_dir=tmp, engine=engine,
                                 precision=args.precision, device=model.device.type)

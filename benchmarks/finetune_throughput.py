@@ -1,6 +1,7 @@
 """Fine-tuning throughput: training samples/s and peak memory, against a forward-only baseline.
 
 Run: python benchmarks/finetune_throughput.py [--models test-tiny ViT-B-16] [--steps 6]
+Smoke: python benchmarks/finetune_throughput.py --quick
 
 For each model (random weights; speed does not depend on them), in its own process so that peak memory
 is its own, measured side by side in one run on generated image-caption pairs written to disk:
@@ -25,6 +26,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# --quick: the tiny model only, and two steps (the first is warm-up, so one is timed).
+QUICK = {"models": ["test-tiny"], "steps": 2}
 BATCH = {"test-tiny": 64}
 DEFAULT_BATCH = 16
 
@@ -82,6 +85,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="smoke run: a few seconds, every code path")
+    if parser.parse_known_args()[0].quick:  # quick changes the defaults; explicit options still win
+        parser.set_defaults(**QUICK)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.steps, args.device)))
@@ -89,7 +95,9 @@ def main() -> None:
     rows = []
     for name in args.models:
         out = subprocess.run([sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--device",
-                              args.device], capture_output=True, text=True, check=True)
+                              args.device], capture_output=True, text=True)
+        if out.returncode != 0:  # the child's traceback, not just its exit status
+            raise SystemExit(f"measuring {name} failed:\n{out.stderr[-3000:]}")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"device: {rows[0]['device']}")
     print(f"{'model':<10} | {'trainable M':>11} | {'batch':>5} | {'forward/s':>9} | {'train/s':>8} | "

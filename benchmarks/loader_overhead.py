@@ -1,6 +1,7 @@
 """Loader overhead: a plain DataLoader vs the online OOD filter vs the manifest filter, same data.
 
 Run: python benchmarks/loader_overhead.py [--images 600] [--workers 1] [--batch-size 32]
+Smoke: python benchmarks/loader_overhead.py --quick
 
 All three iterate the same ImageFolder (DTD textures, real JPEGs) with the same user transform and
 worker count, measured side by side in one run:
@@ -30,6 +31,7 @@ import oodfilter
 from oodfilter.pipeline import FilteredLoader, ManifestFilter, OODFilter
 from oodfilter.scan import ScanConfig, scan
 
+QUICK = {"images": 32, "batch_size": 8, "repeats": 1}
 TEXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "textures-dtd" / "images"
 
 
@@ -39,13 +41,21 @@ def rate(iterable, count_fn) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line; ``--quick`` swaps in the smoke defaults."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="smoke run: a few seconds, every code path")
+    if parser.parse_known_args()[0].quick:  # quick changes the defaults; explicit options still win
+        parser.set_defaults(**QUICK)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if not TEXTURES.is_dir():
         raise SystemExit(f"needs the real images at {TEXTURES}")
 

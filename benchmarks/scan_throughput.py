@@ -1,6 +1,7 @@
 """Scan throughput: oodfilter scan end to end vs the model's own forward rate vs a naive loop.
 
 Run: python benchmarks/scan_throughput.py [--model ViT-B-32] [--images 256] [--batch-size 32]
+Smoke: python benchmarks/scan_throughput.py --quick
 
 Measured side by side in one run, on the same files and the same model (random weights: the speed of a
 ViT-B-32 does not depend on its weights):
@@ -26,21 +27,32 @@ import torch
 import oodfilter
 from oodfilter.scan import ScanConfig, scan
 
+# --quick: the tiny model, few images and few classes (each class costs 128 captions per text tower).
+QUICK = {"model": "test-tiny", "images": 16, "batch_size": 8, "classes": 5}
 IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line; ``--quick`` swaps in the smoke defaults."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--classes", type=int, default=100, help="class names (the first N ImageNet labels)")
     parser.add_argument("--workers", type=int, default=None, help="decoding workers for (b); default: scan's")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="smoke run: a few seconds, every code path")
+    if parser.parse_known_args()[0].quick:  # quick changes the defaults; explicit options still win
+        parser.set_defaults(**QUICK)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if not IMAGES.is_dir():
         raise SystemExit(f"needs the real images at {IMAGES}")
 
     paths = sorted((IMAGES / "images").iterdir())[: args.images]
-    classes = [line.split("\t")[3] for line in (IMAGES / "labels.tsv").read_text().splitlines()[1:101]]
+    classes = [line.split("\t")[3] for line in (IMAGES / "labels.tsv").read_text().splitlines()[1 : args.classes + 1]]
     model = oodfilter.load_model(args.model, None if args.model == "test-tiny" else "random", device="auto")
     device = model.device
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,132 @@
+"""Every benchmark script runs through its documented smoke command (``--quick``) and prints a sane table.
+
+The figures of a smoke run measure nothing; the tests check that each script goes end to end and that its
+table holds what it says: the rows it promises, positive finite rates, ratios that agree with their rates.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+Table = list[dict[str, str]]
+
+
+def table(stdout: str, first_column: str) -> Table:
+    """The rows of the table whose header starts with ``first_column``, as {column: cell}."""
+    lines = stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.split("|")[0].strip() == first_column), None)
+    assert start is not None, f"no table headed {first_column!r} in:\n{stdout}"
+    header = [cell.strip() for cell in lines[start].split("|")]
+    assert set(lines[start + 1]) == {"-"}, lines[start + 1]
+    rows = []
+    for line in lines[start + 2:]:
+        if "|" not in line:
+            break
+        cells = [cell.strip() for cell in line.split("|")]
+        assert len(cells) == len(header), line
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def positive(cell: str) -> float:
+    """The cell's number, asserted finite and > 0."""
+    value = float(cell.rstrip("%"))
+    assert math.isfinite(value) and value > 0, cell
+    return value
+
+
+def check_class_vectors(stdout: str) -> None:
+    rows = table(stdout, "names")
+    assert [row["names"] for row in rows] == ["20", "100"]
+    assert [row["captions"] for row in rows] == ["20", "100"]  # one "photo" template
+    # 20 names fit in the 40 cold captions: measured; 100 do not: extrapolated from 40 and marked "~"
+    assert [row["cold names"] for row in rows] == ["20", "40"]
+    assert not rows[0]["cold s (all)"].startswith("~") and rows[1]["cold s (all)"].startswith("~")
+    for row in rows:
+        for column in ("cold meas s", "warm load s", "cold s (all)", "cold/warm"):
+            value = float(row[column].lstrip("~ "))
+            assert math.isfinite(value) and value >= 0, (column, row)
+        faiss, matmul = positive(row["top5 FAISS ms"]), positive(row["top5 matmul ms"])
+        assert positive(row["matmul/FAISS"]) == pytest.approx(matmul / faiss, rel=0.1, abs=0.01)
+        assert float(row["agree"]) >= 0.98  # FAISS and the matrix product find the same nearest class
+
+
+def check_scan_throughput(stdout: str) -> None:
+    rows = table(stdout, "path")
+    assert [row["path"][:3] for row in rows] == ["(a)", "(b)", "(c)"]
+    forward = positive(rows[0]["images/s"])
+    assert rows[0]["vs forward"] == "1.00"
+    for row in rows[1:]:
+        assert positive(row["vs forward"]) == pytest.approx(positive(row["images/s"]) / forward, abs=0.01)
+    summary = re.search(r"scan / naive = ([\d.]+)x; scan workers = (\d+)", stdout)
+    assert summary is not None, stdout
+    positive(summary.group(1))
+
+
+def check_finetune_throughput(stdout: str) -> None:
+    (row,) = table(stdout, "model")
+    assert row["model"] == "test-tiny" and row["batch"] == "64"
+    for column in ("trainable M", "peak MiB"):
+        positive(row[column])
+    train, forward = positive(row["train/s"]), positive(row["forward/s"])
+    assert positive(row["train/forward"]) == pytest.approx(train / forward, rel=0.05, abs=0.01)
+
+
+def check_loader_overhead(stdout: str) -> None:
+    rows = table(stdout, "loader")
+    assert [row["loader"] for row in rows] == ["plain", "online", "manifest"]
+    assert stdout.startswith("32 DTD images")
+    plain = positive(rows[0]["samples/s"])
+    assert rows[0]["vs plain"] == "1.000" and rows[0]["overhead"] == "0.0%"
+    for row in rows[1:]:
+        ratio = positive(row["vs plain"])
+        assert ratio == pytest.approx(positive(row["samples/s"]) / plain, rel=0.01, abs=0.002)
+        assert float(row["overhead"].rstrip("%")) == pytest.approx(100 * (1 - ratio), abs=0.2)
+
+
+def check_engines(stdout: str) -> None:
+    rows = table(stdout, "engine")
+    assert [row["engine"] for row in rows] == ["local", "ray"]
+    local = positive(rows[0]["images/s"])
+    assert rows[0]["vs local"] == "1.00"
+    assert positive(rows[1]["vs local"]) == pytest.approx(positive(rows[1]["images/s"]) / local, abs=0.01)
+
+
+# script name -> (needs ../shared/data, what its output must show)
+SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
+    "class_vectors": (False, check_class_vectors),  # WordNet names when present, generated ones otherwise
+    "scan_throughput": (True, check_scan_throughput),
+    "finetune_throughput": (False, check_finetune_throughput),
+    "loader_overhead": (True, check_loader_overhead),
+    "engines": (True, check_engines),
+}
+
+
+def test_every_benchmark_script_has_a_documented_smoke_run() -> None:
+    scripts = {path.stem for path in (ROOT / "benchmarks").glob("*.py")}
+    assert scripts == set(SCRIPTS), "add the new script's --quick run to SCRIPTS"
+    for name in scripts:
+        assert f"Smoke: python benchmarks/{name}.py --quick\n" in (ROOT / "benchmarks" / f"{name}.py").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_quick_run_prints_its_table(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    needs_data, check = SCRIPTS[name]
+    if needs_data:
+        request.getfixturevalue("shared_data")  # the scripts find ../shared/data themselves; skips without it
+    # One torch thread: a smoke run measures nothing, and spinning threads on a busy machine make it crawl.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "OODFILTER_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, f"benchmarks/{name}.py", "--quick"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check(result.stdout)
