@@ -21,6 +21,7 @@ from oodfilter.deprecation import warn_deprecated
 # `import oodfilter` and `oodfilter --help` stay instant and torch loads only when needed.
 _EXPORTS = {
     "CLIPN": "oodfilter.model.clipn",
+    "Calibration": "oodfilter.decision.calibration",
     "CheckpointError": "oodfilter.errors",
     "ClassListError": "oodfilter.errors",
     "ImageDecodeError": "oodfilter.data.decode",
@@ -42,6 +43,7 @@ _EXPORTS = {
     "UnsupportedModelError": "oodfilter.errors",
     "build_class_vectors": "oodfilter.text.class_vectors",
     "build_scorer": "oodfilter.scoring.factory",
+    "calibrate": "oodfilter.decision.fit",
     "clean_class_names": "oodfilter.text.classes",
     "convert_reference_checkpoint": "oodfilter.model.convert",
     "load_bundle": "oodfilter.model.bundle",
@@ -63,6 +65,8 @@ _DEPRECATED = {
 
 if TYPE_CHECKING:
     from oodfilter.data.decode import ImageDecodeError, load_rgb_image
+    from oodfilter.decision.calibration import Calibration
+    from oodfilter.decision.fit import calibrate
     from oodfilter.errors import (
         CheckpointError,
         ClassListError,
@@ -97,8 +101,8 @@ if TYPE_CHECKING:
     from oodfilter.text import ClassVectors, build_class_vectors, clean_class_names, read_class_names
 
 
-_SUBPACKAGES = ("data", "engines", "evaluate", "model", "pipeline", "report", "scan", "scoring", "sinks", "text",
-                "train")
+_SUBPACKAGES = ("data", "decision", "engines", "evaluate", "model", "pipeline", "report", "scan", "scoring",
+                "sinks", "text", "train")
 
 
 def __getattr__(name: str) -> Any:
@@ -124,6 +128,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CLIPN",
+    "Calibration",
     "CheckpointError",
     "ClassListError",
     "ClassVectors",
@@ -146,6 +151,7 @@ __all__ = [
     "__version__",
     "build_class_vectors",
     "build_scorer",
+    "calibrate",
     "clean_class_names",
     "convert_reference_checkpoint",
     "load_bundle",

@@ -29,6 +29,12 @@ option = functools.partial(config_option, SCAN_CONFIG)
                "architecture, an open_clip name (ViT-B-16) or local-dir:/folder with open_clip_config.json.")
 @option("--method", help="Score: atd (default with a trained no-branch), ctw, mcm, msp, energy, maxlogit.")
 @option("--threshold", help="Decide OOD as ood_score > X instead of the threshold-free rule.")
+@option("--id-recall", help="Calibrate the threshold to keep this share R of the --calibrate-on images (0.95).")
+@option("--calibrate-on", multiple=True, help="Images known to be in-distribution (files, folders, globs or a "
+        "manifest; repeatable) for --id-recall; the fit is saved as <out>.calibration.json.")
+@option("--calibration", type=click.Path(dir_okay=False), help="Use a saved calibration (JSON) for the decision.")
+@option("--keep-fraction", help="Keep the F lowest-scored (most in-distribution) images of the scan, decided after "
+        "scoring; the rest are OOD.")
 @option("--templates", help="Prompt template set: auto (clipn for CLIPN models, else photo), clipn, photo, "
         "ensemble ({default}).")
 @option("--workers", help="Decoding worker processes (cores - 1).")
@@ -79,7 +85,7 @@ def _explicit_options(ctx: click.Context, options: dict[str, Any]) -> dict[str, 
     overrides = explicit_options(ctx, options, skip=("config_file", "strict", "quiet"))
     if "no_recursive" in overrides:
         overrides["recursive"] = not overrides.pop("no_recursive")
-    for name in ("inputs", "include", "exclude"):
+    for name in ("inputs", "include", "exclude", "calibrate_on"):
         if name in overrides:
             overrides[name] = list(overrides[name])
             if not overrides[name]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,6 +159,18 @@ class CLIPN(nn.Module):
             return cached[1]
         fingerprint = tensors_fingerprint(named, extra=extra)
         self._fingerprints[tower] = (state, fingerprint)
+        return fingerprint
+
+    def image_fingerprint(self) -> str:
+        """Fingerprint of the image tower's weights and preprocessing: what decides the image features."""
+        named = list(self.clip.visual.state_dict().items())
+        extra = "image|" + re.sub(r" at 0x[0-9a-fA-F]+", "", repr(self.preprocess))  # no memory addresses
+        state = (extra, tuple((name, t.data_ptr(), t._version) for name, t in named))
+        cached = self._fingerprints.get("image")
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        fingerprint = tensors_fingerprint(named, extra=extra)
+        self._fingerprints["image"] = (state, fingerprint)
         return fingerprint
 
     def _tokenizer_id(self) -> str:

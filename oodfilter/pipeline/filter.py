@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
 from oodfilter.data.decode import load_rgb_image
+from oodfilter.decision.calibration import Calibration
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.pipeline.batches import ClipViewed, select_samples, split_clip_view
@@ -99,6 +100,8 @@ class OODFilter:
         classes: Class names, or a class-list file.
         method: Score method; default ``atd`` when the model has a trained no-branch.
         threshold: Decide ``ood_score > threshold``; needed in drop mode for methods without a rule.
+        calibration: A :class:`~oodfilter.decision.Calibration` or its JSON file: decide with its threshold
+            (fitted on known ID images for this model, class list, templates and method; checked).
         mode: ``tag`` (add scores) or ``drop`` (remove OOD samples).
         templates: Prompt templates for the class vectors.
         cache_dir: Text-vector cache folder.
@@ -117,6 +120,7 @@ class OODFilter:
         *,
         method: str | None = None,
         threshold: float | None = None,
+        calibration: Calibration | str | Path | None = None,
         mode: str = "tag",
         templates: str | Sequence[str] = DEFAULT_TEMPLATES,
         cache_dir: str | Path | None = None,
@@ -131,6 +135,7 @@ class OODFilter:
             model=model if isinstance(model, str) else model.source.name,
             classes=str(classes) if isinstance(classes, Path) else classes, method=method, templates=templates,
             threshold=threshold, require_decisions=mode == "drop", decisions_for="drop mode",
+            calibration=str(calibration) if isinstance(calibration, Path) else calibration,
             device=str(device) if device is not None else "auto", precision=precision, batch_size=1024,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
         )

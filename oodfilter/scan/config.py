@@ -34,6 +34,10 @@ class ScanConfig(ModelOptions):
     model: str = "clipn-vitb16"  # the reference CLIPN weights, fetched on first use (oodfilter models)
     method: str | None = None
     threshold: float | None = None
+    id_recall: float | None = None
+    calibrate_on: list[str] = field(default_factory=list)
+    calibration: str | None = None
+    keep_fraction: float | None = None
     templates: str | list[str] = DEFAULT_TEMPLATES
     workers: int = field(default_factory=_default_workers)
     include: list[str] = field(default_factory=list)
@@ -78,6 +82,25 @@ class ScanConfig(ModelOptions):
             raise InputError("--resume and --overwrite contradict each other; pick one")
         if self.threshold is not None and not (self.threshold == self.threshold):  # NaN
             raise InputError("--threshold must be a number")
+        self._validate_decision_rule()
+
+    def _validate_decision_rule(self) -> None:
+        rules = [name for name, value in (("--threshold", self.threshold), ("--id-recall", self.id_recall),
+                                          ("--calibration", self.calibration), ("--keep-fraction", self.keep_fraction))
+                 if value is not None]
+        if len(rules) > 1:
+            raise InputError(f"{' and '.join(rules)} each set the decision; pick one")
+        if self.id_recall is not None and not (0.0 < self.id_recall <= 1.0):
+            raise InputError(f"--id-recall must be in (0, 1] (0.95 keeps 95% of in-distribution images), got "
+                             f"{self.id_recall}")
+        if self.id_recall is not None and not self.calibrate_on:
+            raise InputError("--id-recall needs --calibrate-on ID_IMAGES: a folder, glob or manifest of images you "
+                             "know are in-distribution (unlabelled)")
+        if self.calibrate_on and self.id_recall is None:
+            raise InputError("--calibrate-on is used with --id-recall R (the share of those images to keep)")
+        if self.keep_fraction is not None and not (0.0 < self.keep_fraction <= 1.0):
+            raise InputError(f"--keep-fraction must be in (0, 1] (0.7 keeps the 70% most in-distribution images), "
+                             f"got {self.keep_fraction}")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as plain data (for the resolved-config file)."""

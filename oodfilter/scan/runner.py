@@ -8,7 +8,6 @@ through a journal that ``undo`` reverses.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,10 +23,12 @@ import yaml
 from oodfilter import __version__
 from oodfilter.atomic import atomic_write_text
 from oodfilter.data.discovery import DiscoveredFile, discover_images
+from oodfilter.decision.identity import classes_digest
 from oodfilter.engines.ray_engine import score_files_with_ray
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.scan.config import ScanConfig
+from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction, plan_decisions, undecided
 from oodfilter.scoring.factory import build_scorer
 from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
@@ -105,8 +106,11 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
     _check_output_is_free(config, out, files)
     spec = scorer_spec(config)
     scorer = build_scorer(spec, model=model)
-    meta = _run_identity(config, scorer)
-    done_paths = _resume_state(config, out, meta)
+    previous = _previous_meta(config, out)
+    plan = plan_decisions(config, scorer, previous)
+    scorer.threshold = plan.threshold
+    meta = _run_identity(config, scorer, plan)
+    done_paths = _resume_state(config, out, meta, previous)
     _write_beside(out, meta, config)
 
     wanted = [str(item.path) for item in files]
@@ -119,9 +123,14 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
         unreadable_paths = {row.path for row in unreadable}
         readable = [path for path in remaining if path not in unreadable_paths]
         scored = _row_batches(config, spec, scorer, readable) if readable else iter([])
+        if plan.keep_fraction is not None:  # decided once every score is known
+            scored = (undecided(rows) for rows in scored)
         batches = chain([unreadable] if unreadable else [], scored)
         writer = ManifestWriter(out, append=config.resume)
         _write_rows(batches, writer, progress, len(wanted), len(wanted) - len(remaining))
+    if plan.keep_fraction is not None:
+        meta["keep_boundary"] = decide_keep_fraction(out, plan.keep_fraction)
+        atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
     summary.seconds = time.perf_counter() - start
     summary.scanned = len(remaining)
     rows = _rows_of(out, wanted)
@@ -135,15 +144,22 @@ def scorer_spec(config: ScanConfig) -> ScorerSpec:
     """Return the scorer a scan configuration asks for (decisions required when files are moved, copied, linked)."""
     return ScorerSpec(
         model=config.model, classes=config.classes, pretrained=config.pretrained, method=config.method,
-        templates=config.templates, threshold=config.threshold, require_decisions=config.action != "tag",
+        templates=config.templates, threshold=config.threshold,
+        require_decisions=config.action != "tag" and not _decides_later(config),
         decisions_for=f"--action {config.action}", device=config.device, precision=config.precision,
         batch_size=config.batch_size, cache_dir=config.cache_dir,
     )
 
 
+def _decides_later(config: ScanConfig) -> bool:
+    """Whether the decision comes from a calibration or a keep fraction rather than the method or --threshold."""
+    return any(value is not None for value in (config.id_recall, config.calibration, config.keep_fraction))
+
+
 def _row_batches(config: ScanConfig, spec: ScorerSpec, scorer: Scorer, paths: list[str]) -> Iterator[list[ManifestRow]]:
     if config.engine == "ray":
-        ray_spec = replace(spec, classes=list(scorer.class_vectors.class_names))  # actors need no class-list file
+        # actors need no class-list file; they decide with the threshold the scan resolved (given or calibrated)
+        ray_spec = replace(spec, classes=list(scorer.class_vectors.class_names), threshold=scorer.threshold)
         return score_files_with_ray(ray_spec, scorer.model, paths, batch_size=config.batch_size,
                                     address=config.ray_address, num_actors=config.ray_actors,
                                     max_pixels=config.max_pixels)
@@ -209,7 +225,7 @@ def _check_dest_outside_inputs(config: ScanConfig, files: list[DiscoveredFile]) 
                              "so a later scan does not pick up the moved files")
 
 
-def _run_identity(config: ScanConfig, scorer: Scorer) -> dict[str, Any]:
+def _run_identity(config: ScanConfig, scorer: Scorer, plan: DecisionPlan) -> dict[str, Any]:
     method = scorer.method
     names = scorer.class_vectors.class_names
     return {
@@ -218,10 +234,9 @@ def _run_identity(config: ScanConfig, scorer: Scorer) -> dict[str, Any]:
         "model": scorer.model.source.name,
         "fingerprints": scorer.class_vectors.fingerprints,
         "method": method.name,
-        "threshold": config.threshold,
-        "decision": f"ood_score > {config.threshold}" if config.threshold is not None else
-        (f"{method.name} threshold-free rule" if method.threshold_free else None),
-        "classes_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+        **plan.meta(),
+        "decision": plan.describe(method.name, method.threshold_free),
+        "classes_sha256": classes_digest(list(names)),
         "num_classes": len(names),
         "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained),
     }
@@ -233,22 +248,35 @@ def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str
     return choice if isinstance(choice, str) else list(choice)
 
 
-_IDENTITY_KEYS = ("fingerprints", "method", "threshold", "classes_sha256", "templates")
+_IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates")
+_IDENTITY_WORDS = {
+    "fingerprints": "model", "classes_sha256": "class list",
+    "decision_rule": "threshold or decision rule (--threshold, --id-recall and its --calibrate-on images, "
+    "--calibration, --keep-fraction)",
+}
 
 
-def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any]) -> set[str]:
+def _previous_meta(config: ScanConfig, out: Path) -> dict[str, Any] | None:
+    """Return the meta of the manifest a resumed scan continues (None when not resuming or nothing is there yet)."""
     if not config.resume:
-        return set()
+        return None
     previous_file = sidecar(out, "meta.json")
     if not previous_file.is_file():
         if out.exists():
             raise InputError(f"cannot resume {out}: its {previous_file.name} is missing, so its settings are unknown")
-        return set()
+        return None
     previous = read_meta(out)
+    if "decision_rule" not in previous:  # written before decision rules were recorded: only a threshold
+        previous["decision_rule"] = {"threshold": previous.get("threshold")}
+    return previous
+
+
+def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any], previous: dict[str, Any] | None) -> set[str]:
+    if previous is None:
+        return set()
     different = [key for key in _IDENTITY_KEYS if previous.get(key) != meta[key]]
     if different:
-        what = ", ".join("model" if key == "fingerprints" else key.replace("classes_sha256", "class list")
-                         for key in different)
+        what = ", ".join(_IDENTITY_WORDS.get(key, key) for key in different)
         raise InputError(f"cannot resume {out}: it was made with a different {what}; use the same settings, "
                          "or --overwrite / another --out to start again")
     return {row.path for row in read_manifest(out)}

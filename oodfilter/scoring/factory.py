@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from oodfilter.decision.calibration import Calibration
+from oodfilter.decision.identity import score_identity
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.factory import load_model, model_has_trained_no_branch
@@ -75,9 +77,10 @@ def resolve_method(spec: ScorerSpec, model: CLIPN, method: ScoreMethod | None = 
     if method is None:
         name = choose_method(spec.method, no_branch_trained=model.no_branch_trained, model_name=model.source.name)
         method = score_methods.create(name)
-    if spec.require_decisions and spec.threshold is None and not method.threshold_free:
+    if spec.require_decisions and spec.threshold is None and spec.calibration is None and not method.threshold_free:
         raise InputError(f"{spec.decisions_for} needs decisions, and '{method.name}' has no threshold-free rule: "
-                         "pass threshold= (Python) or --threshold X (command line)")
+                         "pass threshold= or calibration= (Python), or --threshold X or --id-recall R with "
+                         "--calibrate-on ID_IMAGES (command line)")
     return method
 
 
@@ -102,13 +105,15 @@ def build_scorer(
 
     Raises:
         InputError: bad options, or a method that cannot run with this model (decided from the model's
-            name before it is loaded, when the model is not given).
+            name before it is loaded, when the model is not given), or a calibration fitted on other scores.
         ModelLoadError: the model cannot be loaded.
         ClassListError: the class list cannot be read.
 
     """
     if spec.batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {spec.batch_size}")
+    if spec.threshold is not None and spec.calibration is not None:
+        raise InputError("a threshold and a calibration each set the decision; pass one of them")
     names = read_spec_classes(spec) if class_vectors is None else None  # a bad list fails before any load
     if model is None and not allow_untrained_no_branch:
         check_method_fits_model(spec, method)  # from the name: before any download
@@ -118,6 +123,17 @@ def build_scorer(
         class_vectors = build_class_vectors(clipn, names or [], templates=spec.templates, cache_dir=spec.cache_dir,
                                             include_no=chosen.needs_no_branch)
     device = None if model is not None and spec.device == "auto" else spec.device
-    return Scorer(clipn, class_vectors, chosen, threshold=spec.threshold, device=device,
-                  batch_size=spec.batch_size, precision=spec.precision,
-                  allow_untrained_no_branch=allow_untrained_no_branch, cache_dir=spec.cache_dir)
+    scorer = Scorer(clipn, class_vectors, chosen, threshold=spec.threshold, device=device,
+                    batch_size=spec.batch_size, precision=spec.precision,
+                    allow_untrained_no_branch=allow_untrained_no_branch, cache_dir=spec.cache_dir)
+    if spec.calibration is not None:
+        scorer.threshold = _checked_calibration(spec.calibration, scorer).threshold
+    return scorer
+
+
+def _checked_calibration(calibration: Calibration | str, scorer: Scorer) -> Calibration:
+    """Load (from a path) and check that a calibration was fitted on this scorer's scores."""
+    loaded = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
+    where = "the calibration" if isinstance(calibration, Calibration) else f"calibration file {calibration}"
+    loaded.check_fits(scorer.method.name, score_identity(scorer), where=where)
+    return loaded

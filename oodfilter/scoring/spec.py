@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from oodfilter.decision.calibration import Calibration
 from oodfilter.text.templates import DEFAULT_TEMPLATES
 
 
@@ -26,6 +27,8 @@ class ScorerSpec:
         method: Score method name; None picks ``atd`` for a model with a trained no-branch.
         templates: A template set name or a list of templates with one ``{}``.
         threshold: Decide ``ood_score > threshold``; None uses the method's threshold-free rule, if any.
+        calibration: A :class:`~oodfilter.decision.Calibration` (or its JSON file) whose threshold decides
+            instead; refused unless it was fitted for this model, class list, templates and method.
         require_decisions: Refuse a method that gives no decision without a threshold (for actions and
             drop mode); ``decisions_for`` names what needs them in the message.
         decisions_for: Who needs the decisions, e.g. ``--action move`` (message text only).
@@ -42,6 +45,7 @@ class ScorerSpec:
     method: str | None = None
     templates: str | Sequence[str] = DEFAULT_TEMPLATES
     threshold: float | None = None
+    calibration: Calibration | str | None = None
     require_decisions: bool = False
     decisions_for: str = "this use"
     device: str = "auto"

@@ -64,7 +64,8 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
 _META_TYPES: dict[str, tuple[type, ...]] = {
     "method": (str,), "threshold": (float, int, type(None)), "fingerprints": (dict,), "classes_sha256": (str,),
     "cwd": (str,), "decision": (str, type(None)), "model": (str,), "num_classes": (int,),
-    "templates": (str, list),
+    "templates": (str, list), "decision_rule": (dict, type(None)), "calibration": (dict, type(None)),
+    "keep_fraction": (float, int, type(None)), "keep_boundary": (float, int, type(None)),
 }
 
 
@@ -142,6 +143,30 @@ class ManifestWriter:
             rows = kept + _read_jsonl(self._journal)
             _write_parquet_atomically(self.path, rows)
             self._journal.unlink(missing_ok=True)
+
+
+def rewrite_manifest(path: str | Path, rows: list[ManifestRow]) -> Path:
+    """Replace a finished manifest's rows with ``rows`` in one atomic step (a crash leaves the old file).
+
+    Used when decisions are made after scoring (``--keep-fraction``): the rows are the same inputs with
+    their decisions filled in.
+    """
+    out = Path(path)
+    fmt = manifest_format(out)
+    if fmt == ".parquet":
+        _write_parquet_atomically(out, rows)
+        return out
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            if fmt == ".csv":
+                writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows([_csv_record(row) for row in rows])
+            else:
+                handle.write("".join(json.dumps(row.to_dict()) + "\n" for row in rows))
+
+    return atomic_write(out, write)  # an OSError becomes an OutputError naming the file
 
 
 def _csv_record(row: ManifestRow) -> dict[str, Any]:

@@ -1,0 +1,179 @@
+"""How a scan decides: a fixed threshold, a calibrated one (``--id-recall``), or ``--keep-fraction``.
+
+A calibrated threshold is fitted before scoring, on images the user knows are in-distribution
+(``--calibrate-on``: files, folders, globs or an oodfilter manifest, whose ok rows' paths are used), and
+saved beside the manifest (``<out>.calibration.json``); a resumed scan reuses it when the recall and the
+calibration files are the same, and refuses otherwise. ``--keep-fraction`` needs every score of the scan,
+so rows are written undecided while scoring and decided after it, before any file action.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from oodfilter.data.discovery import discover_images
+from oodfilter.decision.calibration import Calibration
+from oodfilter.decision.identity import score_identity
+from oodfilter.decision.keep_fraction import keep_fraction_decisions
+from oodfilter.errors import InputError
+from oodfilter.model.fingerprint import file_sha256
+from oodfilter.scan.config import ScanConfig
+from oodfilter.scoring.files import score_files
+from oodfilter.scoring.scorer import Scorer
+from oodfilter.sinks.manifest import FORMATS, read_manifest, rewrite_manifest, sidecar
+from oodfilter.sinks.rows import ManifestRow
+
+
+@dataclass
+class DecisionPlan:
+    """The decision rule of a scan, resolved.
+
+    Attributes:
+        threshold: The fixed threshold rows are decided with while scoring (given or calibrated), or None.
+        rule: What the user asked for, compared on resume (threshold, recall and calibration files, ...).
+        calibration: The calibration in use, if any.
+        keep_fraction: Decide after scoring, keeping this share (rows are undecided until then).
+
+    """
+
+    threshold: float | None
+    rule: dict[str, Any]
+    calibration: Calibration | None = None
+    keep_fraction: float | None = None
+
+    def meta(self) -> dict[str, Any]:
+        """Return the manifest meta keys of this rule."""
+        calibration = None
+        if self.calibration is not None:
+            c = self.calibration
+            calibration = {"id_recall": c.id_recall, "threshold": c.threshold, "num_images": c.num_images,
+                           "kept": c.kept, "source": c.source}
+        return {"threshold": self.threshold, "decision_rule": self.rule, "calibration": calibration,
+                "keep_fraction": self.keep_fraction}
+
+    def describe(self, method: str, threshold_free: bool) -> str | None:
+        """Describe the decision in words, for the manifest meta and the report."""
+        if self.keep_fraction is not None:
+            return f"keep the {self.keep_fraction:.0%} lowest-scored (most in-distribution) images of the scan"
+        if self.calibration is not None:
+            c = self.calibration
+            return (f"ood_score > {c.threshold:.6g} (calibrated to keep {c.id_recall:.0%} of {c.num_images} "
+                    f"known in-distribution images)")
+        if self.threshold is not None:
+            return f"ood_score > {self.threshold}"
+        return f"{method} threshold-free rule" if threshold_free else None
+
+
+def plan_decisions(config: ScanConfig, scorer: Scorer, previous_meta: dict[str, Any] | None) -> DecisionPlan:
+    """Resolve the scan's decision rule; fit (or, on resume, reuse) a calibration when one is asked for.
+
+    Args:
+        config: The scan configuration.
+        scorer: The scan's scorer (its threshold is not changed here).
+        previous_meta: The meta of the manifest being resumed, or None.
+
+    Raises:
+        InputError: a calibration that does not fit the scorer, too few calibration images, or a
+            calibration file that cannot be read.
+
+    """
+    if config.keep_fraction is not None:
+        return DecisionPlan(None, {"keep_fraction": config.keep_fraction}, keep_fraction=config.keep_fraction)
+    identity = score_identity(scorer)
+    if config.calibration:
+        calibration = Calibration.load(config.calibration)
+        calibration.check_fits(scorer.method.name, identity, where=f"calibration file {config.calibration}")
+        rule: dict[str, Any] = {"calibration_sha256": file_sha256(config.calibration)}
+        return DecisionPlan(calibration.threshold, rule, calibration=calibration)
+    if config.id_recall is not None:
+        paths = calibration_paths(config.calibrate_on)
+        rule = {"id_recall": config.id_recall, "calibrate_on_sha256": _files_digest(paths)}
+        stored = sidecar(config.out, "calibration.json")
+        if previous_meta is not None and previous_meta.get("decision_rule") == rule and stored.is_file():
+            calibration = Calibration.load(stored)
+            calibration.check_fits(scorer.method.name, identity, where=f"{stored}")
+        else:
+            calibration = fit_calibration(scorer, paths, config.id_recall, identity, config)
+            calibration.save(stored)
+        return DecisionPlan(calibration.threshold, rule, calibration=calibration)
+    return DecisionPlan(config.threshold, {"threshold": config.threshold})
+
+
+def calibration_paths(items: list[str]) -> list[str]:
+    """Return the image files of ``--calibrate-on``: files, folders and globs, or an oodfilter manifest's ok rows.
+
+    Raises:
+        InputError: nothing given, or no image found.
+
+    """
+    if not items:
+        raise InputError("--id-recall needs --calibrate-on ID_IMAGES: a folder, glob or manifest of images you "
+                         "know are in-distribution (unlabelled)")
+    paths: list[str] = []
+    images: list[str] = []
+    for item in items:
+        if Path(item).suffix.lower() in FORMATS and sidecar(item, "meta.json").is_file():
+            paths += [row.path for row in read_manifest(item) if row.ok]
+        else:
+            images.append(item)
+    if images:
+        paths += [str(found.path) for found in discover_images(images) if found.error is None]
+    if not paths:
+        raise InputError(f"--calibrate-on {' '.join(items)}: no image found to calibrate on")
+    return sorted(set(paths))
+
+
+def fit_calibration(scorer: Scorer, paths: list[str], id_recall: float, identity: dict[str, Any],
+                    config: ScanConfig) -> Calibration:
+    """Score the calibration images and fit the threshold; unreadable ones are left out with a warning."""
+    scores: list[float] = []
+    failed: list[ManifestRow] = []
+    for rows in score_files(scorer, paths, workers=config.workers, max_pixels=config.max_pixels):
+        scores += [row.score for row in rows if row.ok]
+        failed += [row for row in rows if not row.ok]
+    if failed:
+        warnings.warn(f"{len(failed)} of {len(paths)} calibration images could not be read and were left out "
+                      f"(first: {failed[0].path}: {failed[0].error})", stacklevel=2)
+    source = f"{len(scores)} images from {' '.join(config.calibrate_on)}"
+    return Calibration.fit(torch.tensor(scores, dtype=torch.float64), id_recall, method=scorer.method.name,
+                           identity=identity, source=source)
+
+
+def undecided(rows: list[ManifestRow]) -> list[ManifestRow]:
+    """Return ``rows`` without decisions (``--keep-fraction`` decides after scoring)."""
+    return [replace(row, is_ood=None) for row in rows]
+
+
+def decide_keep_fraction(out: Path, keep_fraction: float) -> float | None:
+    """Decide every ok row of the manifest by rank and rewrite it atomically; return the highest kept score.
+
+    Rows are ranked by score, ties by manifest order, so the kept count is exactly ``round(F N)`` of the N
+    ok rows; error rows stay undecided.
+    """
+    rows = read_manifest(out)
+    ok = [i for i, row in enumerate(rows) if row.ok]
+    is_ood, boundary = keep_fraction_decisions(torch.tensor([rows[i].score for i in ok], dtype=torch.float64),
+                                               keep_fraction)
+    for position, index in enumerate(ok):
+        rows[index] = replace(rows[index], is_ood=bool(is_ood[position]))
+    rewrite_manifest(out, rows)
+    return boundary
+
+
+def _files_digest(paths: list[str]) -> str:
+    """sha256 over the calibration files' paths, sizes and modification times (not their bytes)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            stat = Path(path).stat()
+            digest.update(json.dumps([path, stat.st_size, stat.st_mtime_ns]).encode())
+        except OSError:
+            digest.update(json.dumps([path, None]).encode())
+    return digest.hexdigest()
