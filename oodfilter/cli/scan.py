@@ -113,6 +113,30 @@ def _print_summary(summary: Any) -> None:
         table.add_row("skipped actions", str(len(summary.actions.skipped)))
     console = Console(stderr=True)
     console.print(table)
+    _print_class_rates(console, summary.per_class)
     if summary.actions is not None:
         for problem in summary.actions.skipped:
             console.print(f"skipped: {problem}")
+
+
+SHOWN_CLASSES = 10
+
+
+def _print_class_rates(console: Any, rates: list[Any]) -> None:
+    """Print the most frequent top classes with their flagged share, and the classes whose share stands out."""
+    from rich.table import Table
+
+    from oodfilter.report.class_rates import suspicious_note
+
+    if not rates or not any(rate.decided for rate in rates):
+        return
+    table = Table(title=f"per top class ({min(len(rates), SHOWN_CLASSES)} of {len(rates)}, most images first)")
+    for column in ("top class", "images", "flagged OOD", "share", "median score"):
+        table.add_column(column)
+    for rate in rates[:SHOWN_CLASSES]:
+        share = "-" if rate.share is None else f"{rate.share:.0%}"
+        table.add_row(rate.name, str(rate.images), str(rate.flagged), share, f"{rate.median_score:.4g}")
+    console.print(table)
+    note = suspicious_note(rates)
+    if note:
+        console.print(f"check: {note}")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from oodfilter.scoring.scorer import Scorer
+if TYPE_CHECKING:  # the scoring factory imports this module: no runtime import back into scoring
+    from oodfilter.scoring.scorer import Scorer
 
 
 def classes_digest(names: list[str]) -> str:

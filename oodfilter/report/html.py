@@ -5,17 +5,23 @@ from __future__ import annotations
 import base64
 import html
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from oodfilter.atomic import atomic_write_text
 from oodfilter.data.decode import ImageDecodeError, load_rgb_image
+from oodfilter.decision.calibration import Calibration
 from oodfilter.errors import InputError
 from oodfilter.outputs import check_output, starts_with
+from oodfilter.report.class_rates import suspicious_note
 from oodfilter.report.summary import ReportData, summarise
+from oodfilter.report.what_if import what_if
 from oodfilter.sinks.manifest import read_manifest, read_meta, sidecar
 from oodfilter.sinks.rows import ManifestRow
+
+logger = logging.getLogger(__name__)
 
 THUMB_SIZE = 160
 MAX_TABLE_ROWS = 200
@@ -43,7 +49,8 @@ def write_report(
         OutputError: ``out`` exists (without ``overwrite``), is not an HTML file, or is the manifest or
             one of its side files.
     """
-    inputs = [manifest, *(sidecar(manifest, name) for name in ("meta.json", "config.yaml", "journal.jsonl"))]
+    sides = ("meta.json", "config.yaml", "journal.jsonl", "calibration.json")
+    inputs = [manifest, *(sidecar(manifest, name) for name in sides)]
     html_file = starts_with(b"<!doctype html", b"<html")
     check_output(out, overwrite=overwrite, kind="HTML report", is_expected_kind=html_file, inputs=inputs)
     options = config or ReportConfig()
@@ -85,7 +92,7 @@ def _gallery(title: str, rows: list[ManifestRow], size: int, cache: dict[str, st
     return f'<section><h2>{html.escape(title)} ({len(rows)})</h2><div class="gallery">{body}</div></section>'
 
 
-def _histogram_svg(data: ReportData, bins: int) -> str:
+def _histogram_svg(data: ReportData, bins: int, label: str = "decision boundary") -> str:
     if not data.scores:
         return "<p>no scores</p>"
     low, high = min(data.scores), max(data.scores)
@@ -108,7 +115,7 @@ def _histogram_svg(data: ReportData, bins: int) -> str:
     if data.boundary is not None and low <= data.boundary <= high:
         x = pad + (data.boundary - low) / (high - low) * (width - 2 * pad)
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{pad / 2}" y2="{height}" stroke="black" '
-                     f'stroke-dasharray="4 3"/><text x="{x + 4:.1f}" y="{pad / 2 + 10}">decision boundary '
+                     f'stroke-dasharray="4 3"/><text x="{x + 4:.1f}" y="{pad / 2 + 10}">{html.escape(label)} '
                      f'{data.boundary:.4g}</text>')
     parts.append(f'<text x="{pad}" y="{height + 18}">{low:.4g}</text>')
     parts.append(f'<text x="{width - pad - 60}" y="{height + 18}">{high:.4g}</text>')
@@ -132,6 +139,7 @@ h1{font-size:22px} h2{font-size:18px;margin-top:28px}
 figure{margin:0;width:170px;font-size:12px}
 figure img,.missing{width:160px;height:160px;object-fit:contain;background:#f2f2f2;display:block}
 .missing{display:flex;align-items:center;justify-content:center;color:#a00;text-align:center}
+.warning{color:#a00;font-weight:600}
 table{border-collapse:collapse;font-size:13px} th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}
 """
 
@@ -146,8 +154,49 @@ window.addEventListener('load', function () {
 """
 
 
+def _boundary_label(calibration: Calibration | None) -> str:
+    if calibration is None:
+        return "decision boundary"
+    return f"threshold for ID recall {calibration.id_recall:.0%} ({calibration.num_images} ID images)"
+
+
+def _per_class_section(data: ReportData) -> str:
+    note = suspicious_note(data.per_class)
+    warning = f'<p class="warning">Check: {html.escape(note)}.</p>' if note else ""
+    rows = [[r.name, r.images, r.flagged, "-" if r.share is None else f"{r.share:.0%}", f"{r.median_score:.4g}"]
+            for r in data.per_class]
+    table = _table(["top class", "images", "flagged OOD", "flagged share", "median score"], rows)
+    return f"<section><h2>Per top class</h2>{warning}{table}</section>"
+
+
+def _what_if_section(calibration: Calibration | None, data: ReportData) -> str:
+    if calibration is None:
+        return ("<section><h2>What if</h2><p>Scan with <code>--id-recall R --calibrate-on ID_IMAGES</code> to see "
+                "how many images each ID recall would keep.</p></section>")
+    rows = [[f"{w.id_recall:.0%}", "-" if w.threshold is None else f"{w.threshold:.4g}",
+             w.kept if w.threshold is not None else "-", w.flagged if w.threshold is not None else "-", w.note]
+            for w in what_if(calibration, data.scores)]
+    intro = (f"<p>Thresholds from the {calibration.num_images} calibration images of this scan "
+             f"(fitted for {calibration.id_recall:.0%}; {html.escape(calibration.source)}).</p>")
+    table = _table(["ID recall", "threshold", "kept", "flagged OOD", ""], rows)
+    return f"<section><h2>What if: other ID recalls</h2>{intro}{table}</section>"
+
+
+def _calibration_of(manifest: Path) -> Calibration | None:
+    """Return the calibration saved beside the manifest, or None (a damaged one is logged, not fatal)."""
+    path = sidecar(manifest, "calibration.json")
+    if not path.is_file():
+        return None
+    try:
+        return Calibration.load(path)
+    except InputError as error:
+        logger.warning("ignoring %s: %s", path, error)
+        return None
+
+
 def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: ReportConfig) -> str:
     cache: dict[str, str] = {}
+    calibration = _calibration_of(manifest)
     c = data.counts
     summary_rows = [
         ("manifest", str(manifest)), ("model", meta.get("model", "?")), ("method", meta.get("method", "?")),
@@ -159,12 +208,13 @@ def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: Repor
     size = options.thumb_size
     sections = [
         f'<table class="summary">{summary}</table>',
-        f"<section><h2>Score distribution</h2>{_histogram_svg(data, options.bins)}</section>",
+        f"<section><h2>Score distribution</h2>{_histogram_svg(data, options.bins, _boundary_label(calibration))}"
+        "</section>",
         _gallery("Most OOD", data.most_ood, size, cache),
         _gallery("Borderline", data.borderline, size, cache),
         _gallery("Most in-distribution", data.most_id, size, cache),
-        "<section><h2>Per top class</h2>"
-        + _table(["top class", "ID", "OOD"], [list(r) for r in data.per_class]) + "</section>",
+        _per_class_section(data),
+        _what_if_section(calibration, data),
         f"<section><h2>Errors ({len(data.errors)})</h2>"
         + _table(["path", "error"], [[r.path, r.error] for r in data.errors]) + "</section>",
     ]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from oodfilter.report.class_rates import ClassRate, class_rates
 from oodfilter.sinks.rows import ManifestRow
 
 
@@ -18,7 +18,7 @@ class ReportData:
         boundary: The score at which decisions flip (the threshold, 0.5 for CTW, else estimated), or None.
         most_ood / most_id / borderline: Rows for the galleries.
         errors: Error rows.
-        per_class: Top class → (ID count, OOD count).
+        per_class: Per top class: images, flagged, share, median score (most images first).
         scores: Every ok row's score (for the histogram).
     """
 
@@ -28,19 +28,21 @@ class ReportData:
     most_id: list[ManifestRow]
     borderline: list[ManifestRow]
     errors: list[ManifestRow]
-    per_class: list[tuple[str, int, int]]
+    per_class: list[ClassRate]
     scores: list[float] = field(default_factory=list)
 
 
 def decision_boundary(rows: list[ManifestRow], meta: dict[str, Any]) -> float | None:
     """Return the score where decisions flip.
 
-    That is the threshold if one was used, 0.5 for CTW, and otherwise the midpoint between the
-    highest-scored ID row and the lowest-scored OOD row (ATD decides per image, so its boundary on the
-    score is only approximate).
+    That is the threshold if one was used (given or calibrated), the highest kept score of a
+    ``--keep-fraction`` scan, 0.5 for CTW, and otherwise the midpoint between the highest-scored ID row
+    and the lowest-scored OOD row (ATD decides per image, so its boundary on the score is only approximate).
     """
     if meta.get("threshold") is not None:
         return float(meta["threshold"])
+    if meta.get("keep_boundary") is not None:
+        return float(meta["keep_boundary"])
     if meta.get("method") == "ctw":
         return 0.5
     id_scores = [r.score for r in rows if r.is_ood is False]
@@ -58,8 +60,6 @@ def summarise(rows: list[ManifestRow], meta: dict[str, Any], *, per_gallery: int
     boundary = decision_boundary(ok, meta)
     borderline = sorted(ok, key=lambda r: abs(r.score - boundary))[:per_gallery] if boundary is not None \
         else []
-    classes: Counter[tuple[str, bool | None]] = Counter((r.top_class or "?", r.is_ood) for r in ok)
-    names = sorted({name for name, _ in classes}, key=lambda n: -(classes[(n, False)] + classes[(n, True)]))
     return ReportData(
         counts={
             "total": len(rows),
@@ -74,6 +74,6 @@ def summarise(rows: list[ManifestRow], meta: dict[str, Any], *, per_gallery: int
         most_id=by_score[:per_gallery],
         borderline=sorted(borderline, key=lambda r: r.score),
         errors=errors,
-        per_class=[(n, classes[(n, False)], classes[(n, True)]) for n in names],
+        per_class=class_rates(ok),
         scores=[r.score for r in ok],
     )

@@ -27,6 +27,7 @@ from oodfilter.decision.identity import classes_digest
 from oodfilter.engines.ray_engine import score_files_with_ray
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
+from oodfilter.report.class_rates import ClassRate, class_rates
 from oodfilter.scan.config import ScanConfig
 from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction, plan_decisions, undecided
 from oodfilter.scoring.factory import build_scorer
@@ -60,6 +61,7 @@ class ScanSummary:
         method: The score method.
         actions: What the file action did (None for ``tag``).
         planned: The actions a dry run would carry out.
+        per_class: Per top class: images, flagged, share, median score (most images first).
 
     """
 
@@ -74,6 +76,7 @@ class ScanSummary:
     method: str = ""
     actions: ActionReport | None = None
     planned: list[PlannedAction] = field(default_factory=list)
+    per_class: list[ClassRate] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -193,6 +196,7 @@ def _count(summary: ScanSummary, rows: list[ManifestRow]) -> None:
     summary.errors = summary.total - summary.ok
     summary.ood = sum(row.is_ood is True for row in rows)
     summary.in_distribution = sum(row.is_ood is False for row in rows)
+    summary.per_class = class_rates(rows)
 
 
 def _check_output_is_free(config: ScanConfig, out: Path, files: list[DiscoveredFile]) -> None:
