@@ -50,6 +50,8 @@ YES_METHODS = ["msp", "maxlogit", "energy", "mcm", "neglabel", "plp"]
 CLIPN_METHODS = ["ctw", "atd"]
 TEMPLATES = "ensemble"  # the 7 CLIP templates; the heads trained on 16 that include them
 # The quick run's slice of the data: 10 Tiny classes of 5 images, 20 DTD and 20 ImageNet-sample images.
+# The no-branch recipe (see investigate.py for the others tried).
+STEPS, BATCH_SIZE, LEARNING_RATE = 180, 32, 1e-4
 QUICK_DATA = {"classes": 10, "per_class": 5, "textures_every": 60, "imagenet_every": 50}
 
 
@@ -159,9 +161,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", default="world_results")
     parser.add_argument("--cache-dir", default=str(oodfilter.text.default_cache_dir() / "world"))
     parser.add_argument("--world-epochs", type=int, default=60)
-    parser.add_argument("--steps", type=int, default=180, help="no-branch fine-tuning steps")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--steps", type=int, default=STEPS, help="no-branch fine-tuning steps")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--lr", type=float, default=LEARNING_RATE)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 3, 5, 10, 100])
     parser.add_argument("--draws", type=int, default=5, help="random class subsets per list size")
     parser.add_argument("--quick", action="store_true", help="a smoke run of the whole pipeline (< 2 min)")

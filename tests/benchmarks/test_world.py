@@ -72,3 +72,21 @@ def test_the_investigation_runs_through_its_documented_command(shared_data, tmp_
     # 5 recipes, then the default scored with the photo template and with logit scale 100
     assert sum(line.startswith("| ATD, ") for line in table) == 7
     assert any(line.startswith("| NegLabel (not CLIPN)") for line in table)
+
+
+@pytest.mark.slow
+def test_the_decision_study_runs_through_its_documented_command(shared_data, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OODFILTER_SHARED_DATA": str(shared_data)}
+    command = [sys.executable, "benchmarks/world/decisions.py", "--quick", "--out", str(tmp_path / "out"),
+               "--cache-dir", str(tmp_path / "cache")]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((tmp_path / "out" / "decisions.json").read_text())["runs"][0]
+    for method in ("msp", "maxlogit", "energy", "mcm", "neglabel", "plp", "ctw", "atd"):
+        fitted = run["calibration"][method]["0.9"]
+        assert 0.0 <= fitted["near_fpr"] <= 1.0 and fitted["recall"] >= 0.7  # 25 calibration images: coarse
+        assert run["calibration"][method]["0.99"] is None  # 25 images cannot calibrate for 99%
+    assert set(run["short_lists"]["ATD rule"]) == {"1", "2"}
+    assert run["short_lists"]["ATD calibrated 95%"]["1"]["id_kept"] >= 0.5
+    table = (tmp_path / "out" / "decisions.md").read_text()
+    assert "| atd | 0.95 |" in table and "| ATD calibrated 95% |" in table
