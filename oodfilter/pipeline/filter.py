@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
 from oodfilter.data.decode import load_rgb_image
+from oodfilter.decision.advice import decision_advice
 from oodfilter.decision.calibration import Calibration
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
@@ -140,6 +141,10 @@ class OODFilter:
             cache_dir=str(cache_dir) if cache_dir is not None else None,
         )
         self.scorer = build_scorer(spec, model=None if isinstance(model, str) else model)
+        rule_decides = self.scorer.threshold is None and self.scorer.method.threshold_free
+        for message in decision_advice(self.scorer.method.name, len(self.scorer.class_vectors),
+                                       rule_decides=rule_decides):
+            warnings.warn(message, stacklevel=2)
         self.model = self.scorer.model
         self.method = self.scorer.method.name
         self.mode = mode

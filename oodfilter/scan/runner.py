@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import chain
@@ -23,6 +24,7 @@ import yaml
 from oodfilter import __version__
 from oodfilter.atomic import atomic_write_text
 from oodfilter.data.discovery import DiscoveredFile, discover_images
+from oodfilter.decision.advice import decision_advice
 from oodfilter.decision.identity import classes_digest
 from oodfilter.engines.ray_engine import score_files_with_ray
 from oodfilter.errors import InputError
@@ -112,6 +114,7 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
     previous = _previous_meta(config, out)
     plan = plan_decisions(config, scorer, previous)
     scorer.threshold = plan.threshold
+    _advise(scorer, plan)
     meta = _run_identity(config, scorer, plan)
     done_paths = _resume_state(config, out, meta, previous)
     _write_beside(out, meta, config)
@@ -152,6 +155,13 @@ def scorer_spec(config: ScanConfig) -> ScorerSpec:
         decisions_for=f"--action {config.action}", device=config.device, precision=config.precision,
         batch_size=config.batch_size, cache_dir=config.cache_dir,
     )
+
+
+def _advise(scorer: Scorer, plan: DecisionPlan) -> None:
+    """Warn, with the measured consequence, about a rule that does poorly with this class-list length."""
+    rule_decides = plan.threshold is None and plan.keep_fraction is None and scorer.method.threshold_free
+    for message in decision_advice(scorer.method.name, len(scorer.class_vectors), rule_decides=rule_decides):
+        warnings.warn(message, stacklevel=3)
 
 
 def _decides_later(config: ScanConfig) -> bool:
