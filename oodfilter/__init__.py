@@ -43,7 +43,7 @@ _EXPORTS = {
     "UnsupportedModelError": "oodfilter.errors",
     "build_class_vectors": "oodfilter.text.class_vectors",
     "build_scorer": "oodfilter.scoring.factory",
-    "calibrate": "oodfilter.decision.fit",
+    "calibrate": "oodfilter.scoring.calibrate",
     "clean_class_names": "oodfilter.text.classes",
     "convert_reference_checkpoint": "oodfilter.model.convert",
     "load_bundle": "oodfilter.model.bundle",
@@ -66,7 +66,6 @@ _DEPRECATED = {
 if TYPE_CHECKING:
     from oodfilter.data.decode import ImageDecodeError, load_rgb_image
     from oodfilter.decision.calibration import Calibration
-    from oodfilter.decision.fit import calibrate
     from oodfilter.errors import (
         CheckpointError,
         ClassListError,
@@ -97,6 +96,7 @@ if TYPE_CHECKING:
         score_files,
         score_methods,
     )
+    from oodfilter.scoring.calibrate import calibrate
     from oodfilter.sinks.rows import ManifestRow
     from oodfilter.text import ClassVectors, build_class_vectors, clean_class_names, read_class_names
 

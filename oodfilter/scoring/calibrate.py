@@ -1,4 +1,8 @@
-"""Fit a calibration for a scorer from known in-distribution images (files or image features)."""
+"""Fit a calibration for a scorer from known in-distribution images (files or image features).
+
+The threshold math and the `Calibration` record live in `oodfilter.decision` (below scoring); this is the
+one place that scores calibration images for it.
+"""
 
 from __future__ import annotations
 
