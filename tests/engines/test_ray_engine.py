@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from oodfilter.scan import ScanConfig, scan
-from oodfilter.sinks.manifest import read_manifest
+from oodfilter.sinks.manifest import read_manifest, read_meta
 
 ray = pytest.importorskip("ray", reason="the Ray engine test needs the ray extra")
 CLASSES = ["tench", "goldfish", "great white shark", "hen", "ostrich"]
@@ -46,3 +46,26 @@ def test_ray_scan_matches_local_scan_and_resumes(local_cluster, tiny_model, real
         if row.status == "ok":
             assert row.ood_score == pytest.approx(expected.ood_score, abs=1e-5)
             assert row.is_ood == expected.is_ood and row.top_class == expected.top_class
+
+
+@pytest.mark.slow
+def test_ray_actors_decide_with_the_calibrated_threshold(local_cluster, tiny_model, real_images, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for path in real_images:
+        shutil.copy(path, folder / path.name)
+
+    def config(out, **kw):
+        return ScanConfig(inputs=[str(folder)], classes=CLASSES, out=str(tmp_path / out), workers=0, method="mcm",
+                          id_recall=0.9, calibrate_on=[str(folder)], cache_dir=str(tmp_path / "cache"),
+                          batch_size=6, **kw)
+
+    scan(config("local.jsonl"), model=tiny_model)
+    scan(config("ray.jsonl", engine="ray"), model=tiny_model)
+    threshold = read_meta(tmp_path / "ray.jsonl")["threshold"]
+    assert threshold == pytest.approx(read_meta(tmp_path / "local.jsonl")["threshold"], abs=1e-6)
+    remote = read_manifest(tmp_path / "ray.jsonl")
+    assert all(row.is_ood is (row.score > threshold) for row in remote)  # mcm alone gives no decision
+    assert sum(row.is_ood is False for row in remote) >= 0.9 * len(remote)  # calibrated on these very images
+    local = {row.path: row.is_ood for row in read_manifest(tmp_path / "local.jsonl")}
+    assert {row.path: row.is_ood for row in remote} == local
