@@ -137,3 +137,17 @@ def test_too_few_calibration_images_is_a_clear_error(tmp_path):
     result = _scan(tmp_path, small, "--method", "mcm", "--id-recall", 0.9, "--calibrate-on", small, "--out",
                    tmp_path / "s.jsonl", expect=1)
     assert "needs at least 20 images known to be in-distribution, got 5" in str(result.exception)
+
+
+def test_a_resumed_keep_fraction_scan_decides_over_all_its_rows(tmp_path, folders):
+    _, inputs = folders
+    out = tmp_path / "scan.jsonl"
+    _scan(tmp_path, inputs, "--keep-fraction", 0.5, "--include", "img00*", "--out", out)
+    assert sum(row.is_ood is False for row in read_manifest(out)) == 5  # 10 inputs so far
+    _scan(tmp_path, inputs, "--keep-fraction", 0.5, "--resume", "--out", out)
+    rows = read_manifest(out)
+    assert len(rows) == 24 and sum(row.is_ood is False for row in rows) == 12
+    kept = sorted(row.score for row in rows if row.is_ood is False)
+    assert kept == sorted(row.score for row in rows)[:12]
+    result = _scan(tmp_path, inputs, "--keep-fraction", 0.6, "--resume", "--out", out, expect=1)
+    assert "different threshold or decision rule" in str(result.exception)
