@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -56,6 +57,13 @@ def cli(verbose: int) -> None:
     """Find images that belong to none of your classes, with CLIPN and peer scores."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose == 0:  # a warning is a message to the user, not a pointer into the source
+        warnings.formatwarning = _plain_warning  # type: ignore[assignment]
+
+
+def _plain_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   line: str | None = None) -> str:
+    return f"warning: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -129,7 +129,8 @@ class Calibration:
         if method != self.method:
             different.append(f"method ({self.method}, not {method})")
         mine, theirs = self.identity.get("fingerprints", {}), identity.get("fingerprints", {})
-        if any(mine.get(tower) != theirs.get(tower) for tower in set(mine) | set(theirs)):
+        # towers both record (a method without the no-branch builds no no-tower vectors)
+        if any(mine[tower] != theirs[tower] for tower in set(mine) & set(theirs)) or not set(mine) & set(theirs):
             different.append("model")
         for key, label in (("classes_sha256", "class list"), ("templates", "templates")):
             if self.identity.get(key) != identity.get(key):
@@ -157,10 +158,14 @@ class Calibration:
             raise InputError(f"{where} is not an oodfilter calibration (expected format '{FORMAT}')")
         checked = {key: _checked(data, key, kinds, where) for key, kinds in _FIELDS.items()}
         scores = checked["scores"]
-        if not all(isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s) for s in scores):
+        if not all(isinstance(s, int | float) and not isinstance(s, bool) and _finite(s) for s in scores):
             raise InputError(f"{where}: 'scores' must be a list of finite numbers")
-        if not math.isfinite(checked["threshold"]):
-            raise InputError(f"{where}: 'threshold' is not a finite number")
+        if checked["num_images"] < 1 or checked["num_images"] != len(scores):
+            raise InputError(f"{where}: 'num_images' ({checked['num_images']}) must be the number of 'scores' "
+                             f"({len(scores)}), at least 1")
+        if not 0.0 <= checked["kept"] <= 1.0:
+            raise InputError(f"{where}: 'kept' must be a share in [0, 1]")
+        _check_identity(checked["identity"], where)
         _check_recall(checked["id_recall"], where)
         return cls(**{**checked, "scores": tuple(float(s) for s in scores)})
 
@@ -191,16 +196,40 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 def _checked(data: Mapping[str, Any], key: str, kinds: tuple[type, ...], where: str) -> Any:
     if key not in data:
         raise InputError(f"{where}: missing key '{key}'")
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, kinds):
-        raise InputError(f"{where}: '{key}' holds {value!r}; expected {' or '.join(k.__name__ for k in kinds)}")
-    return float(value) if float in kinds else value  # type: ignore[arg-type]
+        shown = repr(value)[:80]
+        raise InputError(f"{where}: '{key}' holds {shown}; expected {' or '.join(k.__name__ for k in kinds)}")
+    if float in kinds:
+        if not _finite(value):
+            raise InputError(f"{where}: '{key}' is not a finite number")
+        return float(value)  # type: ignore[arg-type]
+    return value
+
+
+def _check_identity(identity: dict[str, Any], where: str) -> None:
+    fingerprints = identity.get("fingerprints", {})
+    if not isinstance(fingerprints, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in fingerprints.items()):
+        raise InputError(f"{where}: 'identity.fingerprints' must map tower names to fingerprints (strings)")
+    if not isinstance(identity.get("classes_sha256", ""), str):
+        raise InputError(f"{where}: 'identity.classes_sha256' must be a string")
+    templates = identity.get("templates", [])
+    if not isinstance(templates, list) or not all(isinstance(t, str) for t in templates):
+        raise InputError(f"{where}: 'identity.templates' must be a list of strings")
 
 
 def _check_recall(id_recall: float, where: str = "id_recall") -> None:
-    if not (isinstance(id_recall, int | float) and 0.0 < id_recall <= 1.0):
+    if isinstance(id_recall, bool) or not (isinstance(id_recall, int | float) and 0.0 < id_recall <= 1.0):
         raise InputError(f"{where}: the ID recall must be in (0, 1] (e.g. 0.95 keeps 95% of ID images), "
                          f"got {id_recall!r}")

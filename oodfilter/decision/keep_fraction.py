@@ -26,7 +26,7 @@ def keep_fraction_decisions(scores: torch.Tensor, keep_fraction: float) -> tuple
         InputError: F outside (0, 1].
 
     """
-    if not (0.0 < keep_fraction <= 1.0):
+    if isinstance(keep_fraction, bool) or not isinstance(keep_fraction, int | float) or not 0.0 < keep_fraction <= 1.0:
         raise InputError(f"--keep-fraction must be in (0, 1] (0.7 keeps the 70% most in-distribution images), "
                          f"got {keep_fraction}")
     count = scores.numel()

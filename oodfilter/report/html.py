@@ -95,7 +95,8 @@ def _gallery(title: str, rows: list[ManifestRow], size: int, cache: dict[str, st
 def _histogram_svg(data: ReportData, bins: int, label: str = "decision boundary") -> str:
     if not data.scores:
         return "<p>no scores</p>"
-    low, high = min(data.scores), max(data.scores)
+    shown = data.scores if data.boundary is None else [*data.scores, data.boundary]  # the boundary always shows
+    low, high = min(shown), max(shown)
     if high <= low:
         high = low + 1e-6
     counts = [0] * bins
@@ -182,21 +183,25 @@ def _what_if_section(calibration: Calibration | None, data: ReportData) -> str:
     return f"<section><h2>What if: other ID recalls</h2>{intro}{table}</section>"
 
 
-def _calibration_of(manifest: Path) -> Calibration | None:
-    """Return the calibration saved beside the manifest, or None (a damaged one is logged, not fatal)."""
+def _calibration_of(manifest: Path, meta: dict[str, Any]) -> Calibration | None:
+    """Return the calibration the scan decided with, or None (a damaged or stale file is logged, not fatal)."""
     path = sidecar(manifest, "calibration.json")
-    if not path.is_file():
+    if not path.is_file() or not meta.get("calibration"):
         return None
     try:
-        return Calibration.load(path)
+        calibration = Calibration.load(path)
     except InputError as error:
         logger.warning("ignoring %s: %s", path, error)
         return None
+    if calibration.threshold != meta.get("threshold"):
+        logger.warning("ignoring %s: its threshold is not the one the scan decided with", path)
+        return None
+    return calibration
 
 
 def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: ReportConfig) -> str:
     cache: dict[str, str] = {}
-    calibration = _calibration_of(manifest)
+    calibration = _calibration_of(manifest, meta)
     c = data.counts
     summary_rows = [
         ("manifest", str(manifest)), ("model", meta.get("model", "?")), ("method", meta.get("method", "?")),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from oodfilter.model.fingerprint import file_sha256
 from oodfilter.scan.config import ScanConfig
 from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
-from oodfilter.sinks.manifest import FORMATS, read_manifest, rewrite_manifest, sidecar
+from oodfilter.sinks.manifest import FORMATS, read_manifest, read_meta, rewrite_manifest, sidecar
 from oodfilter.sinks.rows import ManifestRow
 
 
@@ -61,7 +62,8 @@ class DecisionPlan:
     def describe(self, method: str, threshold_free: bool) -> str | None:
         """Describe the decision in words, for the manifest meta and the report."""
         if self.keep_fraction is not None:
-            return f"keep the {self.keep_fraction:.0%} lowest-scored (most in-distribution) images of the scan"
+            return (f"keep the {self.keep_fraction:.0%} lowest-scored (most in-distribution) images of the scan "
+                    "(F·N rounded half up)")
         if self.calibration is not None:
             c = self.calibration
             return (f"ood_score > {c.threshold:.6g} (calibrated to keep {c.id_recall:.0%} of {c.num_images} "
@@ -71,39 +73,76 @@ class DecisionPlan:
         return f"{method} threshold-free rule" if threshold_free else None
 
 
-def plan_decisions(config: ScanConfig, scorer: Scorer, previous_meta: dict[str, Any] | None) -> DecisionPlan:
-    """Resolve the scan's decision rule; fit (or, on resume, reuse) a calibration when one is asked for.
+def decision_rule(config: ScanConfig) -> dict[str, Any]:
+    """Return what the user asked for as the decision rule, compared on resume (cheap: nothing is scored).
+
+    Raises:
+        InputError: ``--calibrate-on`` names no image, or ``--calibration`` cannot be read.
+
+    """
+    if config.keep_fraction is not None:
+        return {"keep_fraction": config.keep_fraction}
+    if config.calibration:
+        try:
+            return {"calibration_sha256": file_sha256(config.calibration)}
+        except OSError as error:
+            raise InputError(f"calibration file {config.calibration} cannot be read: {error}") from None
+    if config.id_recall is not None:
+        digest = _files_digest(calibration_paths(config.calibrate_on))
+        return {"id_recall": config.id_recall, "calibrate_on_sha256": digest}
+    return {"threshold": config.threshold}
+
+
+def plan_decisions(config: ScanConfig, scorer: Scorer, rule: dict[str, Any],
+                   previous_meta: dict[str, Any] | None, inputs: set[str]) -> DecisionPlan:
+    """Resolve the scan's decision rule; fit (or, on a resume with the same rule, reuse) a calibration.
+
+    Call it only after a resume was accepted (so a refused resume changes no file). The calibration in
+    use is written beside the manifest (``<out>.calibration.json``), also for ``--calibration FILE``, so
+    the report shows it.
 
     Args:
         config: The scan configuration.
         scorer: The scan's scorer (its threshold is not changed here).
+        rule: :func:`decision_rule` of ``config``.
         previous_meta: The meta of the manifest being resumed, or None.
+        inputs: The scan's input paths (a calibration set made only of them is warned about).
 
     Raises:
         InputError: a calibration that does not fit the scorer, too few calibration images, or a
-            calibration file that cannot be read.
+            calibration file that cannot be read or no longer matches the manifest it belongs to.
 
     """
+    stored = sidecar(config.out, "calibration.json")
     if config.keep_fraction is not None:
-        return DecisionPlan(None, {"keep_fraction": config.keep_fraction}, keep_fraction=config.keep_fraction)
+        stored.unlink(missing_ok=True)  # a calibration of an earlier scan into this --out no longer applies
+        return DecisionPlan(None, rule, keep_fraction=config.keep_fraction)
     identity = score_identity(scorer)
+    reused = False
     if config.calibration:
         calibration = Calibration.load(config.calibration)
         calibration.check_fits(scorer.method.name, identity, where=f"calibration file {config.calibration}")
-        rule: dict[str, Any] = {"calibration_sha256": file_sha256(config.calibration)}
-        return DecisionPlan(calibration.threshold, rule, calibration=calibration)
-    if config.id_recall is not None:
-        paths = calibration_paths(config.calibrate_on)
-        rule = {"id_recall": config.id_recall, "calibrate_on_sha256": _files_digest(paths)}
-        stored = sidecar(config.out, "calibration.json")
-        if previous_meta is not None and previous_meta.get("decision_rule") == rule and stored.is_file():
+    elif config.id_recall is not None:
+        if previous_meta is not None and stored.is_file():
             calibration = Calibration.load(stored)
             calibration.check_fits(scorer.method.name, identity, where=f"{stored}")
+            if calibration.threshold != previous_meta.get("threshold") or calibration.id_recall != config.id_recall:
+                raise InputError(f"cannot resume {config.out}: {stored.name} no longer holds the threshold its rows "
+                                 "were decided with; --overwrite (or another --out) to scan again")
+            reused = True
         else:
+            paths = calibration_paths(config.calibrate_on)
+            if inputs.issuperset(os.path.abspath(path) for path in paths):
+                warnings.warn("every --calibrate-on image is also a scanned input: --id-recall then keeps about that "
+                              "share of them whatever they contain; calibrate on images you know are "
+                              "in-distribution", stacklevel=3)
             calibration = fit_calibration(scorer, paths, config.id_recall, identity, config)
-            calibration.save(stored)
-        return DecisionPlan(calibration.threshold, rule, calibration=calibration)
-    return DecisionPlan(config.threshold, {"threshold": config.threshold})
+    else:
+        stored.unlink(missing_ok=True)
+        return DecisionPlan(config.threshold, rule)
+    if not reused:
+        calibration.save(stored)
+    return DecisionPlan(calibration.threshold, rule, calibration=calibration)
 
 
 def calibration_paths(items: list[str]) -> list[str]:
@@ -120,14 +159,15 @@ def calibration_paths(items: list[str]) -> list[str]:
     images: list[str] = []
     for item in items:
         if Path(item).suffix.lower() in FORMATS and sidecar(item, "meta.json").is_file():
-            paths += [row.path for row in read_manifest(item) if row.ok]
+            base = read_meta(item).get("cwd") or os.getcwd()  # its relative paths are relative to its scan's folder
+            paths += [os.path.join(base, row.path) for row in read_manifest(item) if row.ok]
         else:
             images.append(item)
     if images:
         paths += [str(found.path) for found in discover_images(images) if found.error is None]
     if not paths:
         raise InputError(f"--calibrate-on {' '.join(items)}: no image found to calibrate on")
-    return sorted(set(paths))
+    return sorted({os.path.normpath(os.path.abspath(path)) for path in paths})
 
 
 def fit_calibration(scorer: Scorer, paths: list[str], id_recall: float, identity: dict[str, Any],
@@ -157,7 +197,7 @@ def decide_keep_fraction(out: Path, keep_fraction: float) -> float | None:
     Rows are ranked by score, ties by manifest order, so the kept count is exactly ``round(F N)`` of the N
     ok rows; error rows stay undecided.
     """
-    rows = read_manifest(out)
+    rows = read_manifest(out)  # for Parquet, with any rows a crash left in its partial journal
     ok = [i for i, row in enumerate(rows) if row.ok]
     is_ood, boundary = keep_fraction_decisions(torch.tensor([rows[i].score for i in ok], dtype=torch.float64),
                                                keep_fraction)

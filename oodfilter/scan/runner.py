@@ -31,7 +31,7 @@ from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.report.class_rates import ClassRate, class_rates
 from oodfilter.scan.config import ScanConfig
-from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction, plan_decisions, undecided
+from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction, decision_rule, plan_decisions, undecided
 from oodfilter.scoring.factory import build_scorer
 from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
@@ -112,15 +112,17 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
     spec = scorer_spec(config)
     scorer = build_scorer(spec, model=model)
     previous = _previous_meta(config, out)
-    plan = plan_decisions(config, scorer, previous)
+    rule = decision_rule(config)
+    done_paths = _resume_state(config, out, _identity(config, scorer, rule), previous)  # before any file changes
+    wanted = [str(item.path) for item in files]
+    remaining = [path for path in wanted if path not in done_paths]
+    _check_keep_fraction_resume(config, out, remaining)
+    plan = plan_decisions(config, scorer, rule, previous, {os.path.abspath(path) for path in wanted})
     scorer.threshold = plan.threshold
     _advise(scorer, plan)
     meta = _run_identity(config, scorer, plan)
-    done_paths = _resume_state(config, out, meta, previous)
     _write_beside(out, meta, config)
 
-    wanted = [str(item.path) for item in files]
-    remaining = [path for path in wanted if path not in done_paths]
     summary = ScanSummary(manifest=out, method=scorer.method.name)
     start = time.perf_counter()
     if remaining:
@@ -214,7 +216,7 @@ def _check_output_is_free(config: ScanConfig, out: Path, files: list[DiscoveredF
     resolved = out.resolve()
     if any(item.path.resolve() == resolved for item in files):
         raise InputError(f"--out {out} is one of the scanned inputs; choose another manifest file")
-    exists = out.exists() or sidecar(out, "partial.jsonl").exists()
+    exists = out.exists() or any(sidecar(out, name).exists() for name in ("partial.jsonl", "calibration.json"))
     if exists and not (config.resume or config.overwrite):
         raise InputError(f"manifest {out} already exists: pass --resume to continue it, --overwrite to replace "
                          "it, or --out another file")
@@ -254,6 +256,24 @@ def _run_identity(config: ScanConfig, scorer: Scorer, plan: DecisionPlan) -> dic
         "num_classes": len(names),
         "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained),
     }
+
+
+def _identity(config: ScanConfig, scorer: Scorer, rule: dict[str, Any]) -> dict[str, Any]:
+    """Return the settings a resume must share, known before any calibration is fitted."""
+    return {"fingerprints": scorer.class_vectors.fingerprints, "method": scorer.method.name, "decision_rule": rule,
+            "classes_sha256": classes_digest(list(scorer.class_vectors.class_names)),
+            "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained)}
+
+
+def _check_keep_fraction_resume(config: ScanConfig, out: Path, remaining: list[str]) -> None:
+    """Refuse to re-decide a keep-fraction scan whose files were already moved by its decisions."""
+    journal = sidecar(out, "journal.jsonl")
+    if config.keep_fraction is None or not config.resume or not remaining or config.action == "tag":
+        return
+    if journal.is_file() and journal.stat().st_size > 0:
+        raise InputError(f"cannot resume {out} with new inputs: --keep-fraction decides over all rows, so new rows "
+                         "change earlier decisions, and files were already acted on (journal "
+                         f"{journal.name}); undo them first (oodfilter undo {journal}) or scan into another --out")
 
 
 def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str | list[str]:

@@ -12,21 +12,24 @@ from pathlib import Path
 
 import torch
 
+from oodfilter.data.discovery import discover_images
 from oodfilter.decision.calibration import Calibration
 from oodfilter.decision.identity import score_identity
+from oodfilter.errors import InputError
 from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
 
 
 def calibrate(
-    scorer: Scorer, id_images: Sequence[str | Path] | torch.Tensor, id_recall: float, *, workers: int = 0,
+    scorer: Scorer, id_images: Sequence[str | Path] | str | Path | torch.Tensor, id_recall: float, *, workers: int = 0,
     source: str = "",
 ) -> Calibration:
     """Fit the threshold that keeps ``id_recall`` of ``scorer``'s in-distribution images.
 
     Args:
         scorer: The scorer whose scores the threshold is for (its model, class list, templates, method).
-        id_images: Files known to be in-distribution (unlabelled), or their (N, D) normalised image features.
+        id_images: Files known to be in-distribution (unlabelled; a list, or a folder or glob), or their
+            (N, D) normalised image features.
         id_recall: The share R to keep, in (0, 1].
         workers: Decoding processes for files.
         source: What the images were, recorded in the calibration.
@@ -40,6 +43,11 @@ def calibrate(
             :func:`~oodfilter.decision.minimum_calibration_images` asks for.
 
     """
+    if isinstance(id_images, str | Path):  # a folder, a glob or one file
+        where = str(id_images)
+        id_images = [item.path for item in discover_images([where]) if item.error is None]
+        if not id_images:
+            raise InputError(f"no image found in {where} to calibrate on")
     if isinstance(id_images, torch.Tensor):
         scores = scorer.score_features(id_images).ood_score.double()  # (N,)
         source = source or f"{len(id_images)} image features"

@@ -133,6 +133,10 @@ def build_scorer(
 
 def _checked_calibration(calibration: Calibration | str, scorer: Scorer) -> Calibration:
     """Load (from a path) and check that a calibration was fitted on this scorer's scores."""
+    if not isinstance(calibration, Calibration | str | Path):
+        given = type(calibration).__name__
+        raise InputError(f"calibration= takes a Calibration or the path of its JSON file, got {given} "
+                         "(Calibration.from_dict(data) rebuilds one from data)")
     loaded = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
     where = "the calibration" if isinstance(calibration, Calibration) else f"calibration file {calibration}"
     loaded.check_fits(scorer.method.name, score_identity(scorer), where=where)

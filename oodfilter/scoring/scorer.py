@@ -129,7 +129,8 @@ class Scorer:
         )
         output = self.method(batch)
         top, top_prob = fn.top_class(batch.logits_yes)
-        decision = output.ood_score > self.threshold if self.threshold is not None else output.is_ood
+        # in float64, as the manifest, ManifestFilter and the report compare the stored score with the threshold
+        decision = output.ood_score.double() > self.threshold if self.threshold is not None else output.is_ood
         return (
             output.ood_score.float().cpu(),
             decision.cpu() if decision is not None else None,

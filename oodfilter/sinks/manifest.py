@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import IO, Any
@@ -90,7 +91,18 @@ def read_meta(manifest: str | Path) -> dict[str, Any]:
         if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
             raise InputError(f"{path}: key '{key}' holds {meta[key]!r}, of the wrong type; restore the file or scan "
                              "again with --overwrite")
+    for key in ("threshold", "keep_boundary", "keep_fraction"):
+        if isinstance(meta.get(key), int | float) and not _finite(meta[key]):
+            raise InputError(f"{path}: key '{key}' is not a finite number; restore the file or scan again with "
+                             "--overwrite")
     return meta
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 class ManifestWriter:
@@ -154,7 +166,8 @@ def rewrite_manifest(path: str | Path, rows: list[ManifestRow]) -> Path:
     out = Path(path)
     fmt = manifest_format(out)
     if fmt == ".parquet":
-        _write_parquet_atomically(out, rows)
+        _write_parquet_atomically(out, rows)  # rows read with read_manifest include the partial journal's
+        sidecar(out, "partial.jsonl").unlink(missing_ok=True)
         return out
 
     def write(tmp: str) -> None:

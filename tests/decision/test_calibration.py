@@ -140,3 +140,53 @@ def test_library_calibration_decides_in_the_scorer_and_the_loader_filter(tiny_mo
         OODFilter(tiny_model, ["tench"], method="mcm", calibration=calibration, mode="drop", cache_dir=cache_dir)
     with pytest.raises(InputError, match="each set the decision"):
         oodfilter.build_scorer(replace(spec, calibration=calibration, threshold=0.1), model=tiny_model)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"identity": {"fingerprints": ["a"]}}, "identity.fingerprints"),
+    ({"identity": {"templates": "a {}"}}, "identity.templates"),
+    ({"threshold": 10**400}, "'threshold' is not a finite number"),
+    ({"num_images": -5}, "'num_images'"),
+    ({"scores": []}, "'num_images'"),
+    ({"kept": 1.5}, "'kept'"),
+    ({"id_recall": True}, "'id_recall' holds True"),
+])
+def test_hostile_calibration_files_are_refused_clearly(tmp_path, change, message):
+    calibration = Calibration.fit(torch.linspace(0, 1, 40), 0.9, method="atd", identity=IDENTITY)
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({**calibration.to_dict(), **change}))
+    with pytest.raises(InputError, match=message):
+        Calibration.load(path)
+
+
+def test_calibration_api_inputs_are_checked(tiny_model, cache_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import oodfilter
+
+    spec = oodfilter.ScorerSpec(model="test-tiny", classes=["tench", "hen"], method="mcm", cache_dir=str(cache_dir))
+    scorer = oodfilter.build_scorer(spec, model=tiny_model)
+    folder = tmp_path / "ids"
+    folder.mkdir()
+    for i in range(20):
+        Image.fromarray(np.full((8, 8, 3), 10 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+    assert oodfilter.calibrate(scorer, folder, 0.9).num_images == 20  # a folder, like --calibrate-on
+    with pytest.raises(InputError, match="does not exist"):
+        oodfilter.calibrate(scorer, tmp_path / "nothing", 0.9)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no image found"):
+        oodfilter.calibrate(scorer, tmp_path / "empty", 0.9)
+    with pytest.raises(InputError, match="takes a Calibration or the path"):
+        oodfilter.build_scorer(replace(spec, calibration={"format": "x"}), model=tiny_model)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"\(0, 1\]"):
+        recall_threshold(torch.zeros(30), True)
+    with pytest.raises(InputError, match="--keep-fraction"):
+        keep_fraction_decisions(torch.zeros(3), "0.5")  # type: ignore[arg-type]
+
+
+def test_a_calibration_for_another_method_is_not_called_another_model():
+    calibration = Calibration.fit(torch.linspace(0, 1, 40), 0.9, method="atd", identity=IDENTITY)
+    without_no = {**IDENTITY, "fingerprints": {"image": "i", "yes": "y"}}
+    with pytest.raises(InputError, match=r"different method \(atd, not msp\); a threshold"):
+        calibration.check_fits("msp", without_no)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -77,8 +78,13 @@ def test_report_shows_rates_warning_and_what_if(tmp_path):
     assert "--id-recall R --calibrate-on" in page  # no calibration: how to get the what-if table
 
     identity = {"fingerprints": {}, "classes_sha256": "x", "templates": []}
-    Calibration.fit(torch.linspace(0, 1, 200, dtype=torch.float64), 0.95, method="mcm", identity=identity,
-                    source="200 images from ids/").save(sidecar(manifest, "calibration.json"))
+    fitted = Calibration.fit(torch.linspace(0, 1, 200, dtype=torch.float64), 0.95, method="mcm", identity=identity,
+                             source="200 images from ids/")
+    fitted.save(sidecar(manifest, "calibration.json"))
+    page = write_report(manifest, tmp_path / "r.html", ReportConfig(per_gallery=2), overwrite=True).read_text()
+    assert "What if: other ID recalls" not in page  # the meta says the scan was not calibrated: a stale file
+    sidecar(manifest, "meta.json").write_text(json.dumps({"method": "mcm", "threshold": fitted.threshold,
+                                                          "calibration": {"id_recall": 0.95}}))
     page = write_report(manifest, tmp_path / "r.html", ReportConfig(per_gallery=2), overwrite=True).read_text()
     assert "threshold for ID recall 95% (200 ID images)" in page
     assert "What if: other ID recalls" in page and "<td>99%</td>" in page

@@ -151,3 +151,92 @@ def test_a_resumed_keep_fraction_scan_decides_over_all_its_rows(tmp_path, folder
     assert kept == sorted(row.score for row in rows)[:12]
     result = _scan(tmp_path, inputs, "--keep-fraction", 0.6, "--resume", "--out", out, expect=1)
     assert "different threshold or decision rule" in str(result.exception)
+
+
+def test_a_refused_resume_changes_no_file_and_a_stale_calibration_is_refused(tmp_path, folders):
+    calibration_folder, inputs = folders
+    out = tmp_path / "scan.jsonl"
+    _scan(tmp_path, inputs, "--method", "mcm", "--id-recall", 0.9, "--calibrate-on", calibration_folder,
+          "--include", "img00*", "--out", out)
+    stored = sidecar(out, "calibration.json")
+    before = {path: path.read_bytes() for path in (stored, sidecar(out, "meta.json"), out)}
+    _scan(tmp_path, inputs, "--method", "mcm", "--id-recall", 0.5, "--calibrate-on", calibration_folder, "--resume",
+          "--out", out, expect=1)
+    assert {path: path.read_bytes() for path in before} == before
+    fitted = Calibration.load(stored)  # a calibration file edited behind the scan's back
+    Calibration(**{**fitted.__dict__, "threshold": fitted.threshold + 0.01}).save(stored)
+    result = _scan(tmp_path, inputs, "--method", "mcm", "--id-recall", 0.9, "--calibrate-on", calibration_folder,
+                   "--resume", "--out", out, expect=1)
+    assert "no longer holds the threshold its rows were decided with" in str(result.exception)
+
+
+def test_a_keep_fraction_scan_that_moved_files_refuses_new_inputs_on_resume(tmp_path, folders):
+    _, inputs = folders
+    out, dest = tmp_path / "scan.jsonl", tmp_path / "flagged"
+    args = ["--keep-fraction", 0.75, "--action", "copy", "--dest", dest, "--out", out]
+    _scan(tmp_path, inputs, "--include", "img00*", *args)
+    result = _scan(tmp_path, inputs, "--resume", *args, expect=1)
+    assert "undo them first" in str(result.exception)
+    _scan(tmp_path, inputs, "--include", "img00*", "--resume", *args)  # nothing new: same decisions, allowed
+
+
+def test_parquet_keep_fraction_merges_a_journal_left_by_a_crash(tmp_path, folders):
+    pytest.importorskip("pyarrow")
+    _, inputs = folders
+    out = tmp_path / "scan.parquet"
+    _scan(tmp_path, inputs, "--keep-fraction", 0.5, "--out", out)
+    rows = read_manifest(out)
+    # a crash after the last batch, before the journal became the Parquet file
+    sidecar(out, "partial.jsonl").write_text("".join(json.dumps({**r.to_dict(), "is_ood": None}) + "\n" for r in rows))
+    out.unlink()
+    _scan(tmp_path, inputs, "--keep-fraction", 0.5, "--resume", "--out", out)
+    again = read_manifest(out)
+    assert len(again) == 24 and sum(r.is_ood is False for r in again) == 12
+    assert not sidecar(out, "partial.jsonl").exists()
+
+
+def test_a_fresh_scan_never_replaces_a_calibration_file_and_the_report_ignores_stale_ones(tmp_path, folders):
+    calibration_folder, inputs = folders
+    out = tmp_path / "scan.jsonl"
+    sidecar(out, "calibration.json").write_text("mine")
+    _scan(tmp_path, inputs, "--id-recall", 0.9, "--calibrate-on", calibration_folder, "--out", out, expect=1)
+    assert sidecar(out, "calibration.json").read_text() == "mine"
+    sidecar(out, "calibration.json").unlink()
+    _scan(tmp_path, inputs, "--method", "mcm", "--id-recall", 0.9, "--calibrate-on", calibration_folder, "--out", out)
+    _scan(tmp_path, inputs, "--method", "mcm", "--threshold", 0.5, "--overwrite", "--out", out)
+    assert not sidecar(out, "calibration.json").exists()  # it described the replaced scan
+
+
+def test_a_saved_calibration_is_copied_beside_the_manifest_for_the_report(tmp_path, folders):
+    from oodfilter.report import write_report
+
+    calibration_folder, inputs = folders
+    first = tmp_path / "first.jsonl"
+    _scan(tmp_path, inputs, "--method", "mcm", "--id-recall", 0.9, "--calibrate-on", calibration_folder, "--out", first)
+    second = tmp_path / "second.jsonl"
+    _scan(tmp_path, inputs, "--method", "mcm", "--calibration", sidecar(first, "calibration.json"), "--out", second)
+    page = write_report(second, tmp_path / "r.html").read_text()
+    assert "threshold for ID recall 90% (30 ID images)" in page and "What if: other ID recalls" in page
+
+
+def test_calibrate_on_a_manifest_resolves_its_relative_paths_from_its_scan_folder(tmp_path, folders, monkeypatch):
+    _, inputs = folders
+    monkeypatch.chdir(tmp_path)
+    listing = tmp_path / "ids.jsonl"
+    _scan(tmp_path, "calibration", "--out", listing)  # relative paths in the manifest
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    out = tmp_path / "scan.jsonl"
+    _scan(tmp_path, inputs, "--method", "mcm", "--id-recall", 0.9, "--calibrate-on", listing, "--out", out)
+    assert read_meta(out)["calibration"]["num_images"] == 30
+
+
+def test_calibrating_on_the_scanned_inputs_themselves_is_warned_about(tmp_path, folders):
+    _, inputs = folders
+    with pytest.warns(UserWarning, match="every --calibrate-on image is also a scanned input"):
+        from oodfilter.scan import scan
+
+        scan(ScanConfig(inputs=[str(inputs)], classes=["tench", "hen"], model="test-tiny", method="mcm",
+                        id_recall=0.9, calibrate_on=[str(inputs)], out=str(tmp_path / "s.jsonl"), workers=0,
+                        cache_dir=str(tmp_path / "cache")))
