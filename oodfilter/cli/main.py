@@ -58,7 +58,7 @@ def cli(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if verbose == 0:  # a warning is a message to the user, not a pointer into the source
-        warnings.formatwarning = _plain_warning  # type: ignore[assignment]
+        warnings.formatwarning = _plain_warning
 
 
 def _plain_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
