@@ -96,9 +96,12 @@ def test_half_precision_inputs_are_computed_in_float32():
 def test_scores_are_batch_size_and_order_invariant():
     f, w_yes, w_no = _random_problem(batch=32)
     ly, ln = fn.class_logits(f, w_yes, 100.0), fn.class_logits(f, w_no, 100.0)
-    full = fn.atd(ly, ln).ood_score
-    pieces = torch.cat([fn.atd(ly[i : i + 5], ln[i : i + 5]).ood_score for i in range(0, 32, 5)])
-    torch.testing.assert_close(pieces, full, rtol=0, atol=0)
+    full = fn.atd(ly, ln)
+    parts = [fn.atd(ly[i : i + 5], ln[i : i + 5]) for i in range(0, 32, 5)]
+    # Equal up to float32 rounding: on some CPUs (seen on an AMX Xeon) the vectorised reductions take another
+    # path for a batch of 5 than for 32, which moves a score by one ulp. Decisions are identical.
+    torch.testing.assert_close(torch.cat([p.ood_score for p in parts]), full.ood_score, rtol=4e-7, atol=1e-12)
+    assert torch.equal(torch.cat([p.is_ood for p in parts]), full.is_ood)
     perm = torch.randperm(32, generator=torch.Generator().manual_seed(3))
     for score in (lambda a, b: fn.ctw(a, b), lambda a, b: fn.atd(a, b), lambda a, b: fn.energy(a)):
         torch.testing.assert_close(score(ly[perm], ln[perm]).ood_score, score(ly, ln).ood_score[perm])
