@@ -6,17 +6,14 @@ process and under DDP; scorers, scan and eval after fine-tuning; and a real Mini
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from caption_data import COLOURS, write_caption_table
 from PIL import Image
 
 import oodfilter
@@ -31,7 +28,6 @@ from oodfilter.model.registration import TINY_HF_CONTEXT_LENGTH, TINY_HF_MODEL_N
 from oodfilter.scoring.methods import score_methods
 from oodfilter.train import FinetuneConfig, finetune
 
-COLOURS = {"red square": (220, 30, 30), "green field": (30, 200, 40), "blue sky": (40, 60, 230)}
 TEXTS = ["a photo of a goldfish", "a blurry photo of the large tiger shark.", "Something quite DIFFERENT, 42!"]
 
 
@@ -51,18 +47,7 @@ def hf_model():
 @pytest.fixture(scope="module")
 def caption_table(tmp_path_factory):
     """36 generated images in three colour classes, listed in a CSV caption table."""
-    root = tmp_path_factory.mktemp("hf-pairs")
-    rng = np.random.default_rng(0)
-    with open(root / "pairs.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "caption"])
-        for name, colour in COLOURS.items():
-            for i in range(12):
-                pixels = np.clip(np.array(colour) + rng.normal(0, 30, (40, 40, 3)), 0, 255).astype(np.uint8)
-                file = f"{name.replace(' ', '_')}_{i}.png"
-                Image.fromarray(pixels).save(root / file)
-                writer.writerow([file, f"a photo of a {name}"])
-    return root / "pairs.csv"
+    return write_caption_table(tmp_path_factory.mktemp("hf-pairs"))
 
 
 @pytest.fixture(scope="module")
@@ -358,26 +343,6 @@ def test_every_scorer_runs_on_an_hf_tower(finetuned, caption_table, tmp_path):
         torch.testing.assert_close(alone, scores, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_ddp_matches_single_process_on_an_hf_tower(tmp_path, caption_table):
-    """Two gloo processes under torchrun give the single-process losses and weights on the same global batch."""
-    common = ["--model", TINY_HF_MODEL_NAME, "--data", str(caption_table), "--steps", "3", "--batch-size", "8",
-              "--workers", "0", "--val-fraction", "0", "--device", "cpu", "--quiet"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "oodfilter.cli", "finetune", *common, "--out",
-                             str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "oodfilter.cli", "finetune", *common, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-
-    def losses(run):
-        lines = (tmp_path / run / "training" / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(line)["loss"] for line in lines if '"loss"' in line]
-
-    assert losses("one")
-    np.testing.assert_allclose(losses("two"), losses("one"), rtol=1e-4)
     one = oodfilter.load_model(tmp_path / "one", device="cpu").no_tower.state_dict()
     two = oodfilter.load_model(tmp_path / "two", device="cpu").no_tower.state_dict()
     start = oodfilter.load_model(TINY_HF_MODEL_NAME, device="cpu").no_tower.state_dict()

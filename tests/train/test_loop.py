@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from caption_data import COLOURS, write_caption_table
 from click.testing import CliRunner
 from PIL import Image
 
@@ -21,24 +22,11 @@ from oodfilter.model.build import build_from_open_clip
 from oodfilter.train import FinetuneConfig, TrainingDivergedError, finetune
 from oodfilter.train import step as step_module
 
-COLOURS = {"red square": (220, 30, 30), "green field": (30, 200, 40), "blue sky": (40, 60, 230)}
-
 
 @pytest.fixture(scope="module")
 def caption_table(tmp_path_factory) -> Path:
     """36 generated images in three colour classes, listed in a CSV caption table."""
-    root = tmp_path_factory.mktemp("pairs")
-    rng = np.random.default_rng(0)
-    with open(root / "pairs.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "caption"])
-        for name, colour in COLOURS.items():
-            for i in range(12):
-                pixels = np.clip(np.array(colour) + rng.normal(0, 30, (40, 40, 3)), 0, 255).astype(np.uint8)
-                file = f"{name.replace(' ', '_')}_{i}.png"
-                Image.fromarray(pixels).save(root / file)
-                writer.writerow([file, f"a photo of a {name}"])
-    return root / "pairs.csv"
+    return write_caption_table(tmp_path_factory.mktemp("pairs"))
 
 
 def _config(tmp_path, data, **overrides) -> FinetuneConfig:
@@ -154,9 +142,10 @@ def test_image_folder_tree_and_cli(tmp_path, caption_table):
 
 
 @pytest.mark.slow
-def test_ddp_matches_single_process(tmp_path, caption_table):
+@pytest.mark.parametrize("model", ["test-tiny", "test-tiny-hf"])  # a CLIP text tower and a Hugging Face one
+def test_ddp_matches_single_process(tmp_path, caption_table, model):
     """Two gloo processes under torchrun give the single-process losses and weights on the same global batch."""
-    common = ["--model", "test-tiny", "--data", str(caption_table), "--steps", "3", "--batch-size", "8",
+    common = ["--model", model, "--data", str(caption_table), "--steps", "3", "--batch-size", "8",
               "--workers", "0", "--val-fraction", "0", "--device", "cpu", "--quiet"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "oodfilter.cli", "finetune", *common, "--out",
@@ -174,7 +163,7 @@ def test_ddp_matches_single_process(tmp_path, caption_table):
     np.testing.assert_allclose(losses("two"), losses("one"), rtol=1e-4)
     one = oodfilter.load_model(tmp_path / "one", device="cpu").no_tower.state_dict()
     two = oodfilter.load_model(tmp_path / "two", device="cpu").no_tower.state_dict()
-    start = oodfilter.load_model("test-tiny", device="cpu").no_tower.state_dict()
+    start = oodfilter.load_model(model, device="cpu").no_tower.state_dict()
     moved = max(float((one[k] - start[k]).abs().max()) for k in one)
     assert moved > 1e-4
     # Adam turns float-rounding differences of near-zero gradients into small steps; they stay within
