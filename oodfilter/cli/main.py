@@ -23,6 +23,7 @@ COMMANDS = {
     "models": "oodfilter.cli.models:models_command",
     "plugins": "oodfilter.cli.plugins:plugins",
     "report": "oodfilter.cli.report:report_command",
+    "rescore": "oodfilter.cli.rescore:rescore_command",
     "scan": "oodfilter.cli.scan:scan_command",
     "undo": "oodfilter.cli.undo:undo_command",
 }

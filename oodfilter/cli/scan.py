@@ -35,6 +35,8 @@ option = functools.partial(config_option, SCAN_CONFIG)
 @option("--calibration", type=click.Path(dir_okay=False), help="Use a saved calibration (JSON) for the decision.")
 @option("--keep-fraction", help="Keep the F lowest-scored (most in-distribution) images of the scan, decided after "
         "scoring; the rest are OOD.")
+@option("--save-features", is_flag=True, help="Store each image's embedding (float16, <out>.features.f16) so "
+        "'oodfilter rescore' can score another class list or method without the image encoder.")
 @option("--templates", help="Prompt template set: auto (clipn for CLIPN models, else photo), clipn, photo, "
         "ensemble ({default}).")
 @option("--workers", help="Decoding worker processes (cores - 1).")

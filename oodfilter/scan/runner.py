@@ -37,6 +37,7 @@ from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
+from oodfilter.sinks.features import FeatureWriter, data_path, header_path
 from oodfilter.sinks.lock import ManifestLock
 from oodfilter.sinks.manifest import ManifestWriter, read_manifest, read_meta, sidecar
 from oodfilter.sinks.rows import ManifestRow
@@ -130,12 +131,17 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
                       if item.error is not None and str(item.path) not in done_paths]
         unreadable_paths = {row.path for row in unreadable}
         readable = [path for path in remaining if path not in unreadable_paths]
-        scored = _row_batches(config, spec, scorer, readable) if readable else iter([])
+        features = _feature_writer(config, out, scorer, done_paths)
+        scored = _row_batches(config, spec, scorer, readable, features) if readable else iter([])
         if plan.keep_fraction is not None:  # decided once every score is known
             scored = (undecided(rows) for rows in scored)
         batches = chain([unreadable] if unreadable else [], scored)
         writer = ManifestWriter(out, append=config.resume)
-        _write_rows(batches, writer, progress, len(wanted), len(wanted) - len(remaining))
+        try:
+            _write_rows(batches, writer, progress, len(wanted), len(wanted) - len(remaining))
+        finally:
+            if features is not None:
+                features.close()
     if plan.keep_fraction is not None:
         meta["keep_boundary"] = decide_keep_fraction(out, plan.keep_fraction)
         atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
@@ -171,14 +177,43 @@ def _decides_later(config: ScanConfig) -> bool:
     return any(value is not None for value in (config.id_recall, config.calibration, config.keep_fraction))
 
 
-def _row_batches(config: ScanConfig, spec: ScorerSpec, scorer: Scorer, paths: list[str]) -> Iterator[list[ManifestRow]]:
+def _feature_writer(config: ScanConfig, out: Path, scorer: Scorer, done_paths: set[str]) -> FeatureWriter | None:
+    """Return the writer of ``--save-features`` (None without it), cut to the manifest's ok rows on resume.
+
+    Raises:
+        InputError: a resume that would leave stored features out of step with the rows (features of
+            another image tower, or a scan with features resumed without ``--save-features`` or the
+            reverse), or ``--save-features`` with the Ray engine.
+
+    """
+    stored = header_path(out).is_file()
+    resuming = config.resume and bool(done_paths)
+    if resuming and stored != config.save_features:
+        have = "stores image features" if stored else "has no stored image features"
+        raise InputError(f"cannot resume {out}: it {have}, so rows and features would fall out of step; resume "
+                         f"{'with' if stored else 'without'} --save-features, or --overwrite")
+    if not config.save_features:
+        if config.overwrite:  # the replaced scan's features no longer belong to any row
+            header_path(out).unlink(missing_ok=True)
+            data_path(out).unlink(missing_ok=True)
+        return None
+    if config.engine == "ray":
+        raise InputError("--save-features works with the local engine for now; drop --engine ray or the option")
+    keep = sum(row.ok for row in read_manifest(out)) if resuming else None
+    return FeatureWriter(out, scorer.model.embed_dim, scorer.model.image_fingerprint(), scorer.model.source.name,
+                         keep_rows=keep)
+
+
+def _row_batches(config: ScanConfig, spec: ScorerSpec, scorer: Scorer, paths: list[str],
+                 features: FeatureWriter | None = None) -> Iterator[list[ManifestRow]]:
     if config.engine == "ray":
         # actors need no class-list file; they decide with the threshold the scan resolved (given or calibrated)
         ray_spec = replace(spec, classes=list(scorer.class_vectors.class_names), threshold=scorer.threshold)
         return score_files_with_ray(ray_spec, scorer.model, paths, batch_size=config.batch_size,
                                     address=config.ray_address, num_actors=config.ray_actors,
                                     max_pixels=config.max_pixels)
-    return score_files(scorer, paths, workers=config.workers, max_pixels=config.max_pixels)
+    return score_files(scorer, paths, workers=config.workers, max_pixels=config.max_pixels,
+                       feature_sink=features.write if features is not None else None)
 
 
 def _write_rows(
@@ -216,7 +251,8 @@ def _check_output_is_free(config: ScanConfig, out: Path, files: list[DiscoveredF
     resolved = out.resolve()
     if any(item.path.resolve() == resolved for item in files):
         raise InputError(f"--out {out} is one of the scanned inputs; choose another manifest file")
-    exists = out.exists() or any(sidecar(out, name).exists() for name in ("partial.jsonl", "calibration.json"))
+    exists = out.exists() or any(sidecar(out, name).exists() for name in ("partial.jsonl", "calibration.json",
+                                                                            "features.json", "features.f16"))
     if exists and not (config.resume or config.overwrite):
         raise InputError(f"manifest {out} already exists: pass --resume to continue it, --overwrite to replace "
                          "it, or --out another file")

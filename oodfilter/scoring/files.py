@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import torch
 
 from oodfilter.data.decode import DEFAULT_MAX_PIXELS
 from oodfilter.data.loader import image_batches
@@ -20,6 +22,7 @@ def score_files(
     *,
     workers: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    feature_sink: Callable[[torch.Tensor], None] | None = None,
 ) -> Iterator[list[ManifestRow]]:
     """Yield the rows of ``paths`` batch by batch, in input order; a file that cannot be decoded is an error row.
 
@@ -28,11 +31,21 @@ def score_files(
         paths: Image files.
         workers: Decoding worker processes (0: decode in this process).
         max_pixels: Decompression-bomb limit per image.
+        feature_sink: Called with each batch's (n, D) normalised image features of its ``ok`` rows, in row
+            order, before the batch's rows are yielded (``scan --save-features`` stores them).
 
     """
     names = [str(path) for path in paths]
     batches = image_batches(names, scorer.model.preprocess, batch_size=scorer.batch_size, workers=workers,
                             pin_memory=scorer.device.type == "cuda", max_pixels=max_pixels)
     for batch in batches:
-        result = scorer.score_images(batch.images) if batch.images is not None else None
-        yield build_rows(names, batch.errors, batch.ok, result)
+        if batch.images is None:
+            yield build_rows(names, batch.errors, batch.ok, None)
+            continue
+        features = scorer.encode_images(batch.images)  # (n, D)
+        rows = build_rows(names, batch.errors, batch.ok, scorer.score_features(features))
+        if feature_sink is not None:  # rows come in index order; a non-finite score made an error row: no feature
+            order = sorted({index for index, _ in batch.errors} | set(batch.ok))
+            ok = {index for index, row in zip(order, rows, strict=True) if row.ok}
+            feature_sink(features[[p for p, index in enumerate(batch.ok) if index in ok]])
+        yield rows

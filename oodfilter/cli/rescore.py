@@ -1,0 +1,39 @@
+"""``oodfilter rescore``: a new class list, method or rule for a scan, from its stored image features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@click.command("rescore")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--classes", "-c", required=True, help="The new class-list file (one class per line).")
+@click.option("--out", "-o", required=True, help="The new manifest (.jsonl, .csv, .parquet).")
+@click.option("--model", "-m", default=None, help="The model (default: the one the features were stored with; "
+              "its image tower must match them).")
+@click.option("--pretrained", default=None, help="For an open_clip name: a pretrained tag or weights file.")
+@click.option("--method", default=None, help="Score method (as for scan).")
+@click.option("--templates", default=None, help="Prompt template set (as for scan).")
+@click.option("--threshold", type=float, default=None, help="Decide OOD as ood_score > X.")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None, help="Decide with a saved calibration.")
+@click.option("--keep-fraction", type=float, default=None, help="Keep the F most in-distribution images.")
+@click.option("--device", default="auto", help="Where the text encoder and the scoring run.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Text-vector cache folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing manifest of ours at --out.")
+@click.option("--quiet", "-q", is_flag=True, help="No summary.")
+def rescore_command(manifest: str, quiet: bool, **options: Any) -> None:
+    """Score MANIFEST's stored image features (scan --save-features) against a new class list or method.
+
+    No image is opened and the image encoder does not run; the features are refused unless the model's
+    image tower is the one they were stored with.
+    """
+    from oodfilter.scan.rescore import RescoreConfig, rescore
+
+    given = {key: value for key, value in options.items() if value is not None}
+    summary = rescore(RescoreConfig(manifest=manifest, **given))
+    if not quiet:
+        click.echo(f"rescored {summary.ok} of {summary.total} rows ({summary.method}) in {summary.seconds:.1f} s: "
+                   f"{summary.ood} OOD -> {Path(summary.manifest)}", err=True)

@@ -1,0 +1,179 @@
+"""Rescoring: a new class list, method or decision rule for a scanned manifest, from its stored features.
+
+No image is opened and the image encoder never runs: the features ``scan --save-features`` stored are
+scored against the new class vectors. The features are refused unless the model's image tower has the
+fingerprint they were stored with. The new manifest keeps the source's rows in order (error rows as
+they were) and points at the same feature file, so it can be rescored again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from oodfilter import __version__
+from oodfilter.atomic import atomic_write_text
+from oodfilter.decision.identity import classes_digest
+from oodfilter.errors import InputError
+from oodfilter.model.factory import load_model
+from oodfilter.scan.decisions import decide_keep_fraction
+from oodfilter.scoring.factory import build_scorer
+from oodfilter.scoring.scorer import Scorer
+from oodfilter.scoring.spec import ScorerSpec
+from oodfilter.sinks.features import FeatureHeader, header_path, load_features, read_header
+from oodfilter.sinks.lock import ManifestLock
+from oodfilter.sinks.manifest import ManifestWriter, read_manifest, read_meta, sidecar
+from oodfilter.sinks.rows import ManifestRow, build_rows
+from oodfilter.text.templates import DEFAULT_TEMPLATES
+
+CHUNK = 4096  # features scored per step
+
+
+@dataclass
+class RescoreConfig:
+    """What to rescore with; see ``oodfilter rescore --help``.
+
+    Attributes:
+        manifest: A manifest scanned with ``--save-features`` (or rescored from one).
+        classes: The new class-list file, or the names.
+        out: The new manifest.
+        model: The model; default the one the features were stored with (its image tower must match).
+        pretrained: Pretrained tag or weights file for an open_clip name.
+        method, templates, threshold, calibration, keep_fraction: As for ``scan``.
+        device: Where the text encoder and the scoring run.
+        cache_dir: Text-vector cache folder.
+        overwrite: Replace an existing manifest of ours at ``out``.
+
+    """
+
+    manifest: str = ""
+    classes: str | list[str] = ""
+    out: str = "oodfilter-rescore.jsonl"
+    model: str | None = None
+    pretrained: str | None = None
+    method: str | None = None
+    templates: str | list[str] = DEFAULT_TEMPLATES
+    threshold: float | None = None
+    calibration: str | None = None
+    keep_fraction: float | None = None
+    device: str = "auto"
+    cache_dir: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class RescoreSummary:
+    """The outcome of a rescore: rows written, ok rows scored, OOD decisions, seconds."""
+
+    manifest: Path
+    total: int = 0
+    ok: int = 0
+    ood: int = 0
+    seconds: float = 0.0
+    method: str = ""
+
+
+def rescore(config: RescoreConfig) -> RescoreSummary:
+    """Score a manifest's stored features against a new class list / method / rule; write a new manifest.
+
+    Raises:
+        InputError: no stored features, features of another image tower, an existing ``out`` without
+            ``overwrite`` (or ``out`` being the source), bad options.
+
+    """
+    started = time.perf_counter()
+    source, out = Path(config.manifest), Path(config.out)
+    _check_options(config, source, out)
+    rows = read_manifest(source)
+    if not rows:
+        raise InputError(f"manifest {source} is missing or has no rows; scan first (with --save-features)")
+    header = read_header(source)
+    features = load_features(source, sum(row.ok for row in rows))
+    model = load_model(config.model or header.model, config.pretrained, device=config.device,
+                       cache_dir=config.cache_dir)
+    if model.image_fingerprint() != header.image_fingerprint:
+        raise InputError(f"the features of {source} come from another image tower (stored with model "
+                         f"'{header.model}'); rescore with that model, or scan again with --save-features")
+    spec = ScorerSpec(model=model.source.name, classes=config.classes, method=config.method,
+                      templates=config.templates, threshold=config.threshold, calibration=config.calibration,
+                      device=config.device, cache_dir=config.cache_dir)
+    scorer = build_scorer(spec, model=model)
+    with ManifestLock(out):
+        _write_side_files(config, scorer, source, out, header)
+        writer = ManifestWriter(out, append=False)
+        try:
+            for batch in _rescored(rows, features, scorer, config.keep_fraction is not None):
+                writer.write(batch)
+        finally:
+            writer.close()
+        if config.keep_fraction is not None:
+            meta = read_meta(out)
+            meta["keep_boundary"] = decide_keep_fraction(out, config.keep_fraction)
+            atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
+    written = read_manifest(out)
+    return RescoreSummary(out, len(written), sum(r.ok for r in written), sum(r.is_ood is True for r in written),
+                          time.perf_counter() - started, scorer.method.name)
+
+
+def _check_options(config: RescoreConfig, source: Path, out: Path) -> None:
+    if not config.classes:
+        raise InputError("no class list: pass --classes FILE (one in-distribution class per line)")
+    if out.resolve() == source.resolve():
+        raise InputError(f"--out {out} is the manifest being rescored; choose another file")
+    rules = [n for n, v in (("--threshold", config.threshold), ("--calibration", config.calibration),
+                            ("--keep-fraction", config.keep_fraction)) if v is not None]
+    if len(rules) > 1:
+        raise InputError(f"{' and '.join(rules)} each set the decision; pick one")
+    if out.exists() and not config.overwrite:
+        raise InputError(f"manifest {out} already exists: pass --overwrite to replace it, or --out another file")
+    if out.exists() and not sidecar(out, "meta.json").is_file():
+        raise InputError(f"--overwrite replaces only an oodfilter manifest, and {out} is not one; choose another --out")
+
+
+def _rescored(rows: Sequence[ManifestRow], features: np.ndarray, scorer: Scorer,
+              undecided: bool) -> Iterator[list[ManifestRow]]:
+    """Yield the new rows in the source's order: error rows as they were, ok rows scored from features."""
+    position = 0  # next feature row
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        ok = [i for i, row in enumerate(chunk) if row.ok]
+        block = torch.from_numpy(np.asarray(features[position : position + len(ok)], dtype=np.float32))  # (n, D)
+        position += len(ok)
+        errors = [(i, str(row.error)) for i, row in enumerate(chunk) if not row.ok]
+        result = scorer.score_features(block) if ok else None
+        if result is not None and undecided:
+            result.is_ood = None
+        yield build_rows([row.path for row in chunk], errors, ok, result)
+
+
+def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: Path, header: FeatureHeader) -> None:
+    """Write the new manifest's meta (paths stay relative to the source scan's folder) and feature header."""
+    previous = read_meta(source)
+    method = scorer.method
+    names = list(scorer.class_vectors.class_names)
+    if config.keep_fraction is not None:
+        decision: str | None = f"keep the {config.keep_fraction:.0%} lowest-scored images (F·N rounded half up)"
+    elif scorer.threshold is not None:
+        decision = f"ood_score > {scorer.threshold:.6g}"
+    else:
+        decision = f"{method.name} threshold-free rule" if method.threshold_free else None
+    meta: dict[str, Any] = {
+        "oodfilter_version": __version__, "cwd": previous.get("cwd", os.getcwd()), "model": scorer.model.source.name,
+        "fingerprints": scorer.class_vectors.fingerprints, "method": method.name, "threshold": scorer.threshold,
+        "decision_rule": {"threshold": config.threshold, "calibration": config.calibration,
+                          "keep_fraction": config.keep_fraction},
+        "keep_fraction": config.keep_fraction, "decision": decision, "classes_sha256": classes_digest(names),
+        "num_classes": len(names), "templates": list(scorer.class_vectors.templates),
+        "rescored_from": str(source.resolve()),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
+    atomic_write_text(header_path(out), json.dumps(header.to_dict(), indent=1))  # the same feature rows

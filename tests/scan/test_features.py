@@ -1,0 +1,147 @@
+"""Stored image features (scan --save-features) and rescoring from them (oodfilter rescore)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from oodfilter.cli.main import cli
+from oodfilter.errors import InputError
+from oodfilter.scan import ScanConfig
+from oodfilter.sinks.features import data_path, header_path, read_header
+from oodfilter.sinks.manifest import read_manifest, read_meta
+
+
+def _images(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        pixels = np.clip(rng.integers(0, 255, 3) + rng.normal(0, 30, (20, 20, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+def _run(tmp_path: Path, *args: object, expect: int = 0):
+    result = CliRunner().invoke(cli, [*map(str, args)])
+    if result.exit_code != expect:
+        raise AssertionError(f"exit {result.exit_code}: {result.output}\n{result.exception!r}")
+    return result
+
+
+def _classes(tmp_path: Path, name: str, names: list[str]) -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(names) + "\n")
+    return path
+
+
+def _scan(tmp_path, inputs, classes, out, *args, expect=0):
+    return _run(tmp_path, "scan", inputs, "--model", "test-tiny", "--classes", classes, "--out", out, "--workers", 0,
+                "--batch-size", 4, "--cache-dir", tmp_path / "cache", "-q", *args, expect=expect)
+
+
+@pytest.fixture
+def scanned(tmp_path):
+    inputs = _images(tmp_path / "imgs", 14)
+    classes = _classes(tmp_path, "a.txt", ["tench", "goldfish", "hen"])
+    out = tmp_path / "scan.jsonl"
+    _scan(tmp_path, inputs, classes, out, "--save-features")
+    return inputs, out
+
+
+def test_features_are_stored_one_per_ok_row(scanned):
+    _, out = scanned
+    rows = read_manifest(out)
+    header = read_header(out)
+    assert header.dim == 32 and Path(header.data) == data_path(out).resolve()
+    assert sum(row.ok for row in rows) == 14 and len(rows) == 15  # the broken file is an error row
+    assert data_path(out).stat().st_size == 14 * header.dim * 2  # float16: 2 bytes per value
+    stored = np.fromfile(data_path(out), dtype="<f2").reshape(14, header.dim).astype(np.float32)
+    np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=2e-3)  # L2-normalised
+
+
+@pytest.mark.parametrize("names, method", [(["tench", "goldfish", "hen"], "atd"),
+                                           (["ostrich", "brambling", "great white shark", "hen"], "ctw"),
+                                           (["ostrich", "hen"], "mcm")])
+def test_rescore_equals_a_scan_with_the_same_settings(tmp_path, scanned, names, method):
+    inputs, out = scanned
+    classes = _classes(tmp_path, "b.txt", names)
+    direct = tmp_path / "direct.jsonl"
+    _scan(tmp_path, inputs, classes, direct, "--method", method)
+    rescored = tmp_path / "rescored.jsonl"
+    _run(tmp_path, "rescore", out, "--classes", classes, "--method", method, "--out", rescored, "--cache-dir",
+         tmp_path / "cache", "-q")
+    expected, got = read_manifest(direct), read_manifest(rescored)
+    assert [(r.path, r.status) for r in got] == [(r.path, r.status) for r in expected]
+    for a, b in zip(got, expected, strict=True):
+        if a.ok:
+            assert a.ood_score == pytest.approx(b.ood_score, abs=1e-3)  # float16 storage
+            assert a.is_ood == b.is_ood and a.top_class == b.top_class
+    meta = read_meta(rescored)
+    assert meta["method"] == method and meta["rescored_from"] == str(out.resolve())
+    assert read_header(rescored).data == read_header(out).data  # a rescored manifest can be rescored again
+
+
+def test_rescore_refuses_features_of_another_image_tower(tmp_path, scanned):
+    _, out = scanned
+    header = json.loads(header_path(out).read_text())
+    header_path(out).write_text(json.dumps({**header, "image_fingerprint": "0" * 64}))
+    result = _run(tmp_path, "rescore", out, "--classes", _classes(tmp_path, "c.txt", ["hen", "tench"]), "--out",
+                  tmp_path / "r.jsonl", "--cache-dir", tmp_path / "cache", expect=1)
+    assert "come from another image tower" in str(result.exception)
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_rescore_needs_stored_features_and_never_overwrites(tmp_path, scanned):
+    inputs, out = scanned
+    plain = tmp_path / "plain.jsonl"
+    _scan(tmp_path, inputs, _classes(tmp_path, "a.txt", ["hen", "tench"]), plain)
+    classes = _classes(tmp_path, "d.txt", ["hen", "ostrich"])
+    result = _run(tmp_path, "rescore", plain, "--classes", classes, "--out", tmp_path / "r.jsonl", expect=1)
+    assert "scan with --save-features" in str(result.exception)
+    result = _run(tmp_path, "rescore", out, "--classes", classes, "--out", out, expect=1)
+    assert "is the manifest being rescored" in str(result.exception)
+    result = _run(tmp_path, "rescore", out, "--classes", classes, "--out", plain, expect=1)
+    assert "already exists" in str(result.exception)
+
+
+def test_a_crash_between_features_and_rows_is_cut_back_on_resume(tmp_path):
+    inputs = _images(tmp_path / "imgs", 12)
+    classes = _classes(tmp_path, "a.txt", ["tench", "goldfish", "hen"])
+    out = tmp_path / "scan.jsonl"
+    _scan(tmp_path, inputs, classes, out, "--save-features", "--include", "img0*")  # 10 images
+    # a crash after a batch's features were written and before its rows reached the manifest
+    with open(data_path(out), "ab") as handle:
+        handle.write(np.ones((4, 32), dtype="<f2").tobytes())
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:-1]) + lines[-1][:10])  # and a torn last row
+    _scan(tmp_path, inputs, classes, out, "--save-features", "--resume")
+    rows = read_manifest(out)
+    assert len(rows) == 13 and len({r.path for r in rows}) == 13
+    assert data_path(out).stat().st_size == sum(r.ok for r in rows) * 32 * 2
+    again = tmp_path / "again.jsonl"
+    _run(tmp_path, "rescore", out, "--classes", classes, "--out", again, "--cache-dir", tmp_path / "cache", "-q")
+    for a, b in zip(read_manifest(again), rows, strict=True):  # every row still has its own feature
+        assert a.path == b.path and (not a.ok or a.ood_score == pytest.approx(b.ood_score, abs=1e-3))
+
+
+def test_resuming_without_the_feature_option_is_refused(tmp_path, scanned):
+    inputs, out = scanned
+    (inputs / "img99.png").write_bytes((inputs / "img00.png").read_bytes())  # one new input to score
+    result = _scan(tmp_path, inputs, _classes(tmp_path, "a.txt", ["tench", "goldfish", "hen"]), out, "--resume",
+                   expect=1)
+    assert "it stores image features, so rows and features would fall out of step" in str(result.exception)
+
+
+def test_ray_engine_with_saved_features_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="local engine"):
+        from oodfilter.scan import scan
+
+        inputs = _images(tmp_path / "imgs", 2)
+        scan(ScanConfig(inputs=[str(inputs)], classes=["hen"], model="test-tiny", out=str(tmp_path / "s.jsonl"),
+                        engine="ray", save_features=True, workers=0, cache_dir=str(tmp_path / "cache")))
