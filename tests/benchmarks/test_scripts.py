@@ -101,6 +101,19 @@ def check_engines(stdout: str) -> None:
     assert positive(rows[1]["vs local"]) == pytest.approx(positive(rows[1]["images/s"]) / local, abs=0.01)
 
 
+def check_rescore(stdout: str) -> None:
+    rows = table(stdout, "path")
+    assert [row["path"][:3] for row in rows] == ["(a)", "(b)"]
+    assert rows[0]["speed-up"] == "1.0"
+    rescan, again = positive(rows[0]["seconds"]), positive(rows[1]["seconds"])
+    assert positive(rows[1]["speed-up"]) == pytest.approx(rescan / again, rel=0.05, abs=0.1)
+    summary = re.search(r"max abs score diff = ([\d.e+-]+); decisions and top classes identical: (\w+); "
+                        r"stored: (\d+) bytes per image \(float16 x (\d+)\)", stdout)
+    assert summary is not None, stdout
+    assert float(summary.group(1)) <= 1e-3 and summary.group(2) == "True"
+    assert int(summary.group(3)) == 2 * int(summary.group(4))
+
+
 # script name -> (needs ../shared/data, what its output must show)
 SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "class_vectors": (False, check_class_vectors),  # WordNet names when present, generated ones otherwise
@@ -108,6 +121,7 @@ SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "finetune_throughput": (False, check_finetune_throughput),
     "loader_overhead": (True, check_loader_overhead),
     "engines": (True, check_engines),
+    "rescore": (True, check_rescore),
 }
 
 
