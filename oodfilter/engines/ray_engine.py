@@ -55,20 +55,28 @@ def decode_batch(
 class ScoreActor:
     """Ray Data actor: builds the scorer once from the spec (model from the object store); scores decoded batches."""
 
-    def __init__(self, model: Any, spec: ScorerSpec) -> None:
+    def __init__(self, model: Any, spec: ScorerSpec, with_features: bool = False) -> None:
         ray = _require_ray()
         if isinstance(model, ray.ObjectRef):  # the model travels once through the object store
             model = ray.get(model)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.scorer = build_scorer(replace(spec, device=device), model=model)
+        self.with_features = with_features
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Return the manifest rows of a decoded batch, as columns."""
+        """Return the manifest rows of a decoded batch, as columns (plus ``feature``, (n, D) float16, if asked)."""
         paths = [str(path) for path in batch["path"]]
         errors = [(i, str(reason)) for i, reason in enumerate(batch["error"]) if reason]
         ok = [i for i, reason in enumerate(batch["error"]) if not reason]
-        result = self.scorer.score_images(torch.from_numpy(batch["image"][ok])) if ok else None
-        return rows_to_columns(build_rows(paths, errors, ok, result))
+        features = self.scorer.encode_images(torch.from_numpy(batch["image"][ok])) if ok else None  # (n_ok, D)
+        result = self.scorer.score_features(features) if features is not None else None
+        columns = rows_to_columns(build_rows(paths, errors, ok, result))
+        if self.with_features:  # one row per input, zeros for error rows; the driver keeps the ok rows'
+            full = np.zeros((len(paths), self.scorer.model.embed_dim), dtype=np.float16)
+            if features is not None:
+                full[ok] = features.to(torch.float16).numpy()
+            columns["feature"] = full
+        return columns
 
 
 def score_files_with_ray(
@@ -80,6 +88,7 @@ def score_files_with_ray(
     address: str | None = None,
     num_actors: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    feature_sink: Callable[[torch.Tensor], None] | None = None,
 ) -> Iterator[list[ManifestRow]]:
     """Score ``paths`` on Ray and yield their rows batch by batch, in input order, as they arrive.
 
@@ -91,6 +100,8 @@ def score_files_with_ray(
         address: Ray cluster address (None: start or join a local one).
         num_actors: Scoring actors (default: one per GPU, else one).
         max_pixels: Decompression-bomb limit per image.
+        feature_sink: Called with each batch's (n, D) image features of its ``ok`` rows, in row order,
+            before the batch's rows are yielded (as :func:`~oodfilter.scoring.files.score_files` does).
 
     """
     ray = _require_ray()
@@ -107,11 +118,15 @@ def score_files_with_ray(
     )
     scored = decoded.map_batches(
         ScoreActor,
-        fn_constructor_kwargs={"model": ray.put(model.cpu()), "spec": spec},
+        fn_constructor_kwargs={"model": ray.put(model.cpu()), "spec": spec, "with_features": feature_sink is not None},
         batch_size=batch_size,
         concurrency=num_actors or max(1, gpus),  # one actor per GPU, or one on the CPU
         num_gpus=1 if gpus else 0,
         num_cpus=0 if gpus else 1,
     )
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
-        yield rows_from_columns(batch)
+        rows = rows_from_columns(batch)
+        if feature_sink is not None:  # a non-finite score made an error row: no feature
+            kept = batch["feature"][[i for i, row in enumerate(rows) if row.ok]]
+            feature_sink(torch.from_numpy(np.asarray(kept, dtype=np.float32)))
+        yield rows

@@ -97,8 +97,8 @@ def rescore(config: RescoreConfig) -> RescoreSummary:
         raise InputError(f"manifest {source} is missing or has no rows; scan first (with --save-features)")
     header = read_header(source)
     features = load_features(source, sum(row.ok for row in rows))
-    model = load_model(config.model or header.model, config.pretrained, device=config.device,
-                       cache_dir=config.cache_dir)
+    pretrained = config.pretrained if config.model else header.pretrained  # the stored model, as it was loaded
+    model = load_model(config.model or header.model, pretrained, device=config.device, cache_dir=config.cache_dir)
     if model.image_fingerprint() != header.image_fingerprint:
         raise InputError(f"the features of {source} come from another image tower (stored with model "
                          f"'{header.model}'); rescore with that model, or scan again with --save-features")

@@ -29,6 +29,7 @@ from oodfilter.decision.identity import classes_digest
 from oodfilter.engines.ray_engine import score_files_with_ray
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
+from oodfilter.model.pretrained import RANDOM_WEIGHTS
 from oodfilter.report.class_rates import ClassRate, class_rates
 from oodfilter.scan.config import ScanConfig
 from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction, decision_rule, plan_decisions, undecided
@@ -183,7 +184,7 @@ def _feature_writer(config: ScanConfig, out: Path, scorer: Scorer, done_paths: s
     Raises:
         InputError: a resume that would leave stored features out of step with the rows (features of
             another image tower, or a scan with features resumed without ``--save-features`` or the
-            reverse), or ``--save-features`` with the Ray engine.
+            reverse).
 
     """
     stored = header_path(out).is_file()
@@ -197,11 +198,13 @@ def _feature_writer(config: ScanConfig, out: Path, scorer: Scorer, done_paths: s
             header_path(out).unlink(missing_ok=True)
             data_path(out).unlink(missing_ok=True)
         return None
-    if config.engine == "ray":
-        raise InputError("--save-features works with the local engine for now; drop --engine ray or the option")
     keep = sum(row.ok for row in read_manifest(out)) if resuming else None
-    return FeatureWriter(out, scorer.model.embed_dim, scorer.model.image_fingerprint(), scorer.model.source.name,
-                         keep_rows=keep)
+    source = scorer.model.source
+    pretrained = source.pretrained
+    if pretrained is None and source.kind == "open_clip" and not source.name.startswith(("hf-hub:", "local-dir:")):
+        pretrained = RANDOM_WEIGHTS  # an open_clip name loaded without weights: rescore must not fetch its default
+    return FeatureWriter(out, scorer.model.embed_dim, scorer.model.image_fingerprint(), source.name, keep_rows=keep,
+                         pretrained=pretrained)
 
 
 def _row_batches(config: ScanConfig, spec: ScorerSpec, scorer: Scorer, paths: list[str],
@@ -211,7 +214,8 @@ def _row_batches(config: ScanConfig, spec: ScorerSpec, scorer: Scorer, paths: li
         ray_spec = replace(spec, classes=list(scorer.class_vectors.class_names), threshold=scorer.threshold)
         return score_files_with_ray(ray_spec, scorer.model, paths, batch_size=config.batch_size,
                                     address=config.ray_address, num_actors=config.ray_actors,
-                                    max_pixels=config.max_pixels)
+                                    max_pixels=config.max_pixels,
+                                    feature_sink=features.write if features is not None else None)
     return score_files(scorer, paths, workers=config.workers, max_pixels=config.max_pixels,
                        feature_sink=features.write if features is not None else None)
 

@@ -36,8 +36,9 @@ class FeatureHeader:
     Attributes:
         dim: Embedding dimension D.
         image_fingerprint: The image tower's fingerprint (weights and preprocessing).
-        model: The model's name, for messages.
+        model: The model's name (what ``rescore`` loads by default).
         data: The raw float16 file (absolute; a rescored manifest points at its source's).
+        pretrained: The model's pretrained tag or weights file, if any.
 
     """
 
@@ -45,11 +46,12 @@ class FeatureHeader:
     image_fingerprint: str
     model: str
     data: str
+    pretrained: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the header as JSON-ready data."""
         return {"format": FORMAT, "dtype": "float16", "dim": self.dim, "image_fingerprint": self.image_fingerprint,
-                "model": self.model, "data": self.data}
+                "model": self.model, "pretrained": self.pretrained, "data": self.data}
 
 
 def header_path(manifest: str | Path) -> Path:
@@ -83,7 +85,10 @@ def read_header(manifest: str | Path) -> FeatureHeader:
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1 or not all(
             isinstance(v, str) for v in (fingerprint, model, raw)):
         raise InputError(f"{path}: 'dim' must be a positive integer and 'image_fingerprint', 'model', 'data' strings")
-    return FeatureHeader(dim, str(fingerprint), str(model), str(raw))
+    pretrained = data.get("pretrained")
+    if pretrained is not None and not isinstance(pretrained, str):
+        raise InputError(f"{path}: 'pretrained' must be a string or null")
+    return FeatureHeader(dim, str(fingerprint), str(model), str(raw), pretrained)
 
 
 def load_features(manifest: str | Path, rows: int) -> np.ndarray:
@@ -113,6 +118,7 @@ class FeatureWriter:
         dim: Embedding dimension D.
         image_fingerprint: The image tower's fingerprint.
         model: The model's name.
+        pretrained: The model's pretrained tag or weights file, if any.
         keep_rows: On resume, the number of ok rows the manifest already has: the file is cut to exactly
             that many (a crash may have left one batch more); None starts a new file.
 
@@ -122,7 +128,7 @@ class FeatureWriter:
     """
 
     def __init__(self, manifest: str | Path, dim: int, image_fingerprint: str, model: str,
-                 keep_rows: int | None) -> None:
+                 keep_rows: int | None, pretrained: str | None = None) -> None:
         self.path = data_path(manifest)
         self.dim = dim
         row_bytes = dim * DTYPE.itemsize
@@ -135,7 +141,7 @@ class FeatureWriter:
             if size < keep_rows * row_bytes:
                 raise InputError(f"cannot resume {manifest}: {self.path.name} holds fewer features than the manifest "
                                  "has ok rows; --overwrite (or another --out) to scan again")
-        header = FeatureHeader(dim, image_fingerprint, model, str(self.path.resolve()))
+        header = FeatureHeader(dim, image_fingerprint, model, str(self.path.resolve()), pretrained)
         atomic_write_text(header_path(manifest), json.dumps(header.to_dict(), indent=1))
         try:
             self._handle = open(self.path, "r+b" if keep_rows is not None else "wb")  # noqa: SIM115

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 
 from oodfilter.scan import ScanConfig, scan
+from oodfilter.sinks.features import data_path
 from oodfilter.sinks.manifest import read_manifest, read_meta
 
 ray = pytest.importorskip("ray", reason="the Ray engine test needs the ray extra")
@@ -69,3 +71,26 @@ def test_ray_actors_decide_with_the_calibrated_threshold(local_cluster, tiny_mod
     assert sum(row.is_ood is False for row in remote) >= 0.9 * len(remote)  # calibrated on these very images
     local = {row.path: row.is_ood for row in read_manifest(tmp_path / "local.jsonl")}
     assert {row.path: row.is_ood for row in remote} == local
+
+
+@pytest.mark.slow
+def test_ray_scan_stores_the_same_features_as_the_local_scan(local_cluster, tiny_model, real_images, awkward_images,
+                                                              tmp_path):
+    folder = tmp_path / "imgs"
+    shutil.copytree(awkward_images[0], folder / "awkward", symlinks=True)
+    (folder / "real").mkdir()
+    for path in real_images[:10]:
+        shutil.copy(path, folder / "real" / path.name)
+
+    def config(out, **kw):
+        return ScanConfig(inputs=[str(folder)], classes=CLASSES, out=str(tmp_path / out), workers=0,
+                          cache_dir=str(tmp_path / "cache"), batch_size=4, save_features=True, **kw)
+
+    scan(config("local.jsonl"), model=tiny_model)
+    scan(config("ray.jsonl", engine="ray"), model=tiny_model)
+    rows = read_manifest(tmp_path / "ray.jsonl")
+    assert [r.path for r in rows] == [r.path for r in read_manifest(tmp_path / "local.jsonl")]
+    local = np.fromfile(data_path(tmp_path / "local.jsonl"), dtype="<f2")
+    remote = np.fromfile(data_path(tmp_path / "ray.jsonl"), dtype="<f2")
+    assert remote.size == sum(r.ok for r in rows) * tiny_model.embed_dim  # one feature per ok row, none for errors
+    np.testing.assert_allclose(remote.astype(np.float32), local.astype(np.float32), atol=2e-3)

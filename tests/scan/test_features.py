@@ -11,8 +11,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from oodfilter.cli.main import cli
-from oodfilter.errors import InputError
-from oodfilter.scan import ScanConfig
 from oodfilter.sinks.features import data_path, header_path, read_header
 from oodfilter.sinks.manifest import read_manifest, read_meta
 
@@ -136,12 +134,3 @@ def test_resuming_without_the_feature_option_is_refused(tmp_path, scanned):
     result = _scan(tmp_path, inputs, _classes(tmp_path, "a.txt", ["tench", "goldfish", "hen"]), out, "--resume",
                    expect=1)
     assert "it stores image features, so rows and features would fall out of step" in str(result.exception)
-
-
-def test_ray_engine_with_saved_features_is_a_clear_error(tmp_path):
-    with pytest.raises(InputError, match="local engine"):
-        from oodfilter.scan import scan
-
-        inputs = _images(tmp_path / "imgs", 2)
-        scan(ScanConfig(inputs=[str(inputs)], classes=["hen"], model="test-tiny", out=str(tmp_path / "s.jsonl"),
-                        engine="ray", save_features=True, workers=0, cache_dir=str(tmp_path / "cache")))
