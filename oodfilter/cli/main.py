@@ -18,6 +18,7 @@ COMMANDS = {
     "convert-clipn": "oodfilter.cli.convert:convert_clipn",
     "download": "oodfilter.cli.models:download_command",
     "eval": "oodfilter.cli.evaluate:eval_command",
+    "export-features": "oodfilter.cli.export:export_features_command",
     "finetune": "oodfilter.cli.finetune:finetune_command",
     "fit": "oodfilter.cli.fit:fit_group",
     "models": "oodfilter.cli.models:models_command",

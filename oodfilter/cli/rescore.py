@@ -9,7 +9,9 @@ import click
 
 
 @click.command("rescore")
-@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.argument("manifest", type=click.Path(dir_okay=False), required=False, default="")
+@click.option("--clip-retrieval", type=click.Path(file_okay=False), default=None, help="Instead of MANIFEST: "
+              "embeddings in clip-retrieval's layout (img_emb/*.npy + metadata/*.parquet); needs --model.")
 @click.option("--classes", "-c", required=True, help="The new class-list file (one class per line).")
 @click.option("--out", "-o", required=True, help="The new manifest (.jsonl, .csv, .parquet).")
 @click.option("--model", "-m", default=None, help="The model (default: the one the features were stored with; "
@@ -28,7 +30,8 @@ def rescore_command(manifest: str, quiet: bool, **options: Any) -> None:
     """Score MANIFEST's stored image features (scan --save-features) against a new class list or method.
 
     No image is opened and the image encoder does not run; the features are refused unless the model's
-    image tower is the one they were stored with.
+    image tower is the one they were stored with (for --clip-retrieval input, only the dimension can be
+    checked).
     """
     from oodfilter.scan.rescore import RescoreConfig, rescore
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,13 @@ from oodfilter import __version__
 from oodfilter.atomic import atomic_write_text
 from oodfilter.decision.identity import classes_digest
 from oodfilter.errors import InputError
+from oodfilter.model.clipn import CLIPN
 from oodfilter.model.factory import load_model
 from oodfilter.scan.decisions import decide_keep_fraction
 from oodfilter.scoring.factory import build_scorer
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
+from oodfilter.sinks.clip_retrieval import read_clip_retrieval
 from oodfilter.sinks.features import FeatureHeader, header_path, load_features, read_header
 from oodfilter.sinks.lock import ManifestLock
 from oodfilter.sinks.manifest import ManifestWriter, read_manifest, read_meta, sidecar
@@ -43,6 +46,8 @@ class RescoreConfig:
 
     Attributes:
         manifest: A manifest scanned with ``--save-features`` (or rescored from one).
+        clip_retrieval: Instead of ``manifest``: a folder of embeddings in clip-retrieval's layout (needs
+            ``model``; only the dimension can be checked against it).
         classes: The new class-list file, or the names.
         out: The new manifest.
         model: The model; default the one the features were stored with (its image tower must match).
@@ -55,6 +60,7 @@ class RescoreConfig:
     """
 
     manifest: str = ""
+    clip_retrieval: str | None = None
     classes: str | list[str] = ""
     out: str = "oodfilter-rescore.jsonl"
     model: str | None = None
@@ -90,18 +96,22 @@ def rescore(config: RescoreConfig) -> RescoreSummary:
 
     """
     started = time.perf_counter()
-    source, out = Path(config.manifest), Path(config.out)
+    source = Path(config.clip_retrieval or config.manifest)
+    out = Path(config.out)
     _check_options(config, source, out)
-    rows = read_manifest(source)
-    if not rows:
-        raise InputError(f"manifest {source} is missing or has no rows; scan first (with --save-features)")
-    header = read_header(source)
-    features = load_features(source, sum(row.ok for row in rows))
-    pretrained = config.pretrained if config.model else header.pretrained  # the stored model, as it was loaded
-    model = load_model(config.model or header.model, pretrained, device=config.device, cache_dir=config.cache_dir)
-    if model.image_fingerprint() != header.image_fingerprint:
-        raise InputError(f"the features of {source} come from another image tower (stored with model "
-                         f"'{header.model}'); rescore with that model, or scan again with --save-features")
+    if config.clip_retrieval:
+        rows, features, header, model = _clip_retrieval_source(config)
+    else:
+        rows = read_manifest(source)
+        if not rows:
+            raise InputError(f"manifest {source} is missing or has no rows; scan first (with --save-features)")
+        header = read_header(source)
+        features = load_features(source, sum(row.ok for row in rows))
+        pretrained = config.pretrained if config.model else header.pretrained  # the stored model, as loaded
+        model = load_model(config.model or header.model, pretrained, device=config.device, cache_dir=config.cache_dir)
+        if model.image_fingerprint() != header.image_fingerprint:
+            raise InputError(f"the features of {source} come from another image tower (stored with model "
+                             f"'{header.model}'); rescore with that model, or scan again with --save-features")
     spec = ScorerSpec(model=model.source.name, classes=config.classes, method=config.method,
                       templates=config.templates, threshold=config.threshold, calibration=config.calibration,
                       device=config.device, cache_dir=config.cache_dir)
@@ -123,7 +133,26 @@ def rescore(config: RescoreConfig) -> RescoreSummary:
                           time.perf_counter() - started, scorer.method.name)
 
 
+def _clip_retrieval_source(config: RescoreConfig) -> tuple[list[ManifestRow], np.ndarray, FeatureHeader, CLIPN]:
+    """Rows, features and a header for embeddings in clip-retrieval's layout, checked against the model."""
+    if not config.model:
+        raise InputError("--clip-retrieval embeddings carry no model: pass --model (and --pretrained) naming the "
+                         "model whose image tower computed them")
+    ids, features = read_clip_retrieval(config.clip_retrieval or "")
+    model = load_model(config.model, config.pretrained, device=config.device, cache_dir=config.cache_dir)
+    if features.shape[1] != model.embed_dim:
+        raise InputError(f"the embeddings in {config.clip_retrieval} have dimension {features.shape[1]}, model "
+                         f"'{config.model}' has {model.embed_dim}: they come from another model")
+    warnings.warn(f"embeddings from {config.clip_retrieval} carry no fingerprint: only their dimension was checked; "
+                  f"they must come from the image tower of '{config.model}' for the scores to mean anything",
+                  stacklevel=3)
+    header = FeatureHeader(model.embed_dim, "", config.model, "", config.pretrained)
+    return [ManifestRow(path=i, status="ok") for i in ids], features, header, model
+
+
 def _check_options(config: RescoreConfig, source: Path, out: Path) -> None:
+    if config.clip_retrieval and config.manifest:
+        raise InputError("rescore either a manifest or a --clip-retrieval folder, not both")
     if not config.classes:
         raise InputError("no class list: pass --classes FILE (one in-distribution class per line)")
     if out.resolve() == source.resolve():
@@ -176,4 +205,5 @@ def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: 
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
-    atomic_write_text(header_path(out), json.dumps(header.to_dict(), indent=1))  # the same feature rows
+    if header.data:  # the same feature rows (none to point at for clip-retrieval input)
+        atomic_write_text(header_path(out), json.dumps(header.to_dict(), indent=1))

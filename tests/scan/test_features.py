@@ -134,3 +134,48 @@ def test_resuming_without_the_feature_option_is_refused(tmp_path, scanned):
     result = _scan(tmp_path, inputs, _classes(tmp_path, "a.txt", ["tench", "goldfish", "hen"]), out, "--resume",
                    expect=1)
     assert "it stores image features, so rows and features would fall out of step" in str(result.exception)
+
+
+def test_clip_retrieval_layout_round_trip(tmp_path, scanned):
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    _, out = scanned
+    folder = tmp_path / "emb"
+    _run(tmp_path, "export-features", out, folder)
+    block = np.load(folder / "img_emb" / "img_emb_0.npy")
+    paths = pq.read_table(folder / "metadata" / "metadata_0.parquet").column("image_path").to_pylist()
+    ok = [row for row in read_manifest(out) if row.ok]
+    assert block.dtype == np.float16 and block.shape == (len(ok), 32)
+    assert paths == [str(Path(row.path).resolve()) for row in ok]
+    result = _run(tmp_path, "export-features", out, folder, expect=1)  # never overwrites
+    assert "already holds files" in str(result.exception)
+
+    classes = _classes(tmp_path, "e.txt", ["hen", "ostrich", "tench"])
+    from_manifest, from_folder = tmp_path / "m.jsonl", tmp_path / "f.jsonl"
+    _run(tmp_path, "rescore", out, "--classes", classes, "--out", from_manifest, "--cache-dir", tmp_path / "cache",
+         "-q")
+    with pytest.warns(UserWarning, match="carry no fingerprint: only their dimension was checked"):
+        _run(tmp_path, "rescore", "--clip-retrieval", folder, "--model", "test-tiny", "--classes", classes, "--out",
+             from_folder, "--cache-dir", tmp_path / "cache", "-q")
+    expected = {str(Path(row.path).resolve()): row for row in read_manifest(from_manifest) if row.ok}
+    got = read_manifest(from_folder)
+    assert len(got) == len(expected)
+    for row in got:
+        assert row.ood_score == pytest.approx(expected[row.path].ood_score, abs=1e-3)
+        assert row.is_ood == expected[row.path].is_ood
+
+
+def test_clip_retrieval_input_of_another_dimension_or_without_a_model_is_refused(tmp_path):
+    pytest.importorskip("pyarrow")
+    from oodfilter.sinks.clip_retrieval import write_clip_retrieval
+
+    folder = tmp_path / "emb"
+    write_clip_retrieval(folder, ["a.jpg", "b.jpg"], np.ones((2, 64), dtype=np.float32))
+    classes = _classes(tmp_path, "e.txt", ["hen"])
+    result = _run(tmp_path, "rescore", "--clip-retrieval", folder, "--classes", classes, "--out", tmp_path / "x.jsonl",
+                  expect=1)
+    assert "pass --model" in str(result.exception)
+    result = _run(tmp_path, "rescore", "--clip-retrieval", folder, "--model", "test-tiny", "--classes", classes,
+                  "--out", tmp_path / "x.jsonl", "--cache-dir", tmp_path / "cache", expect=1)
+    assert "dimension 64, model 'test-tiny' has 32" in str(result.exception)
