@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from oodfilter.atomic import atomic_write_text
@@ -25,6 +26,7 @@ from oodfilter.scoring.factory import build_scorer, load_spec_model, read_spec_c
 from oodfilter.scoring.methods import ScoreMethod, score_methods
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
+from oodfilter.sinks.features import header_path, load_features, read_header
 from oodfilter.sinks.manifest import FORMATS, read_manifest
 from oodfilter.text.class_vectors import build_class_vectors
 
@@ -157,6 +159,10 @@ def _encode_sets(
     paths: dict[str, list[str]] = {}
     errors: dict[str, str] = {}
     for set_name, source in sources.items():
+        stored = _stored_features(source, scorer)
+        if stored is not None:  # a scan --save-features manifest of this image tower: no image forward
+            features[set_name], paths[set_name] = stored
+            continue
         listed = read_image_set(source)
         if not listed:
             raise InputError(f"the {set_name} set {source} holds no images")
@@ -165,6 +171,20 @@ def _encode_sets(
         features[set_name], paths[set_name] = encoded.features, encoded.paths
         errors.update(encoded.errors)
     return features, paths, errors
+
+
+def _stored_features(source: str, scorer: Scorer) -> tuple[torch.Tensor, list[str]] | None:
+    """Return a manifest's stored features and ok-row paths, when it has them from this model's image tower."""
+    if not (Path(source).is_file() and Path(source).suffix.lower() in FORMATS and header_path(source).is_file()):
+        return None
+    if read_header(source).image_fingerprint != scorer.model.image_fingerprint():
+        logger.warning("%s stores features of another image tower: encoding its images instead", source)
+        return None
+    rows = [row.path for row in read_manifest(source) if row.ok]
+    if not rows:
+        return None
+    features = torch.from_numpy(np.asarray(load_features(source, len(rows)), dtype=np.float32))
+    return features, rows
 
 
 def _id_accuracy(scorer: Scorer, features: torch.Tensor, paths: list[str], labels_file: str) -> float | None:

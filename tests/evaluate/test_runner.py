@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -99,3 +100,22 @@ def test_cli_on_imagenet_vs_textures(shared_data, tmp_path):
     # top-1 accuracy: the share of ID images whose top class is their label (random weights: near chance)
     assert saved["id_accuracy"] is not None and 0.0 <= saved["id_accuracy"] < 0.05
     assert "ID top-1 accuracy" in result.output
+
+
+def test_eval_reads_stored_features_of_a_manifest_without_opening_its_images(tiny_model, coloured_sets, tmp_path):
+    from oodfilter.scan import ScanConfig, scan
+
+    copy = tmp_path / "id"
+    shutil.copytree(coloured_sets / "id", copy)
+    manifest = tmp_path / "id.jsonl"
+    scan(ScanConfig(inputs=[str(copy)], classes=["red thing"], out=str(manifest), save_features=True, workers=0,
+                    cache_dir=str(tmp_path)), model=tiny_model)
+    config = dict(classes=["red thing", "crimson object"], ood=[str(coloured_sets / "far")], methods=["atd", "mcm"],
+                  cache_dir=str(tmp_path), plots=False)
+    from_images = evaluate(EvalConfig(id=str(coloured_sets / "id"), **config), model=tiny_model)
+    shutil.rmtree(copy)  # the images are gone: only the stored features can give the ID scores now
+    from_features = evaluate(EvalConfig(id=str(manifest), **config), model=tiny_model)
+    for method in ("atd", "mcm"):
+        np.testing.assert_allclose(from_features.scores[method]["id"], from_images.scores[method]["id"], atol=1e-3)
+        assert from_features.results[method]["far"]["auroc"] == pytest.approx(
+            from_images.results[method]["far"]["auroc"], abs=0.02)

@@ -179,3 +179,17 @@ def test_clip_retrieval_input_of_another_dimension_or_without_a_model_is_refused
     result = _run(tmp_path, "rescore", "--clip-retrieval", folder, "--model", "test-tiny", "--classes", classes,
                   "--out", tmp_path / "x.jsonl", "--cache-dir", tmp_path / "cache", expect=1)
     assert "dimension 64, model 'test-tiny' has 32" in str(result.exception)
+
+
+def test_a_rescored_manifest_drives_the_manifest_filter(tmp_path, scanned, monkeypatch):
+    from oodfilter.pipeline.manifest_filter import ManifestFilter
+
+    _, out = scanned
+    rescored = tmp_path / "r.jsonl"
+    _run(tmp_path, "rescore", out, "--classes", _classes(tmp_path, "f.txt", ["hen", "tench"]), "--out", rescored,
+         "--cache-dir", tmp_path / "cache", "-q")
+    monkeypatch.chdir(tmp_path.parent)  # paths are resolved from the scan's folder, not from here
+    rows = read_manifest(rescored)
+    paths = [str(Path(row.path).resolve()) for row in rows]
+    mask = ManifestFilter(rescored).drop_mask(paths)
+    assert mask.tolist() == [row.is_ood is not False for row in rows]  # error rows are dropped too
