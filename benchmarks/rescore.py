@@ -69,8 +69,7 @@ def main() -> None:
         classes_file.write_text("\n".join(classes) + "\n")
         started = time.perf_counter()
         rescore(RescoreConfig(manifest=stored, classes=str(classes_file), out=f"{tmp}/rescored.jsonl",
-                              method=args.method,
-                              templates="photo", cache_dir=tmp))
+                              method=args.method, templates="photo", cache_dir=tmp), model=model)
         rescore_seconds = time.perf_counter() - started
         scanned = {row.path: row for row in read_manifest(f"{tmp}/rescan.jsonl")}
         rescored = read_manifest(f"{tmp}/rescored.jsonl")

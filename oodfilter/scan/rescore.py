@@ -87,8 +87,10 @@ class RescoreSummary:
     method: str = ""
 
 
-def rescore(config: RescoreConfig) -> RescoreSummary:
+def rescore(config: RescoreConfig, *, model: CLIPN | None = None) -> RescoreSummary:
     """Score a manifest's stored features against a new class list / method / rule; write a new manifest.
+
+    ``model`` is an already loaded model to use instead of loading one (its image tower is still checked).
 
     Raises:
         InputError: no stored features, features of another image tower, an existing ``out`` without
@@ -100,7 +102,7 @@ def rescore(config: RescoreConfig) -> RescoreSummary:
     out = Path(config.out)
     _check_options(config, source, out)
     if config.clip_retrieval:
-        rows, features, header, model = _clip_retrieval_source(config)
+        rows, features, header, model = _clip_retrieval_source(config, model)
     else:
         rows = read_manifest(source)
         if not rows:
@@ -108,7 +110,9 @@ def rescore(config: RescoreConfig) -> RescoreSummary:
         header = read_header(source)
         features = load_features(source, sum(row.ok for row in rows))
         pretrained = config.pretrained if config.model else header.pretrained  # the stored model, as loaded
-        model = load_model(config.model or header.model, pretrained, device=config.device, cache_dir=config.cache_dir)
+        if model is None:
+            model = load_model(config.model or header.model, pretrained, device=config.device,
+                               cache_dir=config.cache_dir)
         if model.image_fingerprint() != header.image_fingerprint:
             raise InputError(f"the features of {source} come from another image tower (stored with model "
                              f"'{header.model}'); rescore with that model, or scan again with --save-features")
@@ -133,20 +137,23 @@ def rescore(config: RescoreConfig) -> RescoreSummary:
                           time.perf_counter() - started, scorer.method.name)
 
 
-def _clip_retrieval_source(config: RescoreConfig) -> tuple[list[ManifestRow], np.ndarray, FeatureHeader, CLIPN]:
+def _clip_retrieval_source(
+    config: RescoreConfig, model: CLIPN | None
+) -> tuple[list[ManifestRow], np.ndarray, FeatureHeader, CLIPN]:
     """Rows, features and a header for embeddings in clip-retrieval's layout, checked against the model."""
-    if not config.model:
+    if not config.model and model is None:
         raise InputError("--clip-retrieval embeddings carry no model: pass --model (and --pretrained) naming the "
                          "model whose image tower computed them")
     ids, features = read_clip_retrieval(config.clip_retrieval or "")
-    model = load_model(config.model, config.pretrained, device=config.device, cache_dir=config.cache_dir)
+    if model is None:
+        model = load_model(str(config.model), config.pretrained, device=config.device, cache_dir=config.cache_dir)
     if features.shape[1] != model.embed_dim:
         raise InputError(f"the embeddings in {config.clip_retrieval} have dimension {features.shape[1]}, model "
-                         f"'{config.model}' has {model.embed_dim}: they come from another model")
+                         f"'{model.source.name}' has {model.embed_dim}: they come from another model")
     warnings.warn(f"embeddings from {config.clip_retrieval} carry no fingerprint: only their dimension was checked; "
-                  f"they must come from the image tower of '{config.model}' for the scores to mean anything",
+                  f"they must come from the image tower of '{model.source.name}' for the scores to mean anything",
                   stacklevel=3)
-    header = FeatureHeader(model.embed_dim, "", config.model, "", config.pretrained)
+    header = FeatureHeader(model.embed_dim, "", model.source.name, "", config.pretrained)
     return [ManifestRow(path=i, status="ok") for i in ids], features, header, model
 
 
