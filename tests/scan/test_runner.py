@@ -20,6 +20,7 @@ from PIL import Image
 import oodfilter
 from oodfilter.cli.main import cli
 from oodfilter.scan import ScanConfig, scan
+from oodfilter.sinks.features import data_path
 from oodfilter.sinks.manifest import read_manifest
 
 
@@ -211,12 +212,13 @@ def test_dest_inside_the_scanned_folder_is_refused(tmp_path, awkward_images):
 
 
 @pytest.mark.slow
-def test_killed_scan_resumes_without_duplicates_or_gaps(tmp_path, shared_data):
+@pytest.mark.parametrize("extra", [[], ["--save-features"]], ids=["rows", "rows+features"])
+def test_killed_scan_resumes_without_duplicates_or_gaps(tmp_path, shared_data, extra):
     images = sorted((shared_data / "imagenet-sample" / "images").iterdir())[:400]
     out = tmp_path / "m.jsonl"
     args = [sys.executable, "-m", "oodfilter.cli", "scan", str(shared_data / "imagenet-sample" / "images"),
             "--include", "n01*", "--classes", str(_classes(tmp_path)), "--model", "test-tiny", "--out", str(out),
-            "--cache-dir", str(tmp_path / "cache"), "--batch-size", "4", "--workers", "1", "--quiet"]
+            "--cache-dir", str(tmp_path / "cache"), "--batch-size", "4", "--workers", "1", "--quiet", *extra]
     expected = {str(p) for p in images if p.name.startswith("n01")}
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -244,3 +246,11 @@ def test_killed_scan_resumes_without_duplicates_or_gaps(tmp_path, shared_data):
     reference = {row.path: row.ood_score for row in read_manifest(straight)}
     for row in rows:
         assert row.ood_score == pytest.approx(reference[row.path], abs=1e-5)
+    if extra:  # the stored features are still one per row, in row order: rescoring gives the same scores
+        assert data_path(out).stat().st_size == len(rows) * 32 * 2
+        again = tmp_path / "again.jsonl"
+        result = CliRunner().invoke(cli, ["rescore", str(out), "--classes", str(_classes(tmp_path)), "--out",
+                                          str(again), "--cache-dir", str(tmp_path / "cache"), "-q"])
+        assert result.exit_code == 0, result.output
+        for row in read_manifest(again):
+            assert row.ood_score == pytest.approx(reference[row.path], abs=1e-3)
