@@ -252,5 +252,7 @@ def test_killed_scan_resumes_without_duplicates_or_gaps(tmp_path, shared_data, e
         result = CliRunner().invoke(cli, ["rescore", str(out), "--classes", str(_classes(tmp_path)), "--out",
                                           str(again), "--cache-dir", str(tmp_path / "cache"), "-q"])
         assert result.exit_code == 0, result.output
-        for row in read_manifest(again):  # float16 features under test-tiny's logit scale 100: ~1e-3; a row
-            assert row.ood_score == pytest.approx(reference[row.path], abs=5e-3)  # with its neighbour's feature: 0.34 on average
+        # float16 features under test-tiny's logit scale 100 move a score by ~1e-3; a row scored with its
+        # neighbour's feature would move by 0.34 on average
+        for row in read_manifest(again):
+            assert row.ood_score == pytest.approx(reference[row.path], abs=5e-3)
