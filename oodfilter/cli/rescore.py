@@ -22,6 +22,10 @@ import click
 @click.option("--threshold", type=float, default=None, help="Decide OOD as ood_score > X.")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None, help="Decide with a saved calibration.")
 @click.option("--keep-fraction", type=float, default=None, help="Keep the F most in-distribution images.")
+@click.option("--id-recall", type=float, default=None, help="Calibrate the threshold to keep this share of the "
+              "--calibrate-on images.")
+@click.option("--calibrate-on", multiple=True, help="Known in-distribution images (files, folders, globs, or a "
+              "manifest; one with stored features of the same image tower is read, not re-encoded).")
 @click.option("--device", default="auto", help="Where the text encoder and the scoring run.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Text-vector cache folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing manifest of ours at --out.")
@@ -35,7 +39,9 @@ def rescore_command(manifest: str, quiet: bool, **options: Any) -> None:
     """
     from oodfilter.scan.rescore import RescoreConfig, rescore
 
-    given = {key: value for key, value in options.items() if value is not None}
+    given = {key: value for key, value in options.items() if value is not None and value != ()}
+    if "calibrate_on" in given:
+        given["calibrate_on"] = list(given["calibrate_on"])
     summary = rescore(RescoreConfig(manifest=manifest, **given))
     if not quiet:
         click.echo(f"rescored {summary.ok} of {summary.total} rows ({summary.method}) in {summary.seconds:.1f} s: "

@@ -13,7 +13,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,14 @@ import torch
 
 from oodfilter import __version__
 from oodfilter.atomic import atomic_write_text
-from oodfilter.decision.identity import classes_digest
+from oodfilter.decision.calibration import Calibration
+from oodfilter.decision.identity import classes_digest, score_identity
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.factory import load_model
-from oodfilter.scan.decisions import decide_keep_fraction
+from oodfilter.scan.decisions import calibration_paths, decide_keep_fraction
 from oodfilter.scoring.factory import build_scorer
+from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.clip_retrieval import read_clip_retrieval
@@ -53,6 +55,8 @@ class RescoreConfig:
         model: The model; default the one the features were stored with (its image tower must match).
         pretrained: Pretrained tag or weights file for an open_clip name.
         method, templates, threshold, calibration, keep_fraction: As for ``scan``.
+        id_recall, calibrate_on: Fit a threshold keeping this share of known-ID images, as for ``scan``; a
+            ``calibrate_on`` manifest with stored features of the same image tower is read, not re-encoded.
         device: Where the text encoder and the scoring run.
         cache_dir: Text-vector cache folder.
         overwrite: Replace an existing manifest of ours at ``out``.
@@ -69,6 +73,8 @@ class RescoreConfig:
     templates: str | list[str] = DEFAULT_TEMPLATES
     threshold: float | None = None
     calibration: str | None = None
+    id_recall: float | None = None
+    calibrate_on: list[str] = field(default_factory=list)
     keep_fraction: float | None = None
     device: str = "auto"
     cache_dir: str | None = None
@@ -120,8 +126,12 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None) -> RescoreSumm
                       templates=config.templates, threshold=config.threshold, calibration=config.calibration,
                       device=config.device, cache_dir=config.cache_dir)
     scorer = build_scorer(spec, model=model)
+    fitted = _calibrate(config, scorer) if config.id_recall is not None else None
     with ManifestLock(out):
-        _write_side_files(config, scorer, source, out, header)
+        if fitted is not None:
+            scorer.threshold = fitted.threshold
+            fitted.save(sidecar(out, "calibration.json"))
+        _write_side_files(config, scorer, source, out, header, fitted)
         writer = ManifestWriter(out, append=False)
         try:
             for batch in _rescored(rows, features, scorer, config.keep_fraction is not None):
@@ -157,6 +167,27 @@ def _clip_retrieval_source(
     return [ManifestRow(path=i, status="ok") for i in ids], features, header, model
 
 
+def _calibrate(config: RescoreConfig, scorer: Scorer) -> Calibration:
+    """Fit ``--id-recall`` on ``--calibrate-on``: a manifest's stored features of this tower, else the images."""
+    if not config.calibrate_on:
+        raise InputError("--id-recall needs --calibrate-on ID_IMAGES: a folder, glob or manifest of images you "
+                         "know are in-distribution")
+    features, files = [], []
+    for item in config.calibrate_on:
+        stored = header_path(item).is_file() and read_header(item).image_fingerprint == scorer.model.image_fingerprint()
+        if stored:
+            count = sum(row.ok for row in read_manifest(item))
+            features.append(torch.from_numpy(np.asarray(load_features(item, count), dtype=np.float32)))
+        else:
+            files += calibration_paths([item])
+    scores = [scorer.score_features(block).ood_score for block in features]
+    if files:
+        scores.append(torch.tensor([row.score for rows in score_files(scorer, files) for row in rows if row.ok]))
+    source = f"{sum(len(s) for s in scores)} images from {' '.join(config.calibrate_on)}"
+    return Calibration.fit(torch.cat(scores).double(), config.id_recall or 0.0, method=scorer.method.name,
+                           identity=score_identity(scorer), source=source)
+
+
 def _check_options(config: RescoreConfig, source: Path, out: Path) -> None:
     if config.clip_retrieval and config.manifest:
         raise InputError("rescore either a manifest or a --clip-retrieval folder, not both")
@@ -165,6 +196,7 @@ def _check_options(config: RescoreConfig, source: Path, out: Path) -> None:
     if out.resolve() == source.resolve():
         raise InputError(f"--out {out} is the manifest being rescored; choose another file")
     rules = [n for n, v in (("--threshold", config.threshold), ("--calibration", config.calibration),
+                            ("--id-recall", config.id_recall),
                             ("--keep-fraction", config.keep_fraction)) if v is not None]
     if len(rules) > 1:
         raise InputError(f"{' and '.join(rules)} each set the decision; pick one")
@@ -190,13 +222,17 @@ def _rescored(rows: Sequence[ManifestRow], features: np.ndarray, scorer: Scorer,
         yield build_rows([row.path for row in chunk], errors, ok, result)
 
 
-def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: Path, header: FeatureHeader) -> None:
+def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: Path, header: FeatureHeader,
+                      fitted: Calibration | None = None) -> None:
     """Write the new manifest's meta (paths stay relative to the source scan's folder) and feature header."""
     previous = read_meta(source)
     method = scorer.method
     names = list(scorer.class_vectors.class_names)
     if config.keep_fraction is not None:
         decision: str | None = f"keep the {config.keep_fraction:.0%} lowest-scored images (F·N rounded half up)"
+    elif fitted is not None:
+        decision = (f"ood_score > {fitted.threshold:.6g} (calibrated to keep {fitted.id_recall:.0%} of "
+                    f"{fitted.num_images} known in-distribution images)")
     elif scorer.threshold is not None:
         decision = f"ood_score > {scorer.threshold:.6g}"
     else:
@@ -205,7 +241,10 @@ def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: 
         "oodfilter_version": __version__, "cwd": previous.get("cwd", os.getcwd()), "model": scorer.model.source.name,
         "fingerprints": scorer.class_vectors.fingerprints, "method": method.name, "threshold": scorer.threshold,
         "decision_rule": {"threshold": config.threshold, "calibration": config.calibration,
-                          "keep_fraction": config.keep_fraction},
+                          "id_recall": config.id_recall, "keep_fraction": config.keep_fraction},
+        "calibration": None if fitted is None else {"id_recall": fitted.id_recall, "threshold": fitted.threshold,
+                                                     "num_images": fitted.num_images, "kept": fitted.kept,
+                                                     "source": fitted.source},
         "keep_fraction": config.keep_fraction, "decision": decision, "classes_sha256": classes_digest(names),
         "num_classes": len(names), "templates": list(scorer.class_vectors.templates),
         "rescored_from": str(source.resolve()),

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from oodfilter.cli.main import cli
+from oodfilter.decision import recall_threshold
 from oodfilter.sinks.features import data_path, header_path, read_header
 from oodfilter.sinks.manifest import read_manifest, read_meta
 
@@ -193,3 +196,22 @@ def test_a_rescored_manifest_drives_the_manifest_filter(tmp_path, scanned, monke
     paths = [str(Path(row.path).resolve()) for row in rows]
     mask = ManifestFilter(rescored).drop_mask(paths)
     assert mask.tolist() == [row.is_ood is not False for row in rows]  # error rows are dropped too
+
+
+def test_rescore_calibrates_on_stored_features_without_encoding_images(tmp_path, scanned):
+    _, out = scanned
+    classes = _classes(tmp_path, "g.txt", ["hen", "ostrich", "tench"])
+    known = tmp_path / "known.jsonl"  # "known in-distribution": a features scan of 24 more images
+    _scan(tmp_path, _images(tmp_path / "known", 24), classes, known, "--save-features")
+    shutil.rmtree(tmp_path / "known")  # only the stored features remain
+    rescored = tmp_path / "r.jsonl"
+    _run(tmp_path, "rescore", out, "--classes", classes, "--method", "mcm", "--id-recall", 0.9, "--calibrate-on",
+         known, "--out", rescored, "--cache-dir", tmp_path / "cache", "-q")
+    meta = read_meta(rescored)
+    assert meta["calibration"]["num_images"] == 24 and "calibrated to keep 90%" in meta["decision"]
+    assert all(row.is_ood == (row.score > meta["threshold"]) for row in read_manifest(rescored) if row.ok)
+    known_scores = tmp_path / "known-scores.jsonl"  # the known images' scores, from their stored features
+    _run(tmp_path, "rescore", known, "--classes", classes, "--method", "mcm", "--out", known_scores, "--cache-dir",
+         tmp_path / "cache", "-q")
+    scores = torch.tensor([row.score for row in read_manifest(known_scores) if row.ok], dtype=torch.float64)
+    assert meta["threshold"] == recall_threshold(scores, 0.9)
