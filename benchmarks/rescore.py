@@ -101,8 +101,8 @@ def main() -> None:
           f"class vectors built once beforehand ({text_seconds:.1f} s)")
     print(f"{'path':<42} | {'seconds':>8} | {'images/s':>9} | {'speed-up':>8}")
     print("-" * 76)
-    print(f"{'(a) full rescan':<42} | {rescan_seconds:>8.2f} | {len(paths) / rescan_seconds:>9.1f} | {1.0:>8.1f}")
-    print(f"{'(b) rescore from stored features':<42} | {rescore_seconds:>8.2f} | "
+    print(f"{'(a) full rescan':<42} | {rescan_seconds:>8.4f} | {len(paths) / rescan_seconds:>9.1f} | {1.0:>8.1f}")
+    print(f"{'(b) rescore from stored features':<42} | {rescore_seconds:>8.4f} | "
           f"{len(paths) / rescore_seconds:>9.1f} | {rescan_seconds / rescore_seconds:>8.1f}")
     print(f"max abs score diff = {diff:.2e}; decisions and top classes identical: {agree}; "
           f"stored: {per_image:.0f} bytes per image (float16 x {model.embed_dim})")

@@ -106,7 +106,7 @@ def check_rescore(stdout: str) -> None:
     assert [row["path"][:3] for row in rows] == ["(a)", "(b)"]
     assert rows[0]["speed-up"] == "1.0"
     rescan, again = positive(rows[0]["seconds"]), positive(rows[1]["seconds"])
-    assert positive(rows[1]["speed-up"]) == pytest.approx(rescan / again, rel=0.05, abs=0.1)
+    assert positive(rows[1]["speed-up"]) == pytest.approx(rescan / again, rel=0.05, abs=0.1)  # 4 decimals shown
     summary = re.search(r"max abs score diff = ([\d.e+-]+); decisions and top classes identical: (\w+); "
                         r"stored: (\d+) bytes per image \(float16 x (\d+)\)", stdout)
     assert summary is not None, stdout
