@@ -9,6 +9,7 @@ they were) and points at the same feature file, so it can be rescored again.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import warnings
@@ -33,9 +34,18 @@ from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.clip_retrieval import read_clip_retrieval
-from oodfilter.sinks.features import FeatureHeader, header_path, load_features, read_header
+from oodfilter.sinks.features import (
+    FeatureHeader,
+    data_path,
+    header_path,
+    load_features,
+    read_header,
+    relative_data,
+    remove_features,
+    write_features,
+)
 from oodfilter.sinks.lock import ManifestLock
-from oodfilter.sinks.manifest import ManifestWriter, read_manifest, read_meta, sidecar
+from oodfilter.sinks.manifest import ManifestWriter, manifest_format, read_manifest, read_meta, sidecar
 from oodfilter.sinks.rows import ManifestRow, build_rows
 from oodfilter.text.templates import DEFAULT_TEMPLATES
 
@@ -119,7 +129,7 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None) -> RescoreSumm
         if model is None:
             model = load_model(config.model or header.model, pretrained, device=config.device,
                                cache_dir=config.cache_dir)
-        if model.image_fingerprint() != header.image_fingerprint:
+        if model.image_fingerprint() != header.image_fingerprint or model.embed_dim != header.dim:
             raise InputError(f"the features of {source} come from another image tower (stored with model "
                              f"'{header.model}'); rescore with that model, or scan again with --save-features")
     spec = ScorerSpec(model=model.source.name, classes=config.classes, method=config.method,
@@ -128,16 +138,21 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None) -> RescoreSumm
     scorer = build_scorer(spec, model=model)
     fitted = _calibrate(config, scorer) if config.id_recall is not None else None
     with ManifestLock(out):
+        remove_features(out)  # --overwrite: the replaced manifest's own features and header
+        sidecar(out, "calibration.json").unlink(missing_ok=True)
         if fitted is not None:
             scorer.threshold = fitted.threshold
             fitted.save(sidecar(out, "calibration.json"))
         _write_side_files(config, scorer, source, out, header, fitted)
         writer = ManifestWriter(out, append=False)
+        kept: list[bool] = []  # per source ok row: still ok (a non-finite score makes an error row)
         try:
-            for batch in _rescored(rows, features, scorer, config.keep_fraction is not None):
+            for batch in _rescored(rows, features, scorer, config.keep_fraction is not None, kept):
                 writer.write(batch)
         finally:
             writer.close()
+        if header.data and not all(kept):  # the new manifest's ok rows must map onto its feature rows one to one
+            write_features(out, np.asarray(features)[np.array(kept, dtype=bool)], header)
         if config.keep_fraction is not None:
             meta = read_meta(out)
             meta["keep_boundary"] = decide_keep_fraction(out, config.keep_fraction)
@@ -189,8 +204,22 @@ def _calibrate(config: RescoreConfig, scorer: Scorer) -> Calibration:
 
 
 def _check_options(config: RescoreConfig, source: Path, out: Path) -> None:
+    """Refuse bad options before anything is loaded or written."""
     if config.clip_retrieval and config.manifest:
         raise InputError("rescore either a manifest or a --clip-retrieval folder, not both")
+    if not config.clip_retrieval and not config.manifest:
+        raise InputError("name the manifest to rescore (scanned with --save-features), or --clip-retrieval DIR")
+    manifest_format(out)  # a known suffix, before any side file is written
+    if config.threshold is not None and not math.isfinite(config.threshold):
+        raise InputError("--threshold must be a finite number")
+    if config.keep_fraction is not None and not 0.0 < config.keep_fraction <= 1.0:
+        raise InputError(f"--keep-fraction must be in (0, 1], got {config.keep_fraction}")
+    if config.id_recall is not None and not 0.0 < config.id_recall <= 1.0:
+        raise InputError(f"--id-recall must be in (0, 1], got {config.id_recall}")
+    sides = [sidecar(out, name) for name in ("meta.json", "features.json", "calibration.json")]
+    if not config.overwrite and not out.exists() and any(side.exists() for side in sides):
+        raise InputError(f"side files of {out} already exist (e.g. {next(x for x in sides if x.exists()).name}): pass "
+                         "--overwrite to replace them, or --out another file")
     if not config.classes:
         raise InputError("no class list: pass --classes FILE (one in-distribution class per line)")
     if out.resolve() == source.resolve():
@@ -207,8 +236,11 @@ def _check_options(config: RescoreConfig, source: Path, out: Path) -> None:
 
 
 def _rescored(rows: Sequence[ManifestRow], features: np.ndarray, scorer: Scorer,
-              undecided: bool) -> Iterator[list[ManifestRow]]:
-    """Yield the new rows in the source's order: error rows as they were, ok rows scored from features."""
+              undecided: bool, kept: list[bool]) -> Iterator[list[ManifestRow]]:
+    """Yield the new rows in the source's order: error rows as they were, ok rows scored from features.
+
+    ``kept`` gets, for every source ok row, whether its new row is still ok.
+    """
     position = 0  # next feature row
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
@@ -219,7 +251,9 @@ def _rescored(rows: Sequence[ManifestRow], features: np.ndarray, scorer: Scorer,
         result = scorer.score_features(block) if ok else None
         if result is not None and undecided:
             result.is_ood = None
-        yield build_rows([row.path for row in chunk], errors, ok, result)
+        built = build_rows([row.path for row in chunk], errors, ok, result)
+        kept += [built[i].ok for i in ok]
+        yield built
 
 
 def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: Path, header: FeatureHeader,
@@ -251,5 +285,7 @@ def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: 
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
-    if header.data:  # the same feature rows (none to point at for clip-retrieval input)
-        atomic_write_text(header_path(out), json.dumps(header.to_dict(), indent=1))
+    if header.data:  # the same feature rows (none to point at for clip-retrieval input), named from out's folder
+        data = relative_data(out, data_path(source))
+        shared = FeatureHeader(header.dim, header.image_fingerprint, header.model, data, header.pretrained)
+        atomic_write_text(header_path(out), json.dumps(shared.to_dict(), indent=1))

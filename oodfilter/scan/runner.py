@@ -38,7 +38,7 @@ from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
-from oodfilter.sinks.features import FeatureWriter, data_path, header_path
+from oodfilter.sinks.features import FeatureWriter, header_path, remove_features
 from oodfilter.sinks.lock import ManifestLock
 from oodfilter.sinks.manifest import ManifestWriter, read_manifest, read_meta, sidecar
 from oodfilter.sinks.rows import ManifestRow
@@ -193,17 +193,17 @@ def _feature_writer(config: ScanConfig, out: Path, scorer: Scorer, done_paths: s
         have = "stores image features" if stored else "has no stored image features"
         raise InputError(f"cannot resume {out}: it {have}, so rows and features would fall out of step; resume "
                          f"{'with' if stored else 'without'} --save-features, or --overwrite")
+    if not resuming:  # a replaced scan's features belong to no row any more (rescored manifests then say so)
+        remove_features(out)
     if not config.save_features:
-        if config.overwrite:  # the replaced scan's features no longer belong to any row
-            header_path(out).unlink(missing_ok=True)
-            data_path(out).unlink(missing_ok=True)
         return None
     keep = sum(row.ok for row in read_manifest(out)) if resuming else None
     source = scorer.model.source
+    name = str(Path(source.name).resolve()) if Path(source.name).exists() else source.name  # a bundle folder
     pretrained = source.pretrained
     if pretrained is None and source.kind == "open_clip" and not source.name.startswith(("hf-hub:", "local-dir:")):
         pretrained = RANDOM_WEIGHTS  # an open_clip name loaded without weights: rescore must not fetch its default
-    return FeatureWriter(out, scorer.model.embed_dim, scorer.model.image_fingerprint(), source.name, keep_rows=keep,
+    return FeatureWriter(out, scorer.model.embed_dim, scorer.model.image_fingerprint(), name, keep_rows=keep,
                          pretrained=pretrained)
 
 
@@ -258,8 +258,8 @@ def _check_output_is_free(config: ScanConfig, out: Path, files: list[DiscoveredF
     exists = out.exists() or any(sidecar(out, name).exists() for name in ("partial.jsonl", "calibration.json",
                                                                             "features.json", "features.f16"))
     if exists and not (config.resume or config.overwrite):
-        raise InputError(f"manifest {out} already exists: pass --resume to continue it, --overwrite to replace "
-                         "it, or --out another file")
+        raise InputError(f"manifest {out} (or one of its side files) already exists: pass --resume to continue it, "
+                         "--overwrite to replace it, or --out another file")
     if exists and config.overwrite and not _is_manifest(out):
         raise InputError(f"--overwrite replaces only an oodfilter manifest, and {out} is not one (no "
                          f"{sidecar(out, 'meta.json').name} beside it, or not a file); choose another --out")

@@ -35,9 +35,12 @@ def write_clip_retrieval(
     pa = _require_pyarrow()
     import pyarrow.parquet as pq
 
+    if shard_rows < 1:
+        raise InputError(f"--shard-rows must be at least 1, got {shard_rows}")
     root = Path(folder)
-    if (root / "img_emb").is_dir() and any((root / "img_emb").iterdir()):
-        raise InputError(f"{root / 'img_emb'} already holds files; choose an empty folder")
+    for part in ("img_emb", "metadata"):
+        if (root / part).is_dir() and any((root / part).iterdir()):
+            raise InputError(f"{root / part} already holds files; choose an empty folder")
     (root / "img_emb").mkdir(parents=True, exist_ok=True)
     (root / "metadata").mkdir(parents=True, exist_ok=True)
     written = []
@@ -105,6 +108,8 @@ def export_manifest_features(manifest: str | Path, folder: str | Path, shard_row
         InputError: the manifest has no stored features, or ``folder`` already holds shards.
 
     """
+    if not Path(manifest).is_file():
+        raise InputError(f"manifest {manifest} does not exist")
     rows = [row for row in read_manifest(manifest) if row.ok]
     features = load_features(manifest, len(rows))
     base = read_meta(manifest).get("cwd") or os.getcwd()

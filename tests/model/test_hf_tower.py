@@ -343,15 +343,6 @@ def test_every_scorer_runs_on_an_hf_tower(finetuned, caption_table, tmp_path):
         torch.testing.assert_close(alone, scores, rtol=1e-5, atol=1e-5)
 
 
-    one = oodfilter.load_model(tmp_path / "one", device="cpu").no_tower.state_dict()
-    two = oodfilter.load_model(tmp_path / "two", device="cpu").no_tower.state_dict()
-    start = oodfilter.load_model(TINY_HF_MODEL_NAME, device="cpu").no_tower.state_dict()
-    moved = max(float((one[k] - start[k]).abs().max()) for k in one)
-    assert moved > 1e-5
-    for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=0, atol=0.05 * moved)
-
-
 # --- a real Hugging Face tower -------------------------------------------------------------------
 
 

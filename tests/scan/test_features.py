@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_features_are_stored_one_per_ok_row(scanned):
     _, out = scanned
     rows = read_manifest(out)
     header = read_header(out)
-    assert header.dim == 32 and Path(header.data) == data_path(out).resolve()
+    assert header.dim == 32 and data_path(out).parent == out.parent and not Path(header.data).is_absolute()
     assert sum(row.ok for row in rows) == 14 and len(rows) == 15  # the broken file is an error row
     assert data_path(out).stat().st_size == 14 * header.dim * 2  # float16: 2 bytes per value
     stored = np.fromfile(data_path(out), dtype="<f2").reshape(14, header.dim).astype(np.float32)
@@ -215,3 +216,88 @@ def test_rescore_calibrates_on_stored_features_without_encoding_images(tmp_path,
          tmp_path / "cache", "-q")
     scores = torch.tensor([row.score for row in read_manifest(known_scores) if row.ok], dtype=torch.float64)
     assert meta["threshold"] == recall_threshold(scores, 0.9)
+
+
+def test_a_manifest_rescored_from_a_replaced_scan_refuses_instead_of_reading_other_features(tmp_path, scanned):
+    _, out = scanned
+    classes = _classes(tmp_path, "h.txt", ["hen", "tench"])
+    rescored = tmp_path / "r.jsonl"
+    _run(tmp_path, "rescore", out, "--classes", classes, "--out", rescored, "--cache-dir", tmp_path / "cache", "-q")
+    _scan(tmp_path, _images(tmp_path / "other", 14), classes, out, "--save-features", "--overwrite")  # same count
+    result = _run(tmp_path, "rescore", rescored, "--classes", classes, "--out", tmp_path / "rr.jsonl", "--cache-dir",
+                  tmp_path / "cache", expect=1)
+    assert "are gone: the scan they came from was replaced" in str(result.exception)
+
+
+def test_a_scan_folder_moved_with_its_features_still_rescores(tmp_path, scanned):
+    scanned  # noqa: B018 (the fixture made the scan beside tmp_path)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for path in tmp_path.glob("scan.jsonl*"):
+        path.rename(moved / path.name)
+    _run(tmp_path, "rescore", moved / "scan.jsonl", "--classes", _classes(tmp_path, "i.txt", ["hen"]), "--out",
+         tmp_path / "r.jsonl", "--cache-dir", tmp_path / "cache", "-q")
+    assert sum(row.ok for row in read_manifest(tmp_path / "r.jsonl")) == 14
+
+
+def test_a_non_finite_score_keeps_a_rescored_manifest_in_step_with_its_features(tmp_path, scanned):
+    _, out = scanned
+    classes = _classes(tmp_path, "j.txt", ["hen", "tench", "ostrich"])
+    header = read_header(out)
+    rows = np.fromfile(data_path(out), dtype="<f2").reshape(-1, header.dim)
+    rows[0] = np.nan  # the first ok row's feature is damaged: its rescored row becomes an error row
+    rows.tofile(data_path(out))
+    first = tmp_path / "first.jsonl"
+    _run(tmp_path, "rescore", out, "--classes", classes, "--method", "mcm", "--out", first, "--cache-dir",
+         tmp_path / "cache", "-q")
+    assert sum(not row.ok for row in read_manifest(first)) == 2  # the broken file and the damaged feature
+    second = tmp_path / "second.jsonl"
+    _run(tmp_path, "rescore", first, "--classes", classes, "--method", "mcm", "--out", second, "--cache-dir",
+         tmp_path / "cache", "-q")
+    assert [(r.path, r.ood_score) for r in read_manifest(second)] == [(r.path, r.ood_score)
+                                                                      for r in read_manifest(first)]
+
+
+def test_bad_rescore_options_are_refused_before_anything_is_written(tmp_path, scanned):
+    _, out = scanned
+    classes = _classes(tmp_path, "k.txt", ["hen"])
+    for option, message in ((["--keep-fraction", 1.5], r"--keep-fraction must be in \(0, 1\]"),
+                            (["--threshold", "nan"], "--threshold must be a finite number"),
+                            (["--id-recall", 0], r"--id-recall must be in \(0, 1\]")):
+        target = tmp_path / "bad.jsonl"
+        result = _run(tmp_path, "rescore", out, "--classes", classes, *option, "--out", target, expect=1)
+        assert re.search(message, str(result.exception))
+        assert not list(tmp_path.glob("bad.jsonl*"))
+    result = _run(tmp_path, "rescore", out, "--classes", classes, "--out", tmp_path / "bad.txt", expect=1)
+    assert "unknown format" in str(result.exception) and not list(tmp_path.glob("bad.txt*"))
+    header = json.loads(header_path(out).read_text())
+    header_path(out).write_text(json.dumps({**header, "dim": 16}))
+    result = _run(tmp_path, "rescore", out, "--classes", classes, "--out", tmp_path / "x.jsonl", "--cache-dir",
+                  tmp_path / "cache", expect=1)
+    assert "come from another image tower" in str(result.exception)
+
+
+def test_overwriting_with_clip_retrieval_input_drops_the_old_feature_header(tmp_path, scanned):
+    pytest.importorskip("pyarrow")
+    _, out = scanned
+    classes = _classes(tmp_path, "l.txt", ["hen"])
+    target = tmp_path / "v.jsonl"
+    _run(tmp_path, "rescore", out, "--classes", classes, "--out", target, "--cache-dir", tmp_path / "cache", "-q")
+    assert header_path(target).is_file()
+    _run(tmp_path, "export-features", out, tmp_path / "emb")
+    with pytest.warns(UserWarning):
+        _run(tmp_path, "rescore", "--clip-retrieval", tmp_path / "emb", "--model", "test-tiny", "--classes", classes,
+             "--out", target, "--overwrite", "--cache-dir", tmp_path / "cache", "-q")
+    assert not header_path(target).exists()  # nothing to point at: rescoring it says there are no features
+
+
+def test_export_refuses_bad_shard_sizes_and_files_in_its_folder(tmp_path, scanned):
+    pytest.importorskip("pyarrow")
+    _, out = scanned
+    result = _run(tmp_path, "export-features", out, tmp_path / "a", "--shard-rows", 0, expect=1)
+    assert "--shard-rows must be at least 1" in str(result.exception)
+    (tmp_path / "b" / "metadata").mkdir(parents=True)
+    (tmp_path / "b" / "metadata" / "metadata_0.parquet").write_text("precious")
+    result = _run(tmp_path, "export-features", out, tmp_path / "b", expect=1)
+    assert "already holds files" in str(result.exception)
+    assert (tmp_path / "b" / "metadata" / "metadata_0.parquet").read_text() == "precious"
