@@ -162,6 +162,7 @@ def _encode_sets(
         stored = _stored_features(source, scorer)
         if stored is not None:  # a scan --save-features manifest of this image tower: no image forward
             features[set_name], paths[set_name] = stored
+            errors.update({row.path: str(row.error) for row in read_manifest(source) if not row.ok})
             continue
         listed = read_image_set(source)
         if not listed:
