@@ -38,14 +38,19 @@ def test_a_wrong_key_in_the_weights_is_a_clear_error():
     with pytest.raises(KeyError):
         towers.rename_lite0_keys({"_not_a_layer.weight": torch.zeros(1)}, model)
 
+def _run_quick(script: str, shared_data: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python benchmarks/world/<script> --quick`` as the README documents it; fail with its stderr."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OODFILTER_SHARED_DATA": str(shared_data)}
+    command = [sys.executable, f"benchmarks/world/{script}", "--quick", "--out", str(tmp_path / "out"),
+               "--cache-dir", str(tmp_path / "cache")]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
 
 @pytest.mark.slow
 def test_quick_mode_runs_the_whole_pipeline_through_the_readme_command(shared_data, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OODFILTER_SHARED_DATA": str(shared_data)}
-    command = [sys.executable, "benchmarks/world/run.py", "--quick", "--out", str(tmp_path / "out"), "--cache-dir",
-               str(tmp_path / "cache")]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    _run_quick("run.py", shared_data, tmp_path)
     run = json.loads((tmp_path / "out" / "results.json").read_text())["runs"][0]
     assert set(run["reports"]["A"]) == {"msp", "maxlogit", "energy", "mcm", "neglabel", "plp"}
     for variant in ("generic", "new-vocabulary"):
@@ -56,17 +61,13 @@ def test_quick_mode_runs_the_whole_pipeline_through_the_readme_command(shared_da
     assert run["scan_check"] < 1e-4  # cached features score as the image files do
     tables = (tmp_path / "out" / "tables.md").read_text()
     assert "| mcm | world A |" in tables and "| atd | no-branch: generic |" in tables
-    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and "world A seed 0: from cache" in again.stdout
+    again = _run_quick("run.py", shared_data, tmp_path)
+    assert "world A seed 0: from cache" in again.stdout
 
 
 @pytest.mark.slow
 def test_the_investigation_runs_through_its_documented_command(shared_data, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OODFILTER_SHARED_DATA": str(shared_data)}
-    command = [sys.executable, "benchmarks/world/investigate.py", "--quick", "--out", str(tmp_path / "out"),
-               "--cache-dir", str(tmp_path / "cache")]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    _run_quick("investigate.py", shared_data, tmp_path)
     table = (tmp_path / "out" / "investigation.md").read_text().splitlines()
     assert table[2].startswith("| MCM (reference) |")
     # 5 recipes, then the default scored with the photo template and with logit scale 100
@@ -76,11 +77,7 @@ def test_the_investigation_runs_through_its_documented_command(shared_data, tmp_
 
 @pytest.mark.slow
 def test_the_decision_study_runs_through_its_documented_command(shared_data, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OODFILTER_SHARED_DATA": str(shared_data)}
-    command = [sys.executable, "benchmarks/world/decisions.py", "--quick", "--out", str(tmp_path / "out"),
-               "--cache-dir", str(tmp_path / "cache")]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    _run_quick("decisions.py", shared_data, tmp_path)
     run = json.loads((tmp_path / "out" / "decisions.json").read_text())["runs"][0]
     for method in ("msp", "maxlogit", "energy", "mcm", "neglabel", "plp", "ctw", "atd"):
         fitted = run["calibration"][method]["0.9"]
