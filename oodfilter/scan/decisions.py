@@ -73,8 +73,11 @@ class DecisionPlan:
         return f"{method} threshold-free rule" if threshold_free else None
 
 
-def decision_rule(config: ScanConfig) -> dict[str, Any]:
+def decision_rule(config: ScanConfig, previous_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return what the user asked for as the decision rule, compared on resume (cheap: nothing is scored).
+
+    A resumed ``--id-recall`` scan whose ``--calibrate-on`` images are gone keeps the rule (and the stored
+    calibration) it was made with, with a warning: the threshold its rows were decided with is on disk.
 
     Raises:
         InputError: ``--calibrate-on`` names no image, or ``--calibration`` cannot be read.
@@ -88,7 +91,15 @@ def decision_rule(config: ScanConfig) -> dict[str, Any]:
         except OSError as error:
             raise InputError(f"calibration file {config.calibration} cannot be read: {error}") from None
     if config.id_recall is not None:
-        digest = _files_digest(calibration_paths(config.calibrate_on))
+        try:
+            digest = _files_digest(calibration_paths(config.calibrate_on))
+        except InputError:
+            previous = (previous_meta or {}).get("decision_rule") or {}
+            if previous.get("id_recall") != config.id_recall or not sidecar(config.out, "calibration.json").is_file():
+                raise
+            warnings.warn(f"the --calibrate-on images are gone; resuming {config.out} with the calibration it was "
+                          "made with (stored beside it)", stacklevel=3)
+            return dict(previous)
         return {"id_recall": config.id_recall, "calibrate_on_sha256": digest}
     return {"threshold": config.threshold}
 

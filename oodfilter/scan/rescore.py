@@ -188,6 +188,10 @@ def _calibrate(config: RescoreConfig, scorer: Scorer) -> Calibration:
         raise InputError("--id-recall needs --calibrate-on ID_IMAGES: a folder, glob or manifest of images you "
                          "know are in-distribution")
     features, files = [], []
+    rescored = Path(config.clip_retrieval or config.manifest).resolve()
+    if any(Path(item).resolve() == rescored for item in config.calibrate_on):
+        warnings.warn("--calibrate-on includes the manifest being rescored: --id-recall then keeps about that share "
+                      "of it whatever it holds; calibrate on images you know are in-distribution", stacklevel=3)
     for item in config.calibrate_on:
         stored = header_path(item).is_file() and read_header(item).image_fingerprint == scorer.model.image_fingerprint()
         if stored:

@@ -114,7 +114,7 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
     spec = scorer_spec(config)
     scorer = build_scorer(spec, model=model)
     previous = _previous_meta(config, out)
-    rule = decision_rule(config)
+    rule = decision_rule(config, previous)
     done_paths = _resume_state(config, out, _identity(config, scorer, rule), previous)  # before any file changes
     wanted = [str(item.path) for item in files]
     remaining = [path for path in wanted if path not in done_paths]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,21 @@ def test_calibrating_on_the_scanned_inputs_themselves_is_warned_about(tmp_path, 
         scan(ScanConfig(inputs=[str(inputs)], classes=["tench", "hen"], model="test-tiny", method="mcm",
                         id_recall=0.9, calibrate_on=[str(inputs)], out=str(tmp_path / "s.jsonl"), workers=0,
                         cache_dir=str(tmp_path / "cache")))
+
+
+def test_a_calibrated_scan_resumes_after_its_calibration_images_are_gone(tmp_path, folders):
+    calibration_folder, inputs = folders
+    out = tmp_path / "scan.jsonl"
+    args = ["--method", "mcm", "--id-recall", 0.9, "--calibrate-on", calibration_folder, "--out", out]
+    _scan(tmp_path, inputs, "--include", "img00*", *args)
+    threshold = read_meta(out)["threshold"]
+    shutil.rmtree(calibration_folder)
+    with pytest.warns(UserWarning, match="the --calibrate-on images are gone"):
+        from oodfilter.scan import scan
+
+        scan(ScanConfig(inputs=[str(inputs)], classes=["tench", "goldfish", "hen", "ostrich"], model="test-tiny",
+                        method="mcm", id_recall=0.9, calibrate_on=[str(calibration_folder)], out=str(out),
+                        resume=True, workers=0, cache_dir=str(tmp_path / "cache")))
+    rows = read_manifest(out)
+    assert len(rows) == 24 and read_meta(out)["threshold"] == threshold
+    assert all(row.is_ood == (row.score > threshold) for row in rows)

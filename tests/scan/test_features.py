@@ -301,3 +301,13 @@ def test_export_refuses_bad_shard_sizes_and_files_in_its_folder(tmp_path, scanne
     result = _run(tmp_path, "export-features", out, tmp_path / "b", expect=1)
     assert "already holds files" in str(result.exception)
     assert (tmp_path / "b" / "metadata" / "metadata_0.parquet").read_text() == "precious"
+
+
+def test_calibrating_a_rescore_on_its_own_manifest_is_warned_about(tmp_path):
+    classes = _classes(tmp_path, "a.txt", ["tench", "goldfish", "hen"])
+    out = tmp_path / "big.jsonl"
+    _scan(tmp_path, _images(tmp_path / "imgs", 24), classes, out, "--save-features")  # 24: enough to calibrate
+    with pytest.warns(UserWarning, match="--calibrate-on includes the manifest being rescored"):
+        _run(tmp_path, "rescore", out, "--classes", _classes(tmp_path, "m.txt", ["hen"]), "--method", "mcm",
+             "--id-recall", 0.5, "--calibrate-on", out, "--out", tmp_path / "r.jsonl", "--cache-dir",
+             tmp_path / "cache", "-q")
