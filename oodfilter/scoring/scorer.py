@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext,
 from oodfilter.scoring.result import ScoreResult
 from oodfilter.sinks.rows import ManifestRow
 from oodfilter.text.class_vectors import ClassVectors
+
+logger = logging.getLogger(__name__)
 
 # Features scored per step: bounds the (B, C) cosine matrices for large vocabularies.
 _FEATURE_CHUNK = 4096
@@ -91,13 +94,30 @@ class Scorer:
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Encode preprocessed images (N, 3, H, W) in batches → (N, D) float32 normalised features (CPU)."""
+        """Encode preprocessed images (N, 3, H, W) in batches → (N, D) float32 normalised features (CPU).
+
+        On an out-of-memory error the batch size is halved for this and every later call and the same
+        images are encoded again, so no image is lost or encoded twice; at batch size 1 the error is raised.
+        """
         chunks = []
-        for start in range(0, images.shape[0], self.batch_size):
-            batch = images[start : start + self.batch_size].to(self.device, non_blocking=True)
-            with maybe_autocast(self.device, self.amp_dtype):
-                features = self.model.encode_image(batch)
+        start = 0
+        while start < images.shape[0]:
+            size = self.batch_size
+            try:
+                batch = images[start : start + size].to(self.device, non_blocking=True)
+                with maybe_autocast(self.device, self.amp_dtype):
+                    features = self.model.encode_image(batch)
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise
+                self.batch_size = max(1, size // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                logger.warning("out of memory at batch size %d on %s: continuing at %d", size, self.device,
+                               self.batch_size)
+                continue
             chunks.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
+            start += size
         return torch.cat(chunks) if chunks else torch.zeros(0, self.model.embed_dim)
 
     @torch.no_grad()
