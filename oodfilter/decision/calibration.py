@@ -22,6 +22,7 @@ import torch
 
 from oodfilter.atomic import atomic_write_text
 from oodfilter.errors import InputError
+from oodfilter.finite import is_finite
 
 FORMAT = "oodfilter-calibration/1"
 # Below this many known-ID images a threshold is mostly noise, whatever the recall asked for.
@@ -158,7 +159,7 @@ class Calibration:
             raise InputError(f"{where} is not an oodfilter calibration (expected format '{FORMAT}')")
         checked = {key: _checked(data, key, kinds, where) for key, kinds in _FIELDS.items()}
         scores = checked["scores"]
-        if not all(isinstance(s, int | float) and not isinstance(s, bool) and _finite(s) for s in scores):
+        if not all(isinstance(s, int | float) and not isinstance(s, bool) and is_finite(s) for s in scores):
             raise InputError(f"{where}: 'scores' must be a list of finite numbers")
         if checked["num_images"] < 1 or checked["num_images"] != len(scores):
             raise InputError(f"{where}: 'num_images' ({checked['num_images']}) must be the number of 'scores' "
@@ -196,12 +197,6 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:  # an integer too large for a float
-        return False
-
 
 def _checked(data: Mapping[str, Any], key: str, kinds: tuple[type, ...], where: str) -> Any:
     if key not in data:
@@ -211,7 +206,7 @@ def _checked(data: Mapping[str, Any], key: str, kinds: tuple[type, ...], where: 
         shown = repr(value)[:80]
         raise InputError(f"{where}: '{key}' holds {shown}; expected {' or '.join(k.__name__ for k in kinds)}")
     if float in kinds:
-        if not _finite(value):
+        if not is_finite(value):
             raise InputError(f"{where}: '{key}' is not a finite number")
         return float(value)  # type: ignore[arg-type]
     return value

@@ -11,13 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from pathlib import Path
 from typing import IO, Any
 
 from oodfilter.atomic import atomic_write
 from oodfilter.errors import InputError, MissingDependencyError
+from oodfilter.finite import is_finite
 from oodfilter.outputs import os_error
 from oodfilter.sinks.rows import COLUMNS, ManifestRow, row_from_record
 
@@ -92,17 +92,11 @@ def read_meta(manifest: str | Path) -> dict[str, Any]:
             raise InputError(f"{path}: key '{key}' holds {meta[key]!r}, of the wrong type; restore the file or scan "
                              "again with --overwrite")
     for key in ("threshold", "keep_boundary", "keep_fraction"):
-        if isinstance(meta.get(key), int | float) and not _finite(meta[key]):
+        if isinstance(meta.get(key), int | float) and not is_finite(meta[key]):
             raise InputError(f"{path}: key '{key}' is not a finite number; restore the file or scan again with "
                              "--overwrite")
     return meta
 
-
-def _finite(value: float) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:  # an integer too large for a float
-        return False
 
 
 class ManifestWriter:
