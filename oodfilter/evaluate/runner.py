@@ -26,7 +26,7 @@ from oodfilter.scoring.factory import build_scorer, load_spec_model, read_spec_c
 from oodfilter.scoring.methods import ScoreMethod, score_methods
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
-from oodfilter.sinks.features import header_path, load_features, read_header
+from oodfilter.sinks.features import header_path, matching_features
 from oodfilter.sinks.manifest import FORMATS, read_manifest
 from oodfilter.text.class_vectors import build_class_vectors
 
@@ -178,14 +178,12 @@ def _stored_features(source: str, scorer: Scorer) -> tuple[torch.Tensor, list[st
     """Return a manifest's stored features and ok-row paths, when it has them from this model's image tower."""
     if not (Path(source).is_file() and Path(source).suffix.lower() in FORMATS and header_path(source).is_file()):
         return None
-    if read_header(source).image_fingerprint != scorer.model.image_fingerprint():
-        logger.warning("%s stores features of another image tower: encoding its images instead", source)
+    found = matching_features(source, scorer.model.image_fingerprint())
+    if found is None:
+        logger.warning("%s stores no features of this image tower: encoding its images instead", source)
         return None
-    rows = [row.path for row in read_manifest(source) if row.ok]
-    if not rows:
-        return None
-    features = torch.from_numpy(np.asarray(load_features(source, len(rows)), dtype=np.float32))
-    return features, rows
+    paths, features = found
+    return torch.from_numpy(np.asarray(features, dtype=np.float32)), paths
 
 
 def _id_accuracy(scorer: Scorer, features: torch.Tensor, paths: list[str], labels_file: str) -> float | None:

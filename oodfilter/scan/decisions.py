@@ -26,7 +26,7 @@ from oodfilter.decision.keep_fraction import keep_fraction_decisions
 from oodfilter.errors import InputError
 from oodfilter.model.fingerprint import file_sha256
 from oodfilter.scan.config import ScanConfig
-from oodfilter.scoring.files import score_files
+from oodfilter.scoring.calibrate import calibrate
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.sinks.manifest import FORMATS, read_manifest, read_meta, rewrite_manifest, sidecar
 from oodfilter.sinks.rows import ManifestRow
@@ -147,7 +147,8 @@ def plan_decisions(config: ScanConfig, scorer: Scorer, rule: dict[str, Any],
                 warnings.warn("every --calibrate-on image is also a scanned input: --id-recall then keeps about that "
                               "share of them whatever they contain; calibrate on images you know are "
                               "in-distribution", stacklevel=3)
-            calibration = fit_calibration(scorer, paths, config.id_recall, identity, config)
+            calibration = calibrate(scorer, paths, config.id_recall, workers=config.workers,
+                                    max_pixels=config.max_pixels, source=" ".join(config.calibrate_on))
     else:
         stored.unlink(missing_ok=True)
         return DecisionPlan(config.threshold, rule)
@@ -179,22 +180,6 @@ def calibration_paths(items: list[str]) -> list[str]:
     if not paths:
         raise InputError(f"--calibrate-on {' '.join(items)}: no image found to calibrate on")
     return sorted({os.path.normpath(os.path.abspath(path)) for path in paths})
-
-
-def fit_calibration(scorer: Scorer, paths: list[str], id_recall: float, identity: dict[str, Any],
-                    config: ScanConfig) -> Calibration:
-    """Score the calibration images and fit the threshold; unreadable ones are left out with a warning."""
-    scores: list[float] = []
-    failed: list[ManifestRow] = []
-    for rows in score_files(scorer, paths, workers=config.workers, max_pixels=config.max_pixels):
-        scores += [row.score for row in rows if row.ok]
-        failed += [row for row in rows if not row.ok]
-    if failed:
-        warnings.warn(f"{len(failed)} of {len(paths)} calibration images could not be read and were left out "
-                      f"(first: {failed[0].path}: {failed[0].error})", stacklevel=2)
-    source = f"{len(scores)} images from {' '.join(config.calibrate_on)}"
-    return Calibration.fit(torch.tensor(scores, dtype=torch.float64), id_recall, method=scorer.method.name,
-                           identity=identity, source=source)
 
 
 def undecided(rows: list[ManifestRow]) -> list[ManifestRow]:

@@ -24,11 +24,12 @@ import torch
 from oodfilter import __version__
 from oodfilter.atomic import atomic_write_text
 from oodfilter.decision.calibration import Calibration
-from oodfilter.decision.identity import classes_digest, score_identity
+from oodfilter.decision.identity import classes_digest
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.factory import load_model
-from oodfilter.scan.decisions import calibration_paths, decide_keep_fraction
+from oodfilter.scan.decisions import DecisionPlan, calibration_paths, decide_keep_fraction
+from oodfilter.scoring.calibrate import calibrate
 from oodfilter.scoring.factory import build_scorer
 from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
@@ -39,6 +40,7 @@ from oodfilter.sinks.features import (
     data_path,
     header_path,
     load_features,
+    matching_features,
     read_header,
     relative_data,
     remove_features,
@@ -187,24 +189,23 @@ def _calibrate(config: RescoreConfig, scorer: Scorer) -> Calibration:
     if not config.calibrate_on:
         raise InputError("--id-recall needs --calibrate-on ID_IMAGES: a folder, glob or manifest of images you "
                          "know are in-distribution")
-    features, files = [], []
     rescored = Path(config.clip_retrieval or config.manifest).resolve()
     if any(Path(item).resolve() == rescored for item in config.calibrate_on):
         warnings.warn("--calibrate-on includes the manifest being rescored: --id-recall then keeps about that share "
                       "of it whatever it holds; calibrate on images you know are in-distribution", stacklevel=3)
+    blocks: list[torch.Tensor] = []  # (n, D) features of the calibration images
+    files: list[str] = []
     for item in config.calibrate_on:
-        stored = header_path(item).is_file() and read_header(item).image_fingerprint == scorer.model.image_fingerprint()
-        if stored:
-            count = sum(row.ok for row in read_manifest(item))
-            features.append(torch.from_numpy(np.asarray(load_features(item, count), dtype=np.float32)))
+        found = matching_features(item, scorer.model.image_fingerprint())
+        if found is not None:  # stored features of this tower: nothing to encode
+            blocks.append(torch.from_numpy(np.asarray(found[1], dtype=np.float32)))
         else:
             files += calibration_paths([item])
-    scores = [scorer.score_features(block).ood_score for block in features]
     if files:
-        scores.append(torch.tensor([row.score for rows in score_files(scorer, files) for row in rows if row.ok]))
-    source = f"{sum(len(s) for s in scores)} images from {' '.join(config.calibrate_on)}"
-    return Calibration.fit(torch.cat(scores).double(), config.id_recall or 0.0, method=scorer.method.name,
-                           identity=score_identity(scorer), source=source)
+        for _ in score_files(scorer, files, feature_sink=blocks.append):
+            pass
+    features = torch.cat(blocks) if blocks else torch.zeros(0, scorer.model.embed_dim)
+    return calibrate(scorer, features, config.id_recall or 0.0, source=" ".join(config.calibrate_on))
 
 
 def _check_options(config: RescoreConfig, source: Path, out: Path) -> None:
@@ -266,24 +267,13 @@ def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: 
     previous = read_meta(source)
     method = scorer.method
     names = list(scorer.class_vectors.class_names)
-    if config.keep_fraction is not None:
-        decision: str | None = f"keep the {config.keep_fraction:.0%} lowest-scored images (F·N rounded half up)"
-    elif fitted is not None:
-        decision = (f"ood_score > {fitted.threshold:.6g} (calibrated to keep {fitted.id_recall:.0%} of "
-                    f"{fitted.num_images} known in-distribution images)")
-    elif scorer.threshold is not None:
-        decision = f"ood_score > {scorer.threshold:.6g}"
-    else:
-        decision = f"{method.name} threshold-free rule" if method.threshold_free else None
+    rule = {"threshold": config.threshold, "calibration": config.calibration, "id_recall": config.id_recall,
+            "keep_fraction": config.keep_fraction}
+    plan = DecisionPlan(scorer.threshold, rule, calibration=fitted, keep_fraction=config.keep_fraction)
     meta: dict[str, Any] = {
         "oodfilter_version": __version__, "cwd": previous.get("cwd", os.getcwd()), "model": scorer.model.source.name,
-        "fingerprints": scorer.class_vectors.fingerprints, "method": method.name, "threshold": scorer.threshold,
-        "decision_rule": {"threshold": config.threshold, "calibration": config.calibration,
-                          "id_recall": config.id_recall, "keep_fraction": config.keep_fraction},
-        "calibration": None if fitted is None else {"id_recall": fitted.id_recall, "threshold": fitted.threshold,
-                                                     "num_images": fitted.num_images, "kept": fitted.kept,
-                                                     "source": fitted.source},
-        "keep_fraction": config.keep_fraction, "decision": decision, "classes_sha256": classes_digest(names),
+        "fingerprints": scorer.class_vectors.fingerprints, "method": method.name, **plan.meta(),
+        "decision": plan.describe(method.name, method.threshold_free), "classes_sha256": classes_digest(names),
         "num_classes": len(names), "templates": list(scorer.class_vectors.templates),
         "rescored_from": str(source.resolve()),
     }

@@ -282,19 +282,16 @@ def _check_dest_outside_inputs(config: ScanConfig, files: list[DiscoveredFile]) 
 
 
 def _run_identity(config: ScanConfig, scorer: Scorer, plan: DecisionPlan) -> dict[str, Any]:
+    """Return the manifest meta: what a resume must share (:func:`_identity`), the decision, provenance."""
     method = scorer.method
-    names = scorer.class_vectors.class_names
     return {
         "oodfilter_version": __version__,
         "cwd": os.getcwd(),
         "model": scorer.model.source.name,
-        "fingerprints": scorer.class_vectors.fingerprints,
-        "method": method.name,
+        **_identity(config, scorer, plan.rule),
         **plan.meta(),
         "decision": plan.describe(method.name, method.threshold_free),
-        "classes_sha256": classes_digest(list(names)),
-        "num_classes": len(names),
-        "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained),
+        "num_classes": len(scorer.class_vectors),
     }
 
 

@@ -12,17 +12,19 @@ from pathlib import Path
 
 import torch
 
+from oodfilter.data.decode import DEFAULT_MAX_PIXELS
 from oodfilter.data.discovery import discover_images
 from oodfilter.decision.calibration import Calibration
 from oodfilter.decision.identity import score_identity
 from oodfilter.errors import InputError
 from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
+from oodfilter.sinks.rows import ManifestRow
 
 
 def calibrate(
     scorer: Scorer, id_images: Sequence[str | Path] | str | Path | torch.Tensor, id_recall: float, *, workers: int = 0,
-    source: str = "",
+    max_pixels: int = DEFAULT_MAX_PIXELS, source: str = "",
 ) -> Calibration:
     """Fit the threshold that keeps ``id_recall`` of ``scorer``'s in-distribution images.
 
@@ -32,7 +34,9 @@ def calibrate(
             (N, D) normalised image features.
         id_recall: The share R to keep, in (0, 1].
         workers: Decoding processes for files.
-        source: What the images were, recorded in the calibration.
+        max_pixels: Decompression-bomb limit per image file.
+        source: Where the images came from, recorded in the calibration as "N images from SOURCE"
+            (default: "N image files" or "N image features").
 
     Returns:
         The calibration; ``scorer.threshold = calibration.threshold`` (or ``ScorerSpec(calibration=...)``)
@@ -50,17 +54,18 @@ def calibrate(
             raise InputError(f"no image found in {where} to calibrate on")
     if isinstance(id_images, torch.Tensor):
         scores = scorer.score_features(id_images).ood_score.double()  # (N,)
-        source = source or f"{len(id_images)} image features"
+        kind = "image features"
     else:
         values: list[float] = []
-        failed = 0
-        for rows in score_files(scorer, [str(path) for path in id_images], workers=workers):
+        failed: list[ManifestRow] = []
+        for rows in score_files(scorer, [str(path) for path in id_images], workers=workers, max_pixels=max_pixels):
             values += [row.score for row in rows if row.ok]
-            failed += sum(not row.ok for row in rows)
+            failed += [row for row in rows if not row.ok]
         if failed:
-            warnings.warn(f"{failed} of {len(id_images)} calibration images could not be read and were left out",
-                          stacklevel=2)
+            warnings.warn(f"{len(failed)} of {len(id_images)} calibration images could not be read and were left "
+                          f"out (first: {failed[0].path}: {failed[0].error})", stacklevel=2)
         scores = torch.tensor(values, dtype=torch.float64)
-        source = source or f"{len(values)} image files"
+        kind = "image files"
+    described = f"{len(scores)} images from {source}" if source else f"{len(scores)} {kind}"
     return Calibration.fit(scores, id_recall, method=scorer.method.name, identity=score_identity(scorer),
-                           source=source)
+                           source=described)

@@ -30,7 +30,7 @@ import torch
 from oodfilter.atomic import atomic_write_text
 from oodfilter.errors import InputError
 from oodfilter.outputs import os_error
-from oodfilter.sinks.manifest import sidecar
+from oodfilter.sinks.manifest import read_manifest, sidecar
 
 FORMAT = "oodfilter-features/1"
 DTYPE = np.dtype("<f2")
@@ -135,6 +135,27 @@ def load_features(manifest: str | Path, rows: int) -> np.ndarray:
     return np.memmap(path, dtype=DTYPE, mode="r", shape=(rows, header.dim))
 
 
+def matching_features(manifest: str | Path, image_fingerprint: str) -> tuple[list[str], np.ndarray] | None:
+    """Return a manifest's ok-row paths and their stored (N, D) features, if it stores features of this tower.
+
+    None when the manifest stores none, stores another image tower's, or has no ok row; the caller then
+    encodes the images instead.
+
+    Raises:
+        InputError: a damaged header, or a data file with fewer rows than the manifest's ok rows.
+
+    """
+    if not header_path(manifest).is_file() or read_header(manifest).image_fingerprint != image_fingerprint:
+        return None
+    paths = [row.path for row in read_manifest(manifest) if row.ok]
+    return (paths, load_features(manifest, len(paths))) if paths else None
+
+
+def _new_data_path(manifest: str | Path) -> Path:
+    """Return a fresh feature file beside the manifest (never an earlier scan's: rescored manifests may name it)."""
+    return sidecar(manifest, f"features.{uuid.uuid4().hex[:12]}.f16")
+
+
 class FeatureWriter:
     """Appends each batch's features to ``<out>.features.f16`` before its rows reach the manifest.
 
@@ -167,7 +188,7 @@ class FeatureWriter:
                 raise InputError(f"cannot resume {manifest}: {self.path.name} holds fewer features than the manifest "
                                  "has ok rows; --overwrite (or another --out) to scan again")
         else:  # a new file: manifests rescored from an earlier scan keep pointing at that scan's (or find it gone)
-            self.path = sidecar(manifest, f"features.{uuid.uuid4().hex[:12]}.f16")
+            self.path = _new_data_path(manifest)
         header = FeatureHeader(dim, image_fingerprint, model, relative_data(manifest, self.path), pretrained)
         atomic_write_text(header_path(manifest), json.dumps(header.to_dict(), indent=1))
         try:
@@ -211,7 +232,7 @@ def remove_features(manifest: str | Path) -> None:
 
 def write_features(manifest: str | Path, features: np.ndarray, header: FeatureHeader) -> FeatureHeader:
     """Write (n, D) features as a new data file of ``manifest`` with ``header``'s other fields; return its header."""
-    target = sidecar(manifest, f"features.{uuid.uuid4().hex[:12]}.f16")
+    target = _new_data_path(manifest)
     data = np.ascontiguousarray(features, dtype=DTYPE)
     target.write_bytes(data.tobytes())
     written = FeatureHeader(header.dim, header.image_fingerprint, header.model, relative_data(manifest, target),
