@@ -86,26 +86,38 @@ class ScanConfig(ModelOptions):
         self._validate_decision_rule()
 
     def _validate_decision_rule(self) -> None:
-        rules = [name for name, value in (("--threshold", self.threshold), ("--id-recall", self.id_recall),
-                                          ("--calibration", self.calibration), ("--keep-fraction", self.keep_fraction))
-                 if value is not None]
-        if len(rules) > 1:
-            raise InputError(f"{' and '.join(rules)} each set the decision; pick one")
-        if self.id_recall is not None and not (0.0 < self.id_recall <= 1.0):
-            raise InputError(f"--id-recall must be in (0, 1] (0.95 keeps 95% of in-distribution images), got "
-                             f"{self.id_recall}")
-        if self.id_recall is not None and not self.calibrate_on:
-            raise InputError("--id-recall needs --calibrate-on ID_IMAGES: a folder, glob or manifest of images you "
-                             "know are in-distribution (unlabelled)")
-        if self.calibrate_on and self.id_recall is None:
-            raise InputError("--calibrate-on is used with --id-recall R (the share of those images to keep)")
-        if self.keep_fraction is not None and not (0.0 < self.keep_fraction <= 1.0):
-            raise InputError(f"--keep-fraction must be in (0, 1] (0.7 keeps the 70% most in-distribution images), "
-                             f"got {self.keep_fraction}")
+        check_decision_options(self.threshold, self.id_recall, self.calibrate_on, self.calibration,
+                               self.keep_fraction)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as plain data (for the resolved-config file)."""
         return dataclasses.asdict(self)
+
+
+def check_decision_options(threshold: float | None, id_recall: float | None, calibrate_on: list[str],
+                           calibration: str | None, keep_fraction: float | None) -> None:
+    """Refuse decision options that contradict each other or are out of range (scan and rescore share them).
+
+    Raises:
+        InputError: two options that each set the decision, a recall or fraction outside (0, 1], or
+            ``--id-recall`` and ``--calibrate-on`` without each other.
+
+    """
+    rules = [name for name, value in (("--threshold", threshold), ("--id-recall", id_recall),
+                                      ("--calibration", calibration), ("--keep-fraction", keep_fraction))
+             if value is not None]
+    if len(rules) > 1:
+        raise InputError(f"{' and '.join(rules)} each set the decision; pick one")
+    if id_recall is not None and not (0.0 < id_recall <= 1.0):
+        raise InputError(f"--id-recall must be in (0, 1] (0.95 keeps 95% of in-distribution images), got {id_recall}")
+    if id_recall is not None and not calibrate_on:
+        raise InputError("--id-recall needs --calibrate-on ID_IMAGES: a folder, glob or manifest of images you "
+                         "know are in-distribution (unlabelled)")
+    if calibrate_on and id_recall is None:
+        raise InputError("--calibrate-on is used with --id-recall R (the share of those images to keep)")
+    if keep_fraction is not None and not (0.0 < keep_fraction <= 1.0):
+        raise InputError(f"--keep-fraction must be in (0, 1] (0.7 keeps the 70% most in-distribution images), "
+                         f"got {keep_fraction}")
 
 
 def load_scan_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ScanConfig:

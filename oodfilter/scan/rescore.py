@@ -28,6 +28,7 @@ from oodfilter.decision.identity import classes_digest
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.factory import load_model
+from oodfilter.scan.config import check_decision_options
 from oodfilter.scan.decisions import DecisionPlan, calibration_paths, decide_keep_fraction
 from oodfilter.scoring.calibrate import calibrate
 from oodfilter.scoring.factory import build_scorer
@@ -186,9 +187,6 @@ def _clip_retrieval_source(
 
 def _calibrate(config: RescoreConfig, scorer: Scorer) -> Calibration:
     """Fit ``--id-recall`` on ``--calibrate-on``: a manifest's stored features of this tower, else the images."""
-    if not config.calibrate_on:
-        raise InputError("--id-recall needs --calibrate-on ID_IMAGES: a folder, glob or manifest of images you "
-                         "know are in-distribution")
     rescored = Path(config.clip_retrieval or config.manifest).resolve()
     if any(Path(item).resolve() == rescored for item in config.calibrate_on):
         warnings.warn("--calibrate-on includes the manifest being rescored: --id-recall then keeps about that share "
@@ -217,10 +215,8 @@ def _check_options(config: RescoreConfig, source: Path, out: Path) -> None:
     manifest_format(out)  # a known suffix, before any side file is written
     if config.threshold is not None and not math.isfinite(config.threshold):
         raise InputError("--threshold must be a finite number")
-    if config.keep_fraction is not None and not 0.0 < config.keep_fraction <= 1.0:
-        raise InputError(f"--keep-fraction must be in (0, 1], got {config.keep_fraction}")
-    if config.id_recall is not None and not 0.0 < config.id_recall <= 1.0:
-        raise InputError(f"--id-recall must be in (0, 1], got {config.id_recall}")
+    check_decision_options(config.threshold, config.id_recall, config.calibrate_on, config.calibration,
+                           config.keep_fraction)
     sides = [sidecar(out, name) for name in ("meta.json", "features.json", "calibration.json")]
     if not config.overwrite and not out.exists() and any(side.exists() for side in sides):
         raise InputError(f"side files of {out} already exist (e.g. {next(x for x in sides if x.exists()).name}): pass "
@@ -229,11 +225,6 @@ def _check_options(config: RescoreConfig, source: Path, out: Path) -> None:
         raise InputError("no class list: pass --classes FILE (one in-distribution class per line)")
     if out.resolve() == source.resolve():
         raise InputError(f"--out {out} is the manifest being rescored; choose another file")
-    rules = [n for n, v in (("--threshold", config.threshold), ("--calibration", config.calibration),
-                            ("--id-recall", config.id_recall),
-                            ("--keep-fraction", config.keep_fraction)) if v is not None]
-    if len(rules) > 1:
-        raise InputError(f"{' and '.join(rules)} each set the decision; pick one")
     if out.exists() and not config.overwrite:
         raise InputError(f"manifest {out} already exists: pass --overwrite to replace it, or --out another file")
     if out.exists() and not sidecar(out, "meta.json").is_file():
