@@ -71,7 +71,7 @@ def random_encoder(dim: int) -> Iterator[None]:
     """Make the cache fill with random unit vectors instead of encoding (for the untimed completion)."""
     real = class_vectors_module.encode_captions
 
-    def fake(model, tower: str, captions: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def fake(model, tower: str, captions: Sequence[str], batch_size: int = 256, **_: object) -> np.ndarray:
         vectors = np.random.default_rng(len(captions)).standard_normal((len(captions), dim)).astype(np.float32)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 

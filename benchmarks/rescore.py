@@ -66,9 +66,12 @@ def main() -> None:
         common = {"classes": classes, "method": args.method, "templates": "photo", "cache_dir": tmp}
         stored = f"{tmp}/stored.jsonl"
         scan(ScanConfig(inputs=paths, out=stored, save_features=True, **common), model=model)  # pays the encoder
-        # decide at the median score: half the images sit on each side, the most decisions that could flip
+        # decide at the median score: half the images sit on each side, the most decisions that could flip. The
+        # threshold is halfway between the two middle scores, not one image's own score: an image exactly on the
+        # threshold flips with any rounding (float16 storage moves scores by ~1e-6), which says nothing.
         ordered = sorted(row.score for row in read_manifest(stored) if row.ok)
-        common["threshold"] = ordered[len(ordered) // 2]
+        middle = len(ordered) // 2
+        common["threshold"] = (ordered[middle - 1] + ordered[middle]) / 2 if middle else ordered[0]
 
         started = time.perf_counter()
         scan(ScanConfig(inputs=paths, out=f"{tmp}/rescan.jsonl", **common), model=model)
@@ -108,7 +111,8 @@ def main() -> None:
           f"stored: {per_image:.0f} bytes per image (float16 x {model.embed_dim})")
     for method, method_diff in extra:
         print(f"{method}: max abs score diff = {method_diff:.2e} (logit scale {model.logit_scale:.1f})")
-    print(f"decision threshold: the median {args.method} score, {common['threshold']:.6g}")
+    print(f"decision threshold: the median {args.method} score, {common['threshold']:.6g}; gap to the nearest "
+          f"score {min(abs(x - common['threshold']) for x in ordered):.2e}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ C = TypeVar("C")
 TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
 FALSE_WORDS = frozenset({"0", "false", "f", "no", "n", "off"})
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
 @dataclasses.dataclass
@@ -40,7 +40,8 @@ class ModelOptions:
         model: Bundle folder, reference ``.pt``, open_clip name (``ViT-B-16``) or ``test-tiny``.
         pretrained: Pretrained tag or weights file for an open_clip name.
         device: Where the model runs: ``auto``, ``cpu``, ``cuda`` (the library also takes ``cuda:N``).
-        precision: Autocast on CUDA: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
+        precision: ``auto`` (scoring: bf16 on CUDA and on CPUs with native bf16, else fp32/fp16; training:
+            fp32 on the CPU), ``fp32``, ``fp16`` (CUDA), ``bf16`` or ``int8`` (scoring on the CPU).
         batch_size: Images per forward pass (a subclass may declare another default).
     """
 

@@ -79,11 +79,13 @@ def method_report(results: dict[str, oodfilter.ScoreResult], id_labels: torch.Te
 
 
 def make_scorer(model: oodfilter.CLIPN, names: list[str], method: str | ScoreMethod, cache: Path, templates: str,
-                reference: torch.Tensor | None = None) -> oodfilter.Scorer:
-    """oodfilter's scorer for ``names`` (class vectors cached under ``cache``)."""
+                reference: torch.Tensor | None = None, precision: str = "fp32") -> oodfilter.Scorer:
+    """oodfilter's scorer for ``names`` (class vectors cached under ``cache``), by default in fp32 like the cached
+    image features (``benchmarks/precision.py`` measures what bf16 and int8 change)."""
     vectors = oodfilter.build_class_vectors(model, names, templates=templates, cache_dir=cache,
-                                            include_no=model.no_branch_trained)
-    return oodfilter.Scorer(model, vectors, method, device="cpu", cache_dir=cache, reference_features=reference)
+                                            include_no=model.no_branch_trained, precision=precision)
+    return oodfilter.Scorer(model, vectors, method, device="cpu", cache_dir=cache, reference_features=reference,
+                            precision=precision)
 
 
 def check_against_scan(scorer: oodfilter.Scorer, files: list[Path], features: torch.Tensor) -> float:

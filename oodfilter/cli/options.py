@@ -27,7 +27,8 @@ _MODEL_HELP = {
     "model": "Bundle folder, reference .pt, open_clip name, or test-tiny ({default}).",
     "pretrained": "Pretrained tag or weights file for an open_clip name.",
     "device": "Where the model runs ({default}).",
-    "precision": "Autocast on CUDA ({default}).",
+    "precision": "Numeric precision ({default}): auto = bf16 autocast on CUDA and, for scoring, on CPUs with "
+                 "native bf16 (avx512_bf16/AMX), else fp32; int8 = quantised image tower (CPU scoring only).",
     "batch_size": "Images per forward pass ({default}).",
 }
 

@@ -147,7 +147,7 @@ def _feature_scorer(config: EvalConfig, model: CLIPN | None, methods: list[Score
     clipn = model if model is not None else load_spec_model(spec)
     needs_no = clipn.no_branch_trained and any(method.needs_no_branch for method in methods)
     vectors = build_class_vectors(clipn, read_spec_classes(spec), templates=spec.templates, cache_dir=spec.cache_dir,
-                                  include_no=needs_no)
+                                  include_no=needs_no, precision=spec.precision)
     return build_scorer(spec, model=clipn, class_vectors=vectors, allow_untrained_no_branch=True)
 
 

@@ -298,6 +298,7 @@ def _run_identity(config: ScanConfig, scorer: Scorer, plan: DecisionPlan) -> dic
 def _identity(config: ScanConfig, scorer: Scorer, rule: dict[str, Any]) -> dict[str, Any]:
     """Return the settings a resume must share, known before any calibration is fitted."""
     return {"fingerprints": scorer.class_vectors.fingerprints, "method": scorer.method.name, "decision_rule": rule,
+            "precision": scorer.precision,
             "classes_sha256": classes_digest(list(scorer.class_vectors.class_names)),
             "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained)}
 
@@ -319,11 +320,13 @@ def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str
     return choice if isinstance(choice, str) else list(choice)
 
 
-_IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates")
+_IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates", "precision")
 _IDENTITY_WORDS = {
     "fingerprints": "model", "classes_sha256": "class list",
     "decision_rule": "threshold or decision rule (--threshold, --id-recall and its --calibrate-on images, "
     "--calibration, --keep-fraction)",
+    "precision": "precision (--precision; auto picks bf16 on CPUs with native bf16: pass the one the manifest's "
+                 "meta names)",
 }
 
 
@@ -342,9 +345,18 @@ def _previous_meta(config: ScanConfig, out: Path) -> dict[str, Any] | None:
     return previous
 
 
+def _legacy_precision(previous: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Accept a manifest written before precisions were recorded: its precision is unknown, so not compared.
+
+    Rows of two precisions differ in the last digits of their scores; their decisions agree ≥ 99.5%.
+    """
+    previous.setdefault("precision", meta["precision"])
+
+
 def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any], previous: dict[str, Any] | None) -> set[str]:
     if previous is None:
         return set()
+    _legacy_precision(previous, meta)
     different = [key for key in _IDENTITY_KEYS if previous.get(key) != meta[key]]
     if different:
         what = ", ".join(_IDENTITY_WORDS.get(key, key) for key in different)

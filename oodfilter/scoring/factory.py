@@ -10,6 +10,7 @@ from pathlib import Path
 
 from oodfilter.decision.calibration import Calibration
 from oodfilter.decision.identity import score_identity
+from oodfilter.device import resolve_device
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.factory import load_model, model_has_trained_no_branch
@@ -119,10 +120,12 @@ def build_scorer(
         check_method_fits_model(spec, method)  # from the name: before any download
     clipn = model if model is not None else load_spec_model(spec)
     chosen = resolve_method(spec, clipn, method)
-    if class_vectors is None:
-        class_vectors = build_class_vectors(clipn, names or [], templates=spec.templates, cache_dir=spec.cache_dir,
-                                            include_no=chosen.needs_no_branch)
     device = None if model is not None and spec.device == "auto" else spec.device
+    if class_vectors is None:
+        if device is not None:  # text is encoded where the scorer will run, in its precision
+            clipn = clipn.to(resolve_device(device))
+        class_vectors = build_class_vectors(clipn, names or [], templates=spec.templates, cache_dir=spec.cache_dir,
+                                            include_no=chosen.needs_no_branch, precision=spec.precision)
     scorer = Scorer(clipn, class_vectors, chosen, threshold=spec.threshold, device=device,
                     batch_size=spec.batch_size, precision=spec.precision,
                     allow_untrained_no_branch=allow_untrained_no_branch, cache_dir=spec.cache_dir)

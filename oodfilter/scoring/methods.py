@@ -63,6 +63,8 @@ class ScoringContext:
         cache_dir: Cache root for prepared state (None: the default cache folder).
         reference_features: Optional (N, D) features of unlabelled ID images, for methods that fit on
             them (PLP) when nothing fitted is saved.
+        text_precision: The precision to encode extra text in (``fp32`` or ``bf16``), as the class vectors
+            were: pass it to :func:`oodfilter.build_class_vectors` (e.g. a negative-label vocabulary).
     """
 
     model: Any
@@ -70,6 +72,7 @@ class ScoringContext:
     device: torch.device
     cache_dir: Path | None = None
     reference_features: torch.Tensor | None = None
+    text_precision: str = "fp32"
 
     @property
     def text_index(self) -> Any:

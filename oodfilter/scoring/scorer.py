@@ -10,15 +10,16 @@ from pathlib import Path
 import torch
 
 from oodfilter.deprecation import deprecated_attribute, warn_deprecated
-from oodfilter.device import autocast_dtype, maybe_autocast, resolve_device
+from oodfilter.device import inference_precision, maybe_autocast, precision_dtype, resolve_device
 from oodfilter.errors import InputError, ModelMismatchError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.scoring import functional as fn
 from oodfilter.scoring.files import score_files
 from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext, score_methods
+from oodfilter.scoring.quantize import int8_image_encoder
 from oodfilter.scoring.result import ScoreResult
 from oodfilter.sinks.rows import ManifestRow
-from oodfilter.text.class_vectors import ClassVectors
+from oodfilter.text.class_vectors import ClassVectors, text_precision
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,9 @@ class Scorer:
             their own rule and others give no decision.
         device: Where to run; default the model's device.
         batch_size: Images per forward pass.
-        precision: ``auto`` (bf16/fp16 autocast on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``.
+        precision: ``auto`` (bf16 autocast on CUDA and on CPUs with native bf16, fp16 on older CUDA devices,
+            else fp32), ``fp32``, ``fp16`` (CUDA), ``bf16`` or ``int8`` (dynamically quantised image tower,
+            CPU only). The resolved choice is :attr:`precision`; features and scores are float32 either way.
         allow_untrained_no_branch: Permit CLIPN methods with a no-branch that was never trained.
         cache_dir: Cache root for methods that prepare state (mined negatives, probes).
         reference_features: Unlabelled ID image features for methods that fit on them (see
@@ -73,12 +76,15 @@ class Scorer:
         self.class_vectors = class_vectors
         self.threshold = threshold
         self.batch_size = batch_size
-        self.amp_dtype = autocast_dtype(self.device, precision)
+        self.precision = inference_precision(self.device, precision)
+        self.amp_dtype = precision_dtype(self.precision)
+        self._int8_encode = int8_image_encoder(self.model) if self.precision == "int8" else None
         self._yes = class_vectors.yes.to(self.device)  # (C, D)
         self._no = class_vectors.no.to(self.device) if class_vectors.no is not None else None  # (C, D)
         self.method.prepare(ScoringContext(model=self.model, class_vectors=class_vectors, device=self.device,
                                            cache_dir=Path(cache_dir) if cache_dir is not None else None,
-                                           reference_features=reference_features))
+                                           reference_features=reference_features,
+                                           text_precision=text_precision(self.device, self.precision)))
         if self.method.name == "atd" and len(class_vectors) == 1:
             warnings.warn(
                 "ATD with a single class reduces to that class's yes-probability; list more ID classes "
@@ -106,7 +112,7 @@ class Scorer:
             try:
                 batch = images[start : start + size].to(self.device, non_blocking=True)
                 with maybe_autocast(self.device, self.amp_dtype):
-                    features = self.model.encode_image(batch)
+                    features = (self._int8_encode or self.model.encode_image)(batch)
             except torch.OutOfMemoryError:
                 if size == 1:
                     raise

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from oodfilter.cache_dir import CACHE_ENV, default_cache_dir
+from oodfilter.device import inference_precision, maybe_autocast, precision_dtype
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.text.cache import TextCache, text_key
@@ -85,6 +86,7 @@ def build_class_vectors(
     use_cache: bool = True,
     batch_size: int = 256,
     include_no: bool | None = None,
+    precision: str = "auto",
 ) -> ClassVectors:
     """Encode ``class_names`` × ``templates`` with the yes and no towers into a :class:`ClassVectors`.
 
@@ -102,30 +104,47 @@ def build_class_vectors(
         batch_size: Captions per encoder call.
         include_no: Encode the no tower too; default: when the model's no-branch is trained (an
             untrained copy would only repeat the yes vectors).
+        precision: ``auto`` (the default: bf16 on CUDA and on CPUs with native bf16, else fp32), ``fp32``,
+            ``bf16``, ``fp16`` (CUDA) or ``int8`` (text in fp32), resolved for the model's device by
+            :func:`text_precision`: the rules of scoring, so that a :class:`~oodfilter.Scorer` built with the
+            same precision encodes images as its class vectors were. Vectors encoded in a reduced precision
+            are cached apart from fp32 ones.
 
     """
     names = clean_class_names(class_names)
     with_no = model.no_branch_trained if include_no is None else include_no
     chosen = resolve_templates(resolve_template_choice(templates, clipn_model=model.no_branch_trained))
     root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "text"
+    encoding = text_precision(model.device, precision)
     matrices: dict[str, torch.Tensor] = {}
     fingerprints: dict[str, str] = {}
     for tower in ["yes", "no"] if with_no else ["yes"]:
         fingerprints[tower] = model.text_fingerprint(tower)
-        store = TextCache(root / fingerprints[tower][:40], fingerprints[tower], model.embed_dim) if use_cache else None
-        matrices[tower] = _class_matrix(model, tower, names, chosen, store, batch_size)
+        folder = fingerprints[tower][:40] + ("" if encoding == "fp32" else f"-{encoding}")
+        store = TextCache(root / folder, fingerprints[tower], model.embed_dim) if use_cache else None
+        matrices[tower] = _class_matrix(model, tower, names, chosen, store, batch_size, encoding)
     return ClassVectors(class_names=names, templates=chosen, yes=matrices["yes"], no=matrices.get("no"),
                         fingerprints=fingerprints)
 
 
+def text_precision(device: torch.device, precision: str) -> str:
+    """Return the precision text is encoded in when scoring in ``precision`` on ``device``.
+
+    Scoring's rules (:func:`oodfilter.device.inference_precision`), except that ``int8`` (an image-tower
+    setting) encodes text in fp32.
+    """
+    return "fp32" if precision == "int8" else inference_precision(device, precision)
+
+
 def _class_matrix(
-    model: CLIPN, tower: str, names: list[str], templates: tuple[str, ...], store: TextCache | None, batch_size: int
+    model: CLIPN, tower: str, names: list[str], templates: tuple[str, ...], store: TextCache | None, batch_size: int,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """(C, D) normalised mean over templates of the normalised caption vectors of one tower."""
     fingerprint = model.text_fingerprint(tower)
     captions = [template.format(name) for template in templates for name in names]  # T*C, template-major
     keys = [text_key(fingerprint, tower, template, name) for template in templates for name in names]
-    vectors = _cached_or_encoded(model, tower, captions, keys, store, batch_size)  # (T*C, D)
+    vectors = _cached_or_encoded(model, tower, captions, keys, store, batch_size, precision)  # (T*C, D)
     per_template = torch.from_numpy(vectors).view(len(templates), len(names), -1)  # (T, C, D)
     return F.normalize(F.normalize(per_template, dim=-1).mean(dim=0), dim=-1)  # (C, D)
 
@@ -137,6 +156,7 @@ def _cached_or_encoded(
     keys: list[int],
     store: TextCache | None,
     batch_size: int,
+    precision: str = "fp32",
 ) -> np.ndarray:
     if store is not None:
         found, vectors = store.lookup(keys)
@@ -150,7 +170,7 @@ def _cached_or_encoded(
             unique.setdefault(keys[position], int(position))
         order = list(unique.values())
         _warn_if_long(model, tower, len(order))
-        encoded = encode_captions(model, tower, [captions[i] for i in order], batch_size)
+        encoded = encode_captions(model, tower, [captions[i] for i in order], batch_size, precision=precision)
         by_key = dict(zip(unique, encoded, strict=True))
         vectors[missing] = np.stack([by_key[keys[i]] for i in missing])
         if store is not None:
@@ -176,15 +196,23 @@ def _warn_if_long(model: CLIPN, tower: str, count: int) -> None:
 
 
 @torch.no_grad()
-def encode_captions(model: CLIPN, tower: str, captions: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    """Encode captions with the ``yes`` or ``no`` tower in batches → (N, D) float32, L2-normalised."""
+def encode_captions(
+    model: CLIPN, tower: str, captions: Sequence[str], batch_size: int = 256, *, precision: str = "auto"
+) -> np.ndarray:
+    """Encode captions with the ``yes`` or ``no`` tower in batches → (N, D) float32, L2-normalised.
+
+    ``precision`` (``auto``, ``fp32``, ``bf16``, ``fp16``) is resolved by :func:`text_precision`.
+    """
+    dtype = precision_dtype(text_precision(model.device, precision))
     was_training = model.training
     model.eval()
     try:
         chunks = []
         for start in range(0, len(captions), batch_size):
             tokens = model.tokenize(captions[start : start + batch_size])
-            chunks.append(model.encode(tokens, tower).float().cpu())
+            with maybe_autocast(model.device, dtype):
+                encoded = model.encode(tokens, tower)
+            chunks.append(F.normalize(encoded.float(), dim=-1).cpu())
         return torch.cat(chunks).numpy() if chunks else np.zeros((0, model.embed_dim), np.float32)
     finally:
         model.train(was_training)

@@ -82,8 +82,9 @@ class NegLabel(ScoreMethod):
         if not words:
             raise InputError("NegLabel's vocabulary has no word outside the ID class names")
         templates = _candidate_templates(context.class_vectors.templates)
+        # the vocabulary is encoded in the precision the class vectors were (older oodfilter: fp32)
         vocab = build_class_vectors(context.model, words, templates=templates, cache_dir=context.cache_dir,
-                                 include_no=False)
+                                    include_no=False, precision=getattr(context, "text_precision", "fp32"))
         keep = mine_negatives(context.class_vectors, vocab.yes, ratio=self.ratio, quantile=self.quantile)
         self.negatives = vocab.yes[keep].to(context.device)
         self.negative_names = [vocab.class_names[i] for i in keep.tolist()]

@@ -40,8 +40,9 @@ def run_golden_scan(root: Path, name: str, cache_dir: Path) -> Path:
     previous = os.getcwd()
     os.chdir(root)
     try:
+        # fp32: the golden files were written in fp32, and --precision auto is bf16 on CPUs that have it
         scan(ScanConfig(inputs=["images"], classes=list(CLASSES), out=name, model="test-tiny", device="cpu",
-                        workers=0, batch_size=4, cache_dir=str(cache_dir), **GOLDEN_SCANS[name]))
+                        precision="fp32", workers=0, batch_size=4, cache_dir=str(cache_dir), **GOLDEN_SCANS[name]))
     finally:
         os.chdir(previous)
     return root / name

@@ -1,0 +1,131 @@
+"""Precision: auto picks bf16 on CPUs with native bf16, int8 quantises a copy of the image tower, text follows
+the same rules, and a scan records its precision and refuses to resume in another."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import oodfilter
+from oodfilter import device as device_module
+from oodfilter.device import autocast_dtype, inference_precision
+from oodfilter.errors import InputError
+from oodfilter.scan import ScanConfig, scan
+from oodfilter.sinks.manifest import read_manifest, sidecar
+
+NAMES = ["tench", "goldfish", "hen", "ostrich"]
+CPU = torch.device("cpu")
+
+
+def _images(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_uses_bf16_on_a_cpu_with_native_bf16_only(monkeypatch, native, expected):
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
+    assert inference_precision(CPU, "auto") == expected
+    assert inference_precision(CPU, "fp32") == "fp32" and inference_precision(CPU, "bf16") == "bf16"
+    assert autocast_dtype(CPU, "auto") is None  # training keeps fp32 on every CPU
+
+
+def test_precisions_a_device_cannot_run_are_refused_with_the_fix():
+    with pytest.raises(InputError, match="CPU only"):
+        inference_precision(torch.device("cuda"), "int8")
+    with pytest.raises(InputError, match="CUDA only"):
+        inference_precision(CPU, "fp16")
+    with pytest.raises(InputError, match="unknown precision"):
+        inference_precision(CPU, "fp8")
+    with pytest.raises(InputError, match="scoring only"):
+        autocast_dtype(CPU, "int8")
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\nbogomips\t: 1\n")
+    monkeypatch.setattr(device_module.sys, "platform", "linux")
+    assert {"avx512_bf16", "amx_tile"} <= device_module._cpuinfo_flags(info)
+    assert device_module._cpuinfo_flags(tmp_path / "missing") == set()
+    real = device_module._cpuinfo_flags()
+    if real:  # on Linux: PyTorch's probe and the kernel's flags agree about this machine
+        device_module.cpu_has_native_bf16.cache_clear()
+        assert device_module.cpu_has_native_bf16() == bool(real & device_module.NATIVE_BF16_FLAGS)
+
+
+def test_bf16_scores_stay_close_to_fp32_and_are_really_computed_in_bf16(tiny_model, cache_dir):
+    images = _images(12)
+    scores, features = {}, {}
+    for precision in ("fp32", "bf16"):
+        vectors = oodfilter.build_class_vectors(tiny_model, NAMES, cache_dir=cache_dir, precision=precision)
+        scorer = oodfilter.Scorer(tiny_model, vectors, "atd", precision=precision)
+        assert scorer.precision == precision
+        features[precision] = scorer.encode_images(images)
+        scores[precision] = scorer.score_features(features[precision]).ood_score
+    assert features["bf16"].dtype == torch.float32
+    assert not torch.equal(features["bf16"], features["fp32"])  # autocast ran
+    assert torch.nn.functional.cosine_similarity(features["bf16"], features["fp32"]).min() > 0.99
+    assert (scores["bf16"] - scores["fp32"]).abs().max() < 0.02
+    folders = [p.name for p in (cache_dir / "text").iterdir()]  # bf16 text is cached apart from fp32 text
+    assert len(folders) == 4 and sum(name.endswith("-bf16") for name in folders) == 2
+
+
+def test_int8_quantises_a_copy_and_leaves_the_model_as_it_was(tiny_model, cache_dir):
+    before = {name: p.detach().clone() for name, p in tiny_model.named_parameters()}
+    linear_types = {type(m) for m in tiny_model.clip.visual.modules() if isinstance(m, torch.nn.Linear)}
+    vectors = oodfilter.build_class_vectors(tiny_model, NAMES, cache_dir=cache_dir, precision="int8")
+    int8 = oodfilter.Scorer(tiny_model, vectors, "mcm", precision="int8")
+    fp32 = oodfilter.Scorer(tiny_model, vectors, "mcm", precision="fp32")
+    images = _images(8, seed=1)
+    quantised, full = int8.encode_images(images), fp32.encode_images(images)
+    assert int8.precision == "int8" and not torch.equal(quantised, full)
+    assert torch.nn.functional.cosine_similarity(quantised, full).min() > 0.95
+    assert {type(m) for m in tiny_model.clip.visual.modules() if isinstance(m, torch.nn.Linear)} == linear_types
+    assert all(torch.equal(before[name], p) for name, p in tiny_model.named_parameters())
+    assert not any(p.name.endswith("-int8") for p in (cache_dir / "text").iterdir())  # text in fp32
+
+
+def _folder(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_a_scan_records_its_precision_and_refuses_to_resume_in_another(tmp_path, tiny_model):
+    folder = _folder(tmp_path)
+    out = tmp_path / "m.jsonl"
+
+    def config(precision: str, **extra) -> ScanConfig:
+        return ScanConfig(inputs=[str(folder)], classes=NAMES, out=str(out), workers=0, precision=precision,
+                          cache_dir=str(tmp_path / "cache"), **extra)
+
+    scan(config("bf16"), model=tiny_model)
+    meta = json.loads(sidecar(out, "meta.json").read_text())
+    assert meta["precision"] == "bf16"
+    manifest = out.read_bytes()
+    with pytest.raises(InputError, match="different precision"):
+        scan(config("fp32", resume=True), model=tiny_model)
+    assert out.read_bytes() == manifest
+    assert scan(config("bf16", resume=True), model=tiny_model).scanned == 0
+
+
+def test_a_manifest_from_before_precisions_were_recorded_still_resumes(tmp_path, tiny_model):
+    folder = _folder(tmp_path)
+    out = tmp_path / "m.jsonl"
+    config = ScanConfig(inputs=[str(folder)], classes=NAMES, out=str(out), workers=0, precision="fp32",
+                        cache_dir=str(tmp_path / "cache"))
+    scan(config, model=tiny_model)
+    meta_file = sidecar(out, "meta.json")
+    meta = json.loads(meta_file.read_text())
+    del meta["precision"]
+    meta_file.write_text(json.dumps(meta))
+    (folder / "new.png").write_bytes((folder / "0.png").read_bytes())
+    config.resume = True
+    assert scan(config, model=tiny_model).scanned == 1
+    assert len(read_manifest(out)) == 7
