@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from oodfilter.atomic import atomic_write_text
 from oodfilter.errors import InputError
@@ -42,11 +42,19 @@ def minimum_calibration_images(id_recall: float) -> int:
     return max(MIN_CALIBRATION_IMAGES, math.ceil(id_recall / (1.0 - id_recall) - 1e-9))
 
 
-def recall_threshold(id_scores: torch.Tensor, id_recall: float) -> float:
+def _sorted_scores(scores: Any) -> np.ndarray:
+    """(N,) float64 ascending, from a tensor (any device or dtype), an array or a sequence of numbers."""
+    if hasattr(scores, "detach"):  # a torch tensor; this module does not import torch (reports run without it)
+        scores = scores.detach().to("cpu").double().numpy()
+    return np.sort(np.asarray(scores, dtype=np.float64).reshape(-1))
+
+
+def recall_threshold(id_scores: Any, id_recall: float) -> float:
     """Return the threshold ``t`` (``is_ood = score > t``) that keeps a share ``id_recall`` of ID images.
 
     Args:
-        id_scores: (N,) OOD scores of images known to be in-distribution (higher = more OOD).
+        id_scores: (N,) OOD scores of images known to be in-distribution (higher = more OOD): a tensor,
+            an array or a sequence of numbers.
         id_recall: The share R of in-distribution images to keep, in (0, 1].
 
     Raises:
@@ -54,17 +62,16 @@ def recall_threshold(id_scores: torch.Tensor, id_recall: float) -> float:
             :func:`minimum_calibration_images` asks for R.
 
     """
-    scores = id_scores.detach().to("cpu", torch.float64).reshape(-1)  # (N,)
+    ordered = _sorted_scores(id_scores)  # (N,)
     needed = minimum_calibration_images(id_recall)
-    if scores.numel() < needed:
+    if ordered.size < needed:
         raise InputError(
             f"calibrating for an ID recall of {id_recall:g} needs at least {needed} images known to be "
-            f"in-distribution, got {scores.numel()}: add ID images to the calibration set, or ask for a lower recall"
+            f"in-distribution, got {ordered.size}: add ID images to the calibration set, or ask for a lower recall"
         )
-    if not bool(torch.isfinite(scores).all()):
+    if not bool(np.isfinite(ordered).all()):
         raise InputError("a calibration score is not finite; check the model's weights")
-    ordered = torch.sort(scores).values  # (N,)
-    count = ordered.numel()
+    count = ordered.size
     rank = count if id_recall >= 1.0 else min(count, math.ceil((count + 1) * id_recall - 1e-9))
     return float(ordered[rank - 1])
 
@@ -97,7 +104,7 @@ class Calibration:
 
     @classmethod
     def fit(
-        cls, id_scores: torch.Tensor, id_recall: float, *, method: str, identity: Mapping[str, Any], source: str = ""
+        cls, id_scores: Any, id_recall: float, *, method: str, identity: Mapping[str, Any], source: str = ""
     ) -> Calibration:
         """Fit the threshold that keeps ``id_recall`` of the ID images scored in ``id_scores`` (N,).
 
@@ -106,18 +113,18 @@ class Calibration:
 
         """
         threshold = recall_threshold(id_scores, id_recall)
-        ordered = torch.sort(id_scores.detach().to("cpu", torch.float64).reshape(-1)).values
-        kept = float((ordered <= threshold).double().mean())
-        return cls(method=method, threshold=threshold, id_recall=float(id_recall), num_images=int(ordered.numel()),
+        ordered = _sorted_scores(id_scores)
+        kept = float((ordered <= threshold).mean())
+        return cls(method=method, threshold=threshold, id_recall=float(id_recall), num_images=int(ordered.size),
                    kept=kept, identity=dict(identity), source=source, scores=tuple(float(s) for s in ordered))
 
-    def is_ood(self, scores: torch.Tensor) -> torch.Tensor:
-        """Decisions for (N,) scores: ``score > threshold`` → (N,) bool."""
+    def is_ood(self, scores: Any) -> Any:
+        """Decisions for (N,) scores (tensor or array): ``score > threshold`` → (N,) bool of the same kind."""
         return scores > self.threshold
 
     def threshold_at(self, id_recall: float) -> float:
         """Return the threshold these calibration scores give for another recall (same rule as :meth:`fit`)."""
-        return recall_threshold(torch.tensor(self.scores, dtype=torch.float64), id_recall)
+        return recall_threshold(self.scores, id_recall)
 
     def check_fits(self, method: str, identity: Mapping[str, Any], where: str = "the calibration") -> None:
         """Refuse to use this threshold for another method, model, class list or template set.

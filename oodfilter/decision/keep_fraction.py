@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from oodfilter.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def keep_fraction_decisions(scores: torch.Tensor, keep_fraction: float) -> tuple[torch.Tensor, float | None]:
@@ -29,6 +31,8 @@ def keep_fraction_decisions(scores: torch.Tensor, keep_fraction: float) -> tuple
     if isinstance(keep_fraction, bool) or not isinstance(keep_fraction, int | float) or not 0.0 < keep_fraction <= 1.0:
         raise InputError(f"--keep-fraction must be in (0, 1] (0.7 keeps the 70% most in-distribution images), "
                          f"got {keep_fraction}")
+    import torch  # here, not at the top: oodfilter.decision is imported by reports, which run without torch
+
     count = scores.numel()
     kept = min(count, math.floor(keep_fraction * count + 0.5))
     order = torch.sort(scores.detach().to("cpu", torch.float64).reshape(-1), stable=True).indices  # (N,)

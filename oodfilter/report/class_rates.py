@@ -8,6 +8,7 @@ flagged. :func:`suspicious_classes` points those out.
 from __future__ import annotations
 
 import statistics
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,21 +47,36 @@ class ClassRate:
         return self.flagged / self.decided if self.decided else None
 
 
+class ClassRateCounter:
+    """Per-class rates accumulated one row at a time (8 bytes per ok row: its score, for the median)."""
+
+    def __init__(self) -> None:
+        self._scores: dict[str, array[float]] = {}
+        self._flagged: dict[str, int] = defaultdict(int)
+        self._decided: dict[str, int] = defaultdict(int)
+
+    def add(self, row: ManifestRow) -> None:
+        """Count one row (error rows are skipped)."""
+        if not row.ok:
+            return
+        name = row.top_class or "?"
+        self._scores.setdefault(name, array("d")).append(row.score)
+        self._decided[name] += row.is_ood is not None
+        self._flagged[name] += row.is_ood is True
+
+    def rates(self) -> list[ClassRate]:
+        """Return the rates so far, most images first (ties by name)."""
+        rates = [ClassRate(name, len(values), self._flagged[name], self._decided[name], statistics.median(values))
+                 for name, values in self._scores.items()]
+        return sorted(rates, key=lambda rate: (-rate.images, rate.name))
+
+
 def class_rates(rows: Iterable[ManifestRow]) -> list[ClassRate]:
     """Rates of every top class over the ok rows, most images first (ties by name)."""
-    scores: dict[str, list[float]] = defaultdict(list)
-    flagged: dict[str, int] = defaultdict(int)
-    decided: dict[str, int] = defaultdict(int)
+    counter = ClassRateCounter()
     for row in rows:
-        if not row.ok:
-            continue
-        name = row.top_class or "?"
-        scores[name].append(row.score)
-        decided[name] += row.is_ood is not None
-        flagged[name] += row.is_ood is True
-    rates = [ClassRate(name, len(values), flagged[name], decided[name], statistics.median(values))
-             for name, values in scores.items()]
-    return sorted(rates, key=lambda rate: (-rate.images, rate.name))
+        counter.add(row)
+    return counter.rates()
 
 
 def suspicious_classes(rates: list[ClassRate]) -> list[ClassRate]:

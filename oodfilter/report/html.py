@@ -16,9 +16,9 @@ from oodfilter.decision.calibration import Calibration
 from oodfilter.errors import InputError
 from oodfilter.outputs import check_output, starts_with
 from oodfilter.report.class_rates import suspicious_note
-from oodfilter.report.summary import ReportData, summarise
+from oodfilter.report.summary import ReportData, summarise_stream
 from oodfilter.report.what_if import what_if
-from oodfilter.sinks.manifest import read_manifest, read_meta, sidecar
+from oodfilter.sinks.manifest import iter_manifest, read_meta, sidecar
 from oodfilter.sinks.rows import ManifestRow
 
 logger = logging.getLogger(__name__)
@@ -54,11 +54,10 @@ def write_report(
     html_file = starts_with(b"<!doctype html", b"<html")
     check_output(out, overwrite=overwrite, kind="HTML report", is_expected_kind=html_file, inputs=inputs)
     options = config or ReportConfig()
-    rows = read_manifest(manifest)
-    if not rows:
-        raise InputError(f"manifest {manifest} is missing or has no rows; run oodfilter scan first")
     meta = read_meta(manifest)
-    data = summarise(rows, meta, per_gallery=options.per_gallery)
+    data = summarise_stream(lambda: iter_manifest(manifest), meta, per_gallery=options.per_gallery)
+    if not data.counts["total"]:
+        raise InputError(f"manifest {manifest} is missing or has no rows; run oodfilter scan first")
     page = _page(data, meta, Path(manifest), options)
     return atomic_write_text(out, page)
 
@@ -95,8 +94,9 @@ def _gallery(title: str, rows: list[ManifestRow], size: int, cache: dict[str, st
 def _histogram_svg(data: ReportData, bins: int, label: str = "decision boundary") -> str:
     if not data.scores:
         return "<p>no scores</p>"
-    shown = data.scores if data.boundary is None else [*data.scores, data.boundary]  # the boundary always shows
-    low, high = min(shown), max(shown)
+    low, high = min(data.scores), max(data.scores)
+    if data.boundary is not None:  # the boundary always shows
+        low, high = min(low, data.boundary), max(high, data.boundary)
     if high <= low:
         high = low + 1e-6
     counts = [0] * bins
@@ -199,6 +199,12 @@ def _calibration_of(manifest: Path, meta: dict[str, Any]) -> Calibration | None:
     return calibration
 
 
+def _more_errors(total: int, shown: int) -> str:
+    if total <= shown:
+        return ""
+    return f"<p>The first {shown} are listed; the manifest has every error row (status error).</p>"
+
+
 def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: ReportConfig) -> str:
     cache: dict[str, str] = {}
     calibration = _calibration_of(manifest, meta)
@@ -220,7 +226,7 @@ def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: Repor
         _gallery("Most in-distribution", data.most_id, size, cache),
         _per_class_section(data),
         _what_if_section(calibration, data),
-        f"<section><h2>Errors ({len(data.errors)})</h2>"
+        f"<section><h2>Errors ({c['errors']})</h2>{_more_errors(c['errors'], len(data.errors))}"
         + _table(["path", "error"], [[r.path, r.error] for r in data.errors]) + "</section>",
     ]
     return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from oodfilter.decision.calibration import Calibration, minimum_calibration_images
@@ -20,7 +21,7 @@ class WhatIf:
     note: str = ""
 
 
-def what_if(calibration: Calibration, scores: list[float], recalls: tuple[float, ...] = RECALLS) -> list[WhatIf]:
+def what_if(calibration: Calibration, scores: Sequence[float], recalls: tuple[float, ...] = RECALLS) -> list[WhatIf]:
     """For each recall, the threshold the stored calibration scores give and the scan's kept/flagged counts."""
     rows = []
     for recall in recalls:

@@ -30,7 +30,7 @@ from oodfilter.engines.ray_engine import score_files_with_ray
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.pretrained import RANDOM_WEIGHTS
-from oodfilter.report.class_rates import ClassRate, class_rates
+from oodfilter.report.class_rates import ClassRate
 from oodfilter.scan.config import ScanConfig
 from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction, decision_rule, plan_decisions, undecided
 from oodfilter.scoring.factory import build_scorer
@@ -40,7 +40,8 @@ from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
 from oodfilter.sinks.features import FeatureWriter, header_path, remove_features
 from oodfilter.sinks.lock import ManifestLock
-from oodfilter.sinks.manifest import ManifestWriter, read_manifest, read_meta, sidecar
+from oodfilter.sinks.manifest import ManifestWriter, read_meta, sidecar
+from oodfilter.sinks.readback import ManifestTally, done_paths, ok_row_count, tally_manifest
 from oodfilter.sinks.rows import ManifestRow
 from oodfilter.text.templates import resolve_template_choice
 
@@ -115,9 +116,9 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
     scorer = build_scorer(spec, model=model)
     previous = _previous_meta(config, out)
     rule = decision_rule(config, previous)
-    done_paths = _resume_state(config, out, _identity(config, scorer, rule), previous)  # before any file changes
+    done = _resume_state(config, out, _identity(config, scorer, rule), previous)  # before any file changes
     wanted = [str(item.path) for item in files]
-    remaining = [path for path in wanted if path not in done_paths]
+    remaining = [path for path in wanted if path not in done]
     _check_keep_fraction_resume(config, out, remaining)
     plan = plan_decisions(config, scorer, rule, previous, {os.path.abspath(path) for path in wanted})
     scorer.threshold = plan.threshold
@@ -129,10 +130,10 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
     start = time.perf_counter()
     if remaining:
         unreadable = [ManifestRow(str(item.path), "error", error=item.error) for item in files
-                      if item.error is not None and str(item.path) not in done_paths]
+                      if item.error is not None and str(item.path) not in done]
         unreadable_paths = {row.path for row in unreadable}
         readable = [path for path in remaining if path not in unreadable_paths]
-        features = _feature_writer(config, out, scorer, done_paths)
+        features = _feature_writer(config, out, scorer, done)
         scored = _row_batches(config, spec, scorer, readable, features) if readable else iter([])
         if plan.keep_fraction is not None:  # decided once every score is known
             scored = (undecided(rows) for rows in scored)
@@ -148,10 +149,11 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
         atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
     summary.seconds = time.perf_counter() - start
     summary.scanned = len(remaining)
-    rows = _rows_of(out, wanted)
-    _count(summary, rows)
+    del done, remaining  # a million paths each: not kept while the manifest is read back
+    tally = tally_manifest(out, wanted, None if config.action == "tag" else config.select == "ood")
+    _count(summary, tally)
     if config.action != "tag":
-        _run_actions(config, files, rows, out, summary)
+        _run_actions(config, files, tally.selected, out, summary)
     return summary
 
 
@@ -178,7 +180,7 @@ def _decides_later(config: ScanConfig) -> bool:
     return any(value is not None for value in (config.id_recall, config.calibration, config.keep_fraction))
 
 
-def _feature_writer(config: ScanConfig, out: Path, scorer: Scorer, done_paths: set[str]) -> FeatureWriter | None:
+def _feature_writer(config: ScanConfig, out: Path, scorer: Scorer, done: set[str]) -> FeatureWriter | None:
     """Return the writer of ``--save-features`` (None without it), cut to the manifest's ok rows on resume.
 
     Raises:
@@ -188,7 +190,7 @@ def _feature_writer(config: ScanConfig, out: Path, scorer: Scorer, done_paths: s
 
     """
     stored = header_path(out).is_file()
-    resuming = config.resume and bool(done_paths)
+    resuming = config.resume and bool(done)
     if resuming and stored != config.save_features:
         have = "stores image features" if stored else "has no stored image features"
         raise InputError(f"cannot resume {out}: it {have}, so rows and features would fall out of step; resume "
@@ -197,7 +199,7 @@ def _feature_writer(config: ScanConfig, out: Path, scorer: Scorer, done_paths: s
         remove_features(out)
     if not config.save_features:
         return None
-    keep = sum(row.ok for row in read_manifest(out)) if resuming else None
+    keep = ok_row_count(out) if resuming else None
     source = scorer.model.source
     name = str(Path(source.name).resolve()) if Path(source.name).exists() else source.name  # a bundle folder
     pretrained = source.pretrained
@@ -236,18 +238,13 @@ def _write_rows(
         writer.close()
 
 
-def _rows_of(out: Path, wanted: list[str]) -> list[ManifestRow]:
-    rows_by_path = {row.path: row for row in read_manifest(out)}
-    return [rows_by_path[path] for path in wanted if path in rows_by_path]
-
-
-def _count(summary: ScanSummary, rows: list[ManifestRow]) -> None:
-    summary.total = len(rows)
-    summary.ok = sum(row.ok for row in rows)
-    summary.errors = summary.total - summary.ok
-    summary.ood = sum(row.is_ood is True for row in rows)
-    summary.in_distribution = sum(row.is_ood is False for row in rows)
-    summary.per_class = class_rates(rows)
+def _count(summary: ScanSummary, tally: ManifestTally) -> None:
+    summary.total = tally.total
+    summary.ok = tally.ok
+    summary.errors = tally.errors
+    summary.ood = tally.ood
+    summary.in_distribution = tally.in_distribution
+    summary.per_class = tally.per_class
 
 
 def _check_output_is_free(config: ScanConfig, out: Path, files: list[DiscoveredFile]) -> None:
@@ -362,7 +359,7 @@ def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any], previous:
         what = ", ".join(_IDENTITY_WORDS.get(key, key) for key in different)
         raise InputError(f"cannot resume {out}: it was made with a different {what}; use the same settings, "
                          "or --overwrite / another --out to start again")
-    return {row.path for row in read_manifest(out)}
+    return done_paths(out)
 
 
 def _write_beside(out: Path, meta: dict[str, Any], config: ScanConfig) -> None:
@@ -372,10 +369,8 @@ def _write_beside(out: Path, meta: dict[str, Any], config: ScanConfig) -> None:
 
 
 def _run_actions(
-    config: ScanConfig, files: list[DiscoveredFile], rows: list[ManifestRow], out: Path, summary: ScanSummary
+    config: ScanConfig, files: list[DiscoveredFile], chosen: set[str], out: Path, summary: ScanSummary
 ) -> None:
-    want_ood = config.select == "ood"
-    chosen = {row.path for row in rows if row.ok and row.is_ood is want_ood}
     pairs = [(item.path, item.relative) for item in files if str(item.path) in chosen]
     planned = plan_actions(config.action, pairs, Path(str(config.dest)))
     if config.dry_run:

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,14 +52,24 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
             the line and the column).
 
     """
+    return list(iter_manifest(path))
+
+
+def iter_manifest(path: str | Path) -> Iterator[ManifestRow]:
+    """Yield every complete row of a manifest, validated, in file order, holding one record at a time.
+
+    JSONL manifests are read line by line and Parquet ones batch by batch, so memory does not grow with
+    the manifest; a CSV manifest is parsed whole first (a record torn by a crash can only be told by
+    reading to its end). Raises as :func:`read_manifest`, when the bad record is reached.
+    """
     out = Path(path)
     fmt = manifest_format(out)
     if fmt == ".parquet":
-        rows = _read_parquet(out) if out.is_file() else []
-        return rows + _read_jsonl(sidecar(out, "partial.jsonl"))
-    if not out.is_file():
-        return []
-    return _read_jsonl(out) if fmt == ".jsonl" else _read_csv(out)
+        if out.is_file():
+            yield from _iter_parquet(out)
+        yield from _iter_jsonl(sidecar(out, "partial.jsonl"))
+    elif out.is_file():
+        yield from _iter_jsonl(out) if fmt == ".jsonl" else _read_csv(out)
 
 
 # Keys of <manifest>.meta.json and the types a reader relies on (other keys are kept, unchecked).
@@ -145,8 +156,8 @@ class ManifestWriter:
         """Close the file; for Parquet, write all rows to the Parquet file and drop the journal."""
         self._handle.close()
         if self.format == ".parquet":
-            kept = _read_parquet(self.path) if self._append and self.path.is_file() else []
-            rows = kept + _read_jsonl(self._journal)
+            kept = list(_iter_parquet(self.path)) if self._append and self.path.is_file() else []
+            rows = kept + list(_iter_jsonl(self._journal))
             _write_parquet_atomically(self.path, rows)
             self._journal.unlink(missing_ok=True)
 
@@ -230,22 +241,23 @@ def _complete_csv_length(data: bytes) -> int:
     return len(text[: _complete_csv_records(text)[1]].encode("utf-8"))
 
 
-def _read_jsonl(path: Path) -> list[ManifestRow]:
+def _iter_jsonl(path: Path) -> Iterator[ManifestRow]:
     if not path.is_file():
-        return []
-    rows = []
-    lines = path.read_bytes().split(b"\n")
-    for number, line in enumerate(lines[:-1], start=1):  # the part after the last newline is torn
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise InputError(f"manifest {path} line {number} is not valid JSON ({error}); fix or remove it") from error
-        if not isinstance(record, dict):
-            raise InputError(f"manifest {path} line {number} is not a JSON object; fix or remove it")
-        rows.append(row_from_record(record, f"{path} line {number}"))
-    return rows
+        return
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n"):  # the part after the last newline is torn
+                return
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise InputError(f"manifest {path} line {number} is not valid JSON ({error}); fix or remove it") \
+                    from error
+            if not isinstance(record, dict):
+                raise InputError(f"manifest {path} line {number} is not a JSON object; fix or remove it")
+            yield row_from_record(record, f"{path} line {number}")
 
 
 def _read_csv(path: Path) -> list[ManifestRow]:
@@ -294,15 +306,21 @@ def _require_pyarrow() -> Any:
     return pyarrow
 
 
-def _read_parquet(path: Path) -> list[ManifestRow]:
+def _iter_parquet(path: Path) -> Iterator[ManifestRow]:
     _require_pyarrow()
     import pyarrow.parquet as pq
 
+    number = 0
     try:
-        records = pq.read_table(path).to_pylist()
+        batches = pq.ParquetFile(path).iter_batches(batch_size=65536)
+        for batch in batches:
+            for record in batch.to_pylist():
+                number += 1
+                yield row_from_record(record, f"{path} row {number}")
+    except InputError:
+        raise
     except Exception as error:  # pyarrow raises its own error types for damaged files
         raise InputError(f"manifest {path} is not a readable Parquet file ({error})") from error
-    return [row_from_record(record, f"{path} row {number}") for number, record in enumerate(records, start=1)]
 
 
 def _write_parquet_atomically(path: Path, rows: list[ManifestRow]) -> None:
