@@ -15,8 +15,8 @@ from oodfilter.errors import InputError, ModelMismatchError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.scoring import functional as fn
 from oodfilter.scoring.files import score_files
+from oodfilter.scoring.low_precision import ImageEncoder, bf16_image_encoder, int8_image_encoder
 from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext, score_methods
-from oodfilter.scoring.quantize import int8_image_encoder
 from oodfilter.scoring.result import ScoreResult
 from oodfilter.sinks.rows import ManifestRow
 from oodfilter.text.class_vectors import ClassVectors, text_precision
@@ -78,7 +78,7 @@ class Scorer:
         self.batch_size = batch_size
         self.precision = inference_precision(self.device, precision)
         self.amp_dtype = precision_dtype(self.precision)
-        self._int8_encode = int8_image_encoder(self.model) if self.precision == "int8" else None
+        self._copy_encode: ImageEncoder | None = None  # made by the first encode_images (rescore never needs it)
         self._yes = class_vectors.yes.to(self.device)  # (C, D)
         self._no = class_vectors.no.to(self.device) if class_vectors.no is not None else None  # (C, D)
         self.method.prepare(ScoringContext(model=self.model, class_vectors=class_vectors, device=self.device,
@@ -105,14 +105,19 @@ class Scorer:
         On an out-of-memory error the batch size is halved for this and every later call and the same
         images are encoded again, so no image is lost or encoded twice; at batch size 1 the error is raised.
         """
+        if self._copy_encode is None and images.shape[0]:
+            self._copy_encode = _reduced_copy(self.model, self.device, self.precision)
         chunks = []
         start = 0
         while start < images.shape[0]:
             size = self.batch_size
             try:
                 batch = images[start : start + size].to(self.device, non_blocking=True)
-                with maybe_autocast(self.device, self.amp_dtype):
-                    features = (self._int8_encode or self.model.encode_image)(batch)
+                if self._copy_encode is not None:  # a reduced-precision copy of the tower (CPU)
+                    features = self._copy_encode(batch)
+                else:
+                    with maybe_autocast(self.device, self.amp_dtype):
+                        features = self.model.encode_image(batch)
             except torch.OutOfMemoryError:
                 if size == 1:
                     raise
@@ -172,6 +177,15 @@ class Scorer:
         """Score files (deprecated, kept for one release): use :func:`oodfilter.score_files` (rows batch by batch)."""
         warn_deprecated("Scorer.score_paths", "oodfilter.score_files(scorer, paths)")
         return [row for rows in score_files(self, paths) for row in rows]
+
+
+def _reduced_copy(model: CLIPN, device: torch.device, precision: str) -> ImageEncoder | None:
+    """Return the encoder of a reduced-precision copy of the image tower (int8, or bf16 on the CPU), or None."""
+    if precision == "int8":
+        return int8_image_encoder(model)
+    if precision == "bf16" and device.type == "cpu":
+        return bf16_image_encoder(model)
+    return None
 
 
 def _check_compatible(

@@ -66,6 +66,10 @@ def test_bf16_scores_stay_close_to_fp32_and_are_really_computed_in_bf16(tiny_mod
         features[precision] = scorer.encode_images(images)
         scores[precision] = scorer.score_features(features[precision]).ood_score
     assert features["bf16"].dtype == torch.float32
+    assert {p.dtype for p in tiny_model.parameters()} == {torch.float32}  # bf16 weights live in a copy
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # what autocast on the model computes
+        autocast = torch.nn.functional.normalize(tiny_model.encode_image(images).float(), dim=-1)
+    assert torch.nn.functional.cosine_similarity(features["bf16"], autocast).min() > 0.9999
     assert not torch.equal(features["bf16"], features["fp32"])  # autocast ran
     assert torch.nn.functional.cosine_similarity(features["bf16"], features["fp32"]).min() > 0.99
     assert (scores["bf16"] - scores["fp32"]).abs().max() < 0.02
