@@ -39,7 +39,7 @@ option = functools.partial(config_option, SCAN_CONFIG)
         "'oodfilter rescore' can score another class list or method without the image encoder.")
 @option("--templates", help="Prompt template set: auto (clipn for CLIPN models, else photo), clipn, photo, "
         "ensemble ({default}).")
-@option("--workers", help="Decoding worker processes (cores - 1).")
+@option("--workers", help="Decoding worker processes (0 on 2 cores or fewer, else cores - 1, at most 8).")
 @option("--include", multiple=True, help="Only paths matching this pattern (repeatable).")
 @option("--exclude", multiple=True, help="Skip paths matching this pattern (repeatable).")
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")

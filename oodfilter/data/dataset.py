@@ -18,7 +18,8 @@ class DecodedBatch:
 
     Attributes:
         ok: Dataset indices of the decoded images, in batch order.
-        images: (len(ok), 3, H, W) preprocessed images, or None when every input failed.
+        images: (len(ok), 3, H, W) preprocessed images, or None when every input failed (uint8 pixels or
+            [0, 1] floats while they are still to be normalised, see :mod:`oodfilter.data.split_transform`).
         errors: (dataset index, reason) for each input that failed.
 
     """
@@ -82,8 +83,11 @@ class ImageFileDataset(Dataset[dict[str, Any]]):
 def collate_decoded(items: list[dict[str, Any]]) -> DecodedBatch:
     """Collate dataset items into a :class:`DecodedBatch`."""
     good = [item for item in items if item["image"] is not None]
+    images = [item["image"] for item in good]
+    if len({image.dtype for image in images}) > 1:  # uint8 pixels beside [0, 1] floats: scale as ToTensor does
+        images = [image.float().div(255) if image.dtype == torch.uint8 else image for image in images]
     return DecodedBatch(
         ok=[item["index"] for item in good],
-        images=torch.stack([item["image"] for item in good]) if good else None,
+        images=torch.stack(images) if good else None,
         errors=[(item["index"], item["error"]) for item in items if item["image"] is None],
     )

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from oodfilter.data.dataset import DecodedBatch, ImageFileDataset, collate_decoded
 from oodfilter.data.decode import DEFAULT_MAX_PIXELS
+from oodfilter.data.split_transform import split_transform
 
 
 def image_batches(
@@ -22,16 +23,25 @@ def image_batches(
     pin_memory: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[DecodedBatch]:
-    """Yield :class:`DecodedBatch` es of ``paths`` in order, decoded and transformed in ``workers`` processes."""
+    """Yield :class:`DecodedBatch` es of ``paths`` in order, decoded and transformed in ``workers`` processes.
+
+    A model's own preprocessing (resize, crop, ToTensor, Normalize) is split: the workers resize and crop
+    and hand over uint8 pixels; each batch is normalised here at once (bit-identical, see
+    :mod:`oodfilter.data.split_transform`).
+    """
+    split = split_transform(transform)
     loader = DataLoader(
-        ImageFileDataset(paths, transform, max_pixels=max_pixels),
+        ImageFileDataset(paths, split.pixels if split is not None else transform, max_pixels=max_pixels),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=collate_decoded,
         pin_memory=pin_memory,
         prefetch_factor=4 if workers > 0 else None,
     )
-    yield from loader
+    for batch in loader:
+        if split is not None and batch.images is not None:
+            batch.images = split.finish(batch.images)
+        yield batch
 
 
 @dataclass
