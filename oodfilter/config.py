@@ -40,8 +40,9 @@ class ModelOptions:
         model: Bundle folder, reference ``.pt``, open_clip name (``ViT-B-16``) or ``test-tiny``.
         pretrained: Pretrained tag or weights file for an open_clip name.
         device: Where the model runs: ``auto``, ``cpu``, ``cuda`` (the library also takes ``cuda:N``).
-        precision: ``auto`` (scoring: bf16 on CUDA and on CPUs with native bf16, else fp32/fp16; training:
-            fp32 on the CPU), ``fp32``, ``fp16`` (CUDA), ``bf16`` or ``int8`` (scoring on the CPU).
+        precision: ``auto`` (bf16 autocast on CUDA, fp16 on older GPUs, fp32 on the CPU), ``fp32``, ``fp16``
+            (CUDA), ``bf16`` (CUDA, or a CPU with native bf16: ~3x faster, ~1-3% of decisions move) or
+            ``int8`` (scoring on the CPU).
         batch_size: Images per forward pass (a subclass may declare another default).
     """
 

@@ -322,8 +322,7 @@ _IDENTITY_WORDS = {
     "fingerprints": "model", "classes_sha256": "class list",
     "decision_rule": "threshold or decision rule (--threshold, --id-recall and its --calibrate-on images, "
     "--calibration, --keep-fraction)",
-    "precision": "precision (--precision; auto picks bf16 on CPUs with native bf16: pass the one the manifest's "
-                 "meta names)",
+    "precision": "precision (--precision: pass the one the manifest's meta names)",
 }
 
 
@@ -345,7 +344,7 @@ def _previous_meta(config: ScanConfig, out: Path) -> dict[str, Any] | None:
 def _legacy_precision(previous: dict[str, Any], meta: dict[str, Any]) -> None:
     """Accept a manifest written before precisions were recorded: its precision is unknown, so not compared.
 
-    Rows of two precisions differ in the last digits of their scores; their decisions agree ≥ 99.5%.
+    ``auto`` resolves as it did then, so the default scan resumes as it would have.
     """
     previous.setdefault("precision", meta["precision"])
 

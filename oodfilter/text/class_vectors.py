@@ -104,8 +104,8 @@ def build_class_vectors(
         batch_size: Captions per encoder call.
         include_no: Encode the no tower too; default: when the model's no-branch is trained (an
             untrained copy would only repeat the yes vectors).
-        precision: ``auto`` (the default: bf16 on CUDA and on CPUs with native bf16, else fp32), ``fp32``,
-            ``bf16``, ``fp16`` (CUDA) or ``int8`` (text in fp32), resolved for the model's device by
+        precision: ``auto`` (the default: bf16 on CUDA, fp32 on the CPU), ``fp32``, ``bf16``, ``fp16`` (CUDA)
+            or ``int8`` (text in fp32), resolved for the model's device by
             :func:`text_precision`: the rules of scoring, so that a :class:`~oodfilter.Scorer` built with the
             same precision encodes images as its class vectors were. Vectors encoded in a reduced precision
             are cached apart from fp32 ones.
