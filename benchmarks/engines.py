@@ -4,9 +4,10 @@ Run: python benchmarks/engines.py [--model test-tiny] [--images 400] [--batch-si
 Smoke: python benchmarks/engines.py --quick
 
 Same images (../shared/data/imagenet-sample), same model, same machine, one run. The Ray cluster is
-started here with every CPU of the machine; its start-up is not timed, its per-job overhead is. On a GPU
-machine, pass --model ViT-B-16 --precision bf16 and add --flops to print the share of the GPU's measured
-bf16 matrix-multiply peak that the local scan reaches (the model's forward FLOPs per image are counted).
+started here with every CPU of the machine; its start-up is not timed, its per-job overhead is. --flops
+prints the share of the device's measured matrix-multiply peak, in the scan's precision (bf16 where
+--precision auto picks it, on a GPU or a CPU with native bf16), that the local scan reaches; the model's
+forward FLOPs per image are counted by torch's FLOP counter. On a GPU machine: --model ViT-B-16 --flops.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import oodfilter
+from oodfilter.device import inference_precision
 from oodfilter.scan import ScanConfig, scan
 
 # --quick: still both engines on a real Ray cluster (the point of the script), one round each on a few images.
-QUICK = {"model": "test-tiny", "images": 16, "batch_size": 8, "rounds": 1}
+QUICK = {"model": "test-tiny", "images": 16, "batch_size": 8, "rounds": 1, "flops": True, "peak_size": 512}
 IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample" / "images"
 
 
@@ -39,17 +41,24 @@ def forward_flops(model: oodfilter.CLIPN) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 8192, repeats: int = 20) -> float:
-    """Measured FLOP/s of a large square matrix product on the GPU."""
-    a = torch.randn(size, size, device="cuda", dtype=dtype)
-    b = torch.randn(size, size, device="cuda", dtype=dtype)
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 10) -> float:
+    """Measured FLOP/s of a large square matrix product on ``device`` (best of ``repeats``)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     a @ b
-    torch.cuda.synchronize()
-    start = time.perf_counter()
+    sync()
+    best = float("inf")
     for _ in range(repeats):
+        start = time.perf_counter()
         a @ b
-    torch.cuda.synchronize()
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
 
 
 def main() -> None:
@@ -58,7 +67,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--flops", action="store_true")
+    parser.add_argument("--flops", action="store_true", help="share of the device's measured matmul peak")
+    parser.add_argument("--peak-size", type=int, default=None, help="matmul side for the peak (8192 GPU, 4096 CPU)")
     parser.add_argument("--rounds", type=int, default=2, help="runs per engine, interleaved; the best counts")
     parser.add_argument("--quick", action="store_true", help="smoke run: a few seconds, every code path")
     if parser.parse_known_args()[0].quick:  # quick changes the defaults; explicit options still win
@@ -89,12 +99,15 @@ def main() -> None:
     print("-" * 32)
     for engine in ("local", "ray"):
         print(f"{engine:<8} | {rates[engine]:>9.1f} | {rates[engine] / rates['local']:>8.2f}")
-    if args.flops and torch.cuda.is_available():
+    if args.flops:
         per_image = forward_flops(model)
-        dtype = torch.bfloat16 if args.precision in ("auto", "bf16") else torch.float16
-        peak = matmul_peak(dtype)
-        print(f"forward {per_image / 1e9:.1f} GFLOP/image; local scan reaches "
-              f"{rates['local'] * per_image / peak:.1%} of the measured {peak / 1e12:.0f} TFLOP/s matmul peak")
+        precision = inference_precision(model.device, args.precision)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)  # int8: vs fp32
+        size = args.peak_size or (8192 if model.device.type == "cuda" else 4096)
+        peak = matmul_peak(model.device, dtype, size)
+        print(f"forward {per_image / 1e9:.3g} GFLOP/image; local scan ({precision}) reaches "
+              f"{rates['local'] * per_image / peak:.1%} of the measured {peak / 1e12:.3g} TFLOP/s {dtype} "
+              f"matmul peak ({size}x{size}) on {device}")
 
 
 if __name__ == "__main__":

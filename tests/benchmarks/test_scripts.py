@@ -62,13 +62,23 @@ def check_class_vectors(stdout: str) -> None:
 
 def check_scan_throughput(stdout: str) -> None:
     rows = table(stdout, "path")
-    assert [row["path"][:3] for row in rows] == ["(a)", "(b)", "(c)"]
-    forward = positive(rows[0]["images/s"])
-    assert rows[0]["vs forward"] == "1.00"
-    for row in rows[1:]:
-        assert positive(row["vs forward"]) == pytest.approx(positive(row["images/s"]) / forward, abs=0.01)
-    summary = re.search(r"scan / naive = ([\d.]+)x; scan workers = (\d+)", stdout)
+    precisions = [row["path"].rsplit(", ", 1)[1] for row in rows if row["path"].startswith("(a)")]
+    assert precisions == ["fp32", "bf16", "int8"]  # int8 on the CPU
+    assert [row["path"][:3] for row in rows] == ["(a)", "(b)"] * len(precisions) + ["(c)"]
+    forward = {row["path"].rsplit(", ", 1)[1]: positive(row["images/s"]) for row in rows[:-1]
+               if row["path"].startswith("(a)")}
+    scans = {row["path"].rsplit(", ", 1)[1]: positive(row["images/s"]) for row in rows[:-1]
+             if row["path"].startswith("(b)")}
+    for row in rows[:-1]:
+        precision = row["path"].rsplit(", ", 1)[1]
+        own = forward[precision]
+        assert positive(row["vs forward"]) == pytest.approx(positive(row["images/s"]) / own, abs=0.01)
+        base = forward["fp32"] if row["path"].startswith("(a)") else scans["fp32"]
+        assert positive(row["vs fp32"]) == pytest.approx(positive(row["images/s"]) / base, abs=0.01)
+    summary = re.search(r"scan / naive = ([\d.]+)x \(fp32\); scan bf16 / scan fp32 = ([\d.]+)x; scan workers = (\d+)",
+                        stdout)
     assert summary is not None, stdout
+    assert float(summary.group(2)) == pytest.approx(scans["bf16"] / scans["fp32"], abs=0.01)
     positive(summary.group(1))
 
 
@@ -99,6 +109,12 @@ def check_engines(stdout: str) -> None:
     local = positive(rows[0]["images/s"])
     assert rows[0]["vs local"] == "1.00"
     assert positive(rows[1]["vs local"]) == pytest.approx(positive(rows[1]["images/s"]) / local, abs=0.01)
+    flops = re.search(r"forward ([\d.e+-]+) GFLOP/image; local scan \((\w+)\) reaches ([\d.]+)% of the measured "
+                      r"([\d.e+-]+) TFLOP/s torch\.\w+ matmul peak", stdout)
+    assert flops is not None, stdout
+    assert float(flops.group(1)) > 0 and float(flops.group(4)) > 0 and flops.group(2) in ("fp32", "bf16")
+    expected = local * float(flops.group(1)) * 1e9 / (float(flops.group(4)) * 1e12)
+    assert float(flops.group(3)) == pytest.approx(100 * expected, rel=0.02, abs=0.11)
 
 
 def check_rescore(stdout: str) -> None:
@@ -115,6 +131,55 @@ def check_rescore(stdout: str) -> None:
 
 
 # script name -> (needs ../shared/data, what its output must show)
+def markdown_tables(stdout: str) -> list[list[dict[str, str]]]:
+    """Every markdown table in the output, as lists of {column: cell}."""
+    tables, lines = [], stdout.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("| ") and lines[i + 1].startswith("|-") and set(lines[i + 1]) <= {"|", "-"}:
+            header = [cell.strip() for cell in line.strip("|").split("|")]
+            rows = []
+            for body in lines[i + 2:]:
+                if not body.startswith("|"):
+                    break
+                cells = [cell.strip() for cell in body.strip("|").split("|")]
+                assert len(cells) == len(header), body
+                rows.append(dict(zip(header, cells)))
+            tables.append(rows)
+    return tables
+
+
+def check_precision(stdout: str) -> None:
+    assert re.search(r"CPU: (native bf16|no native bf16)", stdout), stdout
+    assert "**World A, seed 0, generic no-branch**" in stdout and "**test-tiny, random weights" in stdout
+    world, vit = markdown_tables(stdout)
+    methods = ["msp", "maxlogit", "energy", "mcm", "neglabel", "plp", "ctw", "atd"]
+    assert [row["method"] for row in world] == [m for m in methods for _ in range(3)]
+    assert [row["precision"] for row in world] == ["fp32", "bf16", "int8"] * len(methods)
+    assert [row["method"] for row in vit] == [m for m in methods[:4] for _ in range(3)]
+    for row in world + vit:
+        if row["precision"] != "fp32":
+            assert float(row["max abs score diff"]) >= 0
+            assert 0 <= float(row["decisions differing, at fp32 median"].rstrip("%")) <= 100
+    own = [row["decisions differing, own rule"] for row in world if row["precision"] != "fp32"]
+    assert own[0] == "n/a" and "n/a" not in own[-4:]  # MSP has no rule; CTW and ATD do
+    for row in world:
+        near, dtd = row["AUROC near / DTD"].split(" / ")
+        assert 0 <= float(near) <= 100 and 0 <= float(dtd) <= 100
+    assert re.search(r"bf16: at most [\d.]+% of decisions differ", stdout), stdout
+
+
+def check_scale(stdout: str) -> None:
+    rows = table(stdout, "stage")
+    assert [(row["stage"], row["rows"]) for row in rows] == [(stage, rows) for stage in ("resume", "summary", "report")
+                                                             for rows in ("2000", "20000")]
+    for row in rows:
+        positive(row["peak RSS MB"])
+        positive(row["baseline MB"])
+        assert positive(row["MB vs baseline"]) == pytest.approx(
+            float(row["peak RSS MB"]) / float(row["baseline MB"]), abs=0.05)  # both MB rounded
+    assert len(re.findall(r"10x the rows -> [\d.-]+x the memory above the floor", stdout)) == 3, stdout
+
+
 SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "class_vectors": (False, check_class_vectors),  # WordNet names when present, generated ones otherwise
     "scan_throughput": (True, check_scan_throughput),
@@ -122,6 +187,8 @@ SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "loader_overhead": (True, check_loader_overhead),
     "engines": (True, check_engines),
     "rescore": (True, check_rescore),
+    "precision": (True, check_precision),
+    "scale": (False, check_scale),
 }
 
 
