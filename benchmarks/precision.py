@@ -126,33 +126,22 @@ def vit_part(args: argparse.Namespace, precisions: tuple[str, ...]) -> dict:
 
 def world_part(args: argparse.Namespace, precisions: tuple[str, ...]) -> dict:
     """World A seed 0 with the generic no-branch: every method, ID vs near-OOD and DTD."""
-    from benchmarks.world.build import WORLD_TEMPLATES, build_world, load_feature_bank
+    from benchmarks.world.build import WORLD_TEMPLATES, load_feature_bank
     from benchmarks.world.data import load_world_data
     from benchmarks.world.evaluation import eval_sets, make_scorer
-    from benchmarks.world.heads import HeadRecipe
     from benchmarks.world.run import (
-        BATCH_SIZE,
-        LEARNING_RATE,
         QUICK_DATA,
-        STEPS,
         TEMPLATES,
-        link_tree,
+        generic_no_branch_model,
         negative_labels,
-        train_no_branch,
     )
 
     cache = Path(args.cache_dir) if args.cache_dir else oodfilter.text.default_cache_dir() / "world"
     quick = args.quick
     data = load_world_data(**QUICK_DATA) if quick else load_world_data()
     bank = load_feature_bank(data, cache, templates=WORLD_TEMPLATES[:2] if quick else WORLD_TEMPLATES)
-    recipe = argparse.Namespace(steps=2, batch_size=8, lr=LEARNING_RATE) if quick else \
-        argparse.Namespace(steps=STEPS, batch_size=BATCH_SIZE, lr=LEARNING_RATE)
-    world = build_world("A", 0, data, bank, cache, HeadRecipe(epochs=2 if quick else 60))
     with tempfile.TemporaryDirectory() as tmp:
-        tree = link_tree(Path(tmp) / "generic-tree", data.generic, data.imagenet_names)
-        bundle, _ = train_no_branch(world, tree, cache / f"no-branch-generic-{world.folder.name}-{recipe.steps}-"
-                                    f"{recipe.batch_size}-{recipe.lr}", recipe, 0)
-    model = oodfilter.load_model(bundle, device="cpu")
+        model = generic_no_branch_model(data, bank, cache, 0, quick, Path(tmp))
     sets = eval_sets(data)
     reference = sets.features(model, bank)["id-train"]  # PLP's probe: fp32 in every column
     names = [data.names[c] for c in data.id_classes]

@@ -34,19 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch
 
 import oodfilter
-from benchmarks.world.build import WORLD_TEMPLATES, build_world, load_feature_bank
+from benchmarks.world.build import WORLD_TEMPLATES, load_feature_bank
 from benchmarks.world.data import load_world_data
 from benchmarks.world.evaluation import eval_sets, make_scorer
-from benchmarks.world.heads import HeadRecipe
 from benchmarks.world.run import (
-    BATCH_SIZE,
-    LEARNING_RATE,
     QUICK_DATA,
-    STEPS,
     TEMPLATES,
-    link_tree,
+    generic_no_branch_model,
     negative_labels,
-    train_no_branch,
 )
 from benchmarks.world.tables import mean_std
 from oodfilter.decision import minimum_calibration_images
@@ -178,16 +173,10 @@ def main() -> None:
     # quick: 10 classes with all their images, so the calibration halves (25) reach the 20-image minimum
     data = load_world_data(**{**QUICK_DATA, "per_class": None}) if quick else load_world_data()
     bank = load_feature_bank(data, cache, templates=WORLD_TEMPLATES[:2] if quick else WORLD_TEMPLATES)
-    recipe = argparse.Namespace(steps=2, batch_size=8, lr=LEARNING_RATE) if quick else \
-        argparse.Namespace(steps=STEPS, batch_size=BATCH_SIZE, lr=LEARNING_RATE)
     seeds, sizes = (1, (1, 2)) if quick else (args.seeds, SIZES)
     runs = []
     for seed in range(seeds):
-        world = build_world("A", seed, data, bank, cache, HeadRecipe(epochs=2 if quick else 60))
-        tree = link_tree(out / f"seed{seed}" / "generic-tree", data.generic, data.imagenet_names)
-        bundle, _ = train_no_branch(world, tree, cache / f"no-branch-generic-{world.folder.name}-{recipe.steps}-"
-                                    f"{recipe.batch_size}-{recipe.lr}", recipe, seed)
-        model = oodfilter.load_model(bundle, device="cpu")
+        model = generic_no_branch_model(data, bank, cache, seed, quick, out / f"seed{seed}")
         sets = eval_sets(data)
         features = sets.features(model, bank)
         names = [data.names[c] for c in data.id_classes]

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch
 
 import oodfilter
-from benchmarks.world.build import WORLD_TEMPLATES, World, build_world, load_feature_bank
+from benchmarks.world.build import WORLD_TEMPLATES, FeatureBank, World, build_world, load_feature_bank
 from benchmarks.world.data import LabelledImage, WorldData, load_world_data
 from benchmarks.world.evaluation import (
     check_against_scan,
@@ -86,6 +86,19 @@ def train_no_branch(world: World, tree: Path, out: Path, args: argparse.Namespac
                "val_ctw_auroc": result.metrics.get("val_ctw_auroc"), "val_loss": result.metrics.get("val_loss")}
     record.write_text(json.dumps(figures))
     return out, figures
+
+
+def generic_no_branch_model(data: WorldData, bank: FeatureBank, cache: Path, seed: int, quick: bool,
+                            trees: Path) -> oodfilter.CLIPN:
+    """World A of ``seed`` with its no-branch fine-tuned generically by the default recipe (2 steps in a quick
+    run), both cached under ``cache``; the link tree of its training images goes under ``trees``."""
+    recipe = argparse.Namespace(steps=2, batch_size=8, lr=LEARNING_RATE) if quick else \
+        argparse.Namespace(steps=STEPS, batch_size=BATCH_SIZE, lr=LEARNING_RATE)
+    world = build_world("A", seed, data, bank, cache, HeadRecipe(epochs=2 if quick else 60))
+    tree = link_tree(trees / "generic-tree", data.generic, data.imagenet_names)
+    bundle, _ = train_no_branch(world, tree, cache / f"no-branch-generic-{world.folder.name}-{recipe.steps}-"
+                                f"{recipe.batch_size}-{recipe.lr}", recipe, seed)
+    return oodfilter.load_model(bundle, device="cpu")
 
 
 def negative_labels(quick: bool) -> object:
