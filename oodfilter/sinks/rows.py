@@ -183,7 +183,10 @@ def _checked(column: str, value: Any, where: str) -> Any:
         raise InputError(f"manifest {where}: column '{column}' holds {value!r} ({type(value).__name__}); "
                          f"expected {' or '.join(t.__name__ for t in expected)}")
     if column in ("ood_score", "top_prob"):
-        number = float(cast(float, value))
+        try:
+            number = float(cast(float, value))
+        except OverflowError:  # an integer too large for a float (a hand-edited or hostile manifest)
+            number = math.inf
         if not math.isfinite(number):
             raise InputError(f"manifest {where}: column '{column}' is not a finite number ({value!r})")
         return number

@@ -51,6 +51,8 @@ def test_columns_round_trip_every_kind_of_row():
       "top_prob": 0.5}, "not a finite number"),
     ({"path": "a", "status": "ok", "error": None, "ood_score": None, "is_ood": None, "top_class": None,
       "top_prob": None}, "needs 'ood_score'"),
+    ({"path": "a", "status": "ok", "error": None, "ood_score": 10**400, "is_ood": True, "top_class": "c",
+      "top_prob": 0.5}, "column 'ood_score' is not a finite number"),  # too large for a float
 ])
 def test_bad_records_are_refused_naming_the_place_and_column(record, message):
     with pytest.raises(InputError, match=message) as raised:
