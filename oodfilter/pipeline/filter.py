@@ -107,7 +107,8 @@ class OODFilter:
         templates: Prompt templates for the class vectors.
         cache_dir: Text-vector cache folder.
         device: Where scoring runs (default: the model's device, CUDA when loaded with ``auto``).
-        precision: Autocast precision on CUDA.
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``fp32``, ``bf16``, ``fp16`` or ``int8``
+            (see :class:`~oodfilter.Scorer`).
         warn_fraction: Warn once per pass when more than this fraction of samples is dropped (a wrong class
             list usually shows up this way).
         min_seen: Samples to see before that warning may fire.
