@@ -57,13 +57,14 @@ def _cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set()
 
 
-def inference_precision(device: torch.device, precision: str = "auto") -> str:
+def inference_precision(device: torch.device, precision: str = "auto", *, warn: bool = True) -> str:
     """Return the precision scoring runs in on ``device``: ``fp32``, ``bf16``, ``fp16`` or ``int8``.
 
     ``auto``: bf16 on CUDA devices that support it, else fp16; fp32 on the CPU and other devices (see the
     module's note for why bf16 is an opt-in there). ``bf16`` on a CPU without native bf16
     (:func:`cpu_has_native_bf16`) is emulated, slower than fp32, and warned about. ``int8`` (dynamic
-    quantisation of the image tower's linear layers) runs on the CPU only; ``fp16`` on CUDA only.
+    quantisation of the image tower's linear layers) runs on the CPU only; ``fp16`` on CUDA only. ``warn``:
+    whether to warn about emulated bf16 (the scorer does; text encoding for the same run does not repeat it).
 
     Raises:
         InputError: an unknown precision, or one the device cannot run.
@@ -77,7 +78,7 @@ def inference_precision(device: torch.device, precision: str = "auto") -> str:
     if precision == "fp16" and device.type == "cpu":
         raise InputError("--precision fp16 runs on CUDA only: on the CPU use fp32 (auto), or bf16 on a CPU "
                          "with native bf16")
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+    if warn and precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         warnings.warn("--precision bf16 on a CPU without native bf16 (avx512_bf16 or AMX) is emulated and slower "
                       "than fp32; use --precision auto (fp32)", stacklevel=2)
     if precision != "auto":

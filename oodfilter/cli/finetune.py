@@ -20,6 +20,8 @@ option = functools.partial(config_option, FINETUNE_CONFIG)
     model="Base model: open_clip name, bundle folder, or test-tiny ({default}).",
     device="Where to train ({default}).",
     batch_size="Global batch size ({default}); split across torchrun processes.",
+    precision="Autocast on CUDA ({default}): auto = bf16, or fp16 on GPUs without it; training on the CPU "
+              "runs in fp32 (int8 is for scoring only).",
 )
 @option("--data", help="Caption table (.csv/.tsv/.jsonl with path, caption) or image-folder tree.")
 @option("--out", "-o", help="Output folder: the bundle, plus training/ (checkpoints, metrics.jsonl).")

@@ -45,14 +45,24 @@ class SplitTransform:
         shaped = self.image_steps(image)
         if isinstance(shaped, Image.Image) and shaped.mode == "RGB":
             return torch.from_numpy(np.array(shaped, dtype=np.uint8)).permute(2, 0, 1).contiguous()
-        return T.functional.to_tensor(shaped)
+        floats = T.functional.to_tensor(shaped)
+        if floats.ndim != 3 or floats.shape[0] != len(self.mean):  # what Normalize would refuse: an error row
+            raise ValueError(f"the preprocessing makes a {tuple(floats.shape)} image; Normalize expects "
+                             f"{len(self.mean)} channels")
+        return floats
 
     def finish(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) uint8 (or already [0, 1] float) → normalised float32, as ToTensor + Normalize do."""
         floats = images.float().div(255) if images.dtype == torch.uint8 else images
-        mean = torch.as_tensor(self.mean, dtype=floats.dtype).view(-1, 1, 1)  # (3, 1, 1)
-        std = torch.as_tensor(self.std, dtype=floats.dtype).view(-1, 1, 1)  # (3, 1, 1)
+        mean = torch.as_tensor(self.mean, dtype=floats.dtype, device=floats.device).view(-1, 1, 1)  # (3, 1, 1)
+        std = torch.as_tensor(self.std, dtype=floats.dtype, device=floats.device).view(-1, 1, 1)  # (3, 1, 1)
         return floats.sub(mean).div(std)
+
+
+def _plain_to_tensor(step: object) -> bool:
+    """Return whether ``step`` is torchvision's ToTensor or open_clip's MaybeToTensor (a subclass may differ)."""
+    kind = type(step)
+    return kind is T.ToTensor or (kind.__name__ == "MaybeToTensor" and kind.__module__ == "open_clip.transform")
 
 
 def split_transform(transform: Callable[[Any], torch.Tensor]) -> SplitTransform | None:
@@ -64,7 +74,7 @@ def split_transform(transform: Callable[[Any], torch.Tensor]) -> SplitTransform 
     if not isinstance(transform, T.Compose) or not isinstance(steps, list) or len(steps) < 2:
         return None
     to_tensor, normalize = steps[-2], steps[-1]
-    if type(to_tensor).__name__ not in ("ToTensor", "MaybeToTensor") or not isinstance(to_tensor, T.ToTensor):
+    if not _plain_to_tensor(to_tensor):
         return None
     if type(normalize) is not T.Normalize:
         return None

@@ -127,7 +127,7 @@ class Calibration:
         return recall_threshold(self.scores, id_recall)
 
     def check_fits(self, method: str, identity: Mapping[str, Any], where: str = "the calibration") -> None:
-        """Refuse to use this threshold for another method, model, class list or template set.
+        """Refuse to use this threshold for another method, model, class list, template set or precision.
 
         Raises:
             InputError: naming what differs and how to fix it.
@@ -143,6 +143,9 @@ class Calibration:
         for key, label in (("classes_sha256", "class list"), ("templates", "templates")):
             if self.identity.get(key) != identity.get(key):
                 different.append(label)
+        mine_precision, their_precision = self.identity.get("precision"), identity.get("precision")
+        if mine_precision and their_precision and mine_precision != their_precision:  # older files record none
+            different.append(f"precision ({mine_precision}, not {their_precision})")
         if different:
             raise InputError(f"{where} was fitted for a different {', '.join(different)}; a threshold only holds "
                              "for the scores it was fitted on: fit a new one (--id-recall with --calibrate-on)")

@@ -15,10 +15,11 @@ def classes_digest(names: list[str]) -> str:
 
 
 def score_identity(scorer: Scorer) -> dict[str, Any]:
-    """Return the image, yes and no tower fingerprints, the class list's digest and the templates of ``scorer``."""
+    """Return what ``scorer``'s scores depend on: tower fingerprints, class list, templates, precision."""
     vectors = scorer.class_vectors
     return {
         "fingerprints": {"image": scorer.model.image_fingerprint(), **vectors.fingerprints},
         "classes_sha256": classes_digest(list(vectors.class_names)),
         "templates": list(vectors.templates),
+        "precision": scorer.precision,
     }

@@ -178,7 +178,7 @@ def _stored_features(source: str, scorer: Scorer) -> tuple[torch.Tensor, list[st
     """Return a manifest's stored features and ok-row paths, when it has them from this model's image tower."""
     if not (Path(source).is_file() and Path(source).suffix.lower() in FORMATS and header_path(source).is_file()):
         return None
-    found = matching_features(source, scorer.model.image_fingerprint())
+    found = matching_features(source, scorer.model.image_fingerprint(), scorer.precision)
     if found is None:
         logger.warning("%s stores no features of this image tower: encoding its images instead", source)
         return None

@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +135,10 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None) -> RescoreSumm
         if model.image_fingerprint() != header.image_fingerprint or model.embed_dim != header.dim:
             raise InputError(f"the features of {source} come from another image tower (stored with model "
                              f"'{header.model}'); rescore with that model, or scan again with --save-features")
+    # class vectors in the precision the stored features were encoded in, as the scan built its own
     spec = ScorerSpec(model=model.source.name, classes=config.classes, method=config.method,
                       templates=config.templates, threshold=config.threshold, calibration=config.calibration,
-                      device=config.device, cache_dir=config.cache_dir)
+                      device=config.device, cache_dir=config.cache_dir, precision=header.precision or "auto")
     scorer = build_scorer(spec, model=model)
     fitted = _calibrate(config, scorer) if config.id_recall is not None else None
     with ManifestLock(out):
@@ -194,7 +195,7 @@ def _calibrate(config: RescoreConfig, scorer: Scorer) -> Calibration:
     blocks: list[torch.Tensor] = []  # (n, D) features of the calibration images
     files: list[str] = []
     for item in config.calibrate_on:
-        found = matching_features(item, scorer.model.image_fingerprint())
+        found = matching_features(item, scorer.model.image_fingerprint(), scorer.precision)
         if found is not None:  # stored features of this tower: nothing to encode
             blocks.append(torch.from_numpy(np.asarray(found[1], dtype=np.float32)))
         else:
@@ -266,11 +267,11 @@ def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: 
         "fingerprints": scorer.class_vectors.fingerprints, "method": method.name, **plan.meta(),
         "decision": plan.describe(method.name, method.threshold_free), "classes_sha256": classes_digest(names),
         "num_classes": len(names), "templates": list(scorer.class_vectors.templates),
-        "rescored_from": str(source.resolve()),
+        "rescored_from": str(source.resolve()), "precision": scorer.precision,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
     if header.data:  # the same feature rows (none to point at for clip-retrieval input), named from out's folder
         data = relative_data(out, data_path(source))
-        shared = FeatureHeader(header.dim, header.image_fingerprint, header.model, data, header.pretrained)
+        shared = replace(header, data=data)
         atomic_write_text(header_path(out), json.dumps(shared.to_dict(), indent=1))

@@ -26,6 +26,7 @@ from oodfilter.atomic import atomic_write_text
 from oodfilter.data.discovery import DiscoveredFile, discover_images
 from oodfilter.decision.advice import decision_advice
 from oodfilter.decision.identity import classes_digest
+from oodfilter.device import inference_precision
 from oodfilter.engines.ray_engine import score_files_with_ray
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
@@ -116,7 +117,7 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
     scorer = build_scorer(spec, model=model)
     previous = _previous_meta(config, out)
     rule = decision_rule(config, previous)
-    done = _resume_state(config, out, _identity(config, scorer, rule), previous)  # before any file changes
+    done = _resume_state(config, out, _identity(config, scorer, rule), previous, scorer)  # before any file changes
     wanted = [str(item.path) for item in files]
     remaining = [path for path in wanted if path not in done]
     _check_keep_fraction_resume(config, out, remaining)
@@ -206,6 +207,7 @@ def _feature_writer(config: ScanConfig, out: Path, scorer: Scorer, done: set[str
     if pretrained is None and source.kind == "open_clip" and not source.name.startswith(("hf-hub:", "local-dir:")):
         pretrained = RANDOM_WEIGHTS  # an open_clip name loaded without weights: rescore must not fetch its default
     return FeatureWriter(out, scorer.model.embed_dim, scorer.model.image_fingerprint(), name, keep_rows=keep,
+                         precision=scorer.precision,
                          pretrained=pretrained)
 
 
@@ -341,21 +343,24 @@ def _previous_meta(config: ScanConfig, out: Path) -> dict[str, Any] | None:
     return previous
 
 
-def _legacy_precision(previous: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Accept a manifest written before precisions were recorded: its precision is unknown, so not compared.
+def _legacy_precision(previous: dict[str, Any], scorer: Scorer) -> None:
+    """Give a manifest from before precisions were recorded the precision it was scanned in.
 
-    ``auto`` resolves as it did then, so the default scan resumes as it would have.
+    That is what ``auto`` resolved to then, which is what it resolves to now on this device (fp32 on the CPU).
     """
-    previous.setdefault("precision", meta["precision"])
+    previous.setdefault("precision", inference_precision(scorer.device, "auto"))
 
 
-def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any], previous: dict[str, Any] | None) -> set[str]:
+def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any], previous: dict[str, Any] | None,
+                  scorer: Scorer) -> set[str]:
     if previous is None:
         return set()
-    _legacy_precision(previous, meta)
+    _legacy_precision(previous, scorer)
     different = [key for key in _IDENTITY_KEYS if previous.get(key) != meta[key]]
     if different:
         what = ", ".join(_IDENTITY_WORDS.get(key, key) for key in different)
+        if "precision" in different:
+            what += f" ({previous['precision']}; this run: {meta['precision']})"
         raise InputError(f"cannot resume {out}: it was made with a different {what}; use the same settings, "
                          "or --overwrite / another --out to start again")
     return done_paths(out)

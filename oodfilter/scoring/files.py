@@ -36,8 +36,9 @@ def score_files(
 
     """
     names = [str(path) for path in paths]
+    on_gpu = scorer.device.type == "cuda"
     batches = image_batches(names, scorer.model.preprocess, batch_size=scorer.batch_size, workers=workers,
-                            pin_memory=scorer.device.type == "cuda", max_pixels=max_pixels)
+                            pin_memory=on_gpu, max_pixels=max_pixels, device=scorer.device if on_gpu else None)
     for batch in batches:
         if batch.images is None:
             yield build_rows(names, batch.errors, batch.ok, None)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from oodfilter.atomic import atomic_write_text
+from oodfilter.config import PRECISIONS
 from oodfilter.errors import InputError
 from oodfilter.outputs import os_error
 from oodfilter.sinks.manifest import read_manifest, sidecar
@@ -47,6 +48,8 @@ class FeatureHeader:
         data: The raw float16 file, relative to the header's folder (a rescored manifest points at its
             source's).
         pretrained: The model's pretrained tag or weights file, if any.
+        precision: The precision the image tower ran in (``fp32``, ``bf16``, ...); None in headers written
+            before it was recorded.
 
     """
 
@@ -55,11 +58,12 @@ class FeatureHeader:
     model: str
     data: str
     pretrained: str | None = None
+    precision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the header as JSON-ready data."""
         return {"format": FORMAT, "dtype": "float16", "dim": self.dim, "image_fingerprint": self.image_fingerprint,
-                "model": self.model, "pretrained": self.pretrained, "data": self.data}
+                "model": self.model, "pretrained": self.pretrained, "data": self.data, "precision": self.precision}
 
 
 def header_path(manifest: str | Path) -> Path:
@@ -107,10 +111,12 @@ def read_header(manifest: str | Path) -> FeatureHeader:
                          "strings")
     if not str(raw).endswith(".f16"):
         raise InputError(f"{path}: 'data' must name a .f16 feature file, got {raw!r}")
-    pretrained = data.get("pretrained")
+    pretrained, precision = data.get("pretrained"), data.get("precision")
     if pretrained is not None and not isinstance(pretrained, str):
         raise InputError(f"{path}: 'pretrained' must be a string or null")
-    return FeatureHeader(dim, str(fingerprint), str(model), str(raw), pretrained)
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"{path}: 'precision' must be one of {', '.join(PRECISIONS)} or null, got {precision!r}")
+    return FeatureHeader(dim, str(fingerprint), str(model), str(raw), pretrained, precision)
 
 
 def load_features(manifest: str | Path, rows: int) -> np.ndarray:
@@ -135,20 +141,30 @@ def load_features(manifest: str | Path, rows: int) -> np.ndarray:
     return np.memmap(path, dtype=DTYPE, mode="r", shape=(rows, header.dim))
 
 
-def matching_features(manifest: str | Path, image_fingerprint: str) -> tuple[list[str], np.ndarray] | None:
+def matching_features(
+    manifest: str | Path, image_fingerprint: str, precision: str | None = None
+) -> tuple[list[str], np.ndarray] | None:
     """Return a manifest's ok-row paths and their stored (N, D) features, if it stores features of this tower.
 
-    None when the manifest stores none, stores another image tower's, or has no ok row; the caller then
-    encodes the images instead.
+    None when the manifest stores none, stores another image tower's or another precision's (when both
+    are known), or has no ok row; the caller then encodes the images instead.
 
     Raises:
         InputError: a damaged header, or a data file with fewer rows than the manifest's ok rows.
 
     """
-    if not header_path(manifest).is_file() or read_header(manifest).image_fingerprint != image_fingerprint:
+    if not header_path(manifest).is_file():
+        return None
+    header = read_header(manifest)
+    if header.image_fingerprint != image_fingerprint or not same_precision(header.precision, precision):
         return None
     paths = [row.path for row in read_manifest(manifest) if row.ok]
     return (paths, load_features(manifest, len(paths))) if paths else None
+
+
+def same_precision(stored: str | None, wanted: str | None) -> bool:
+    """Whether stored features of precision ``stored`` serve a run in ``wanted`` (an unknown one serves any)."""
+    return stored is None or wanted is None or stored == wanted
 
 
 def _new_data_path(manifest: str | Path) -> Path:
@@ -167,6 +183,7 @@ class FeatureWriter:
         pretrained: The model's pretrained tag or weights file, if any.
         keep_rows: On resume, the number of ok rows the manifest already has: the file is cut to exactly
             that many (a crash may have left one batch more); None starts a new file.
+        precision: The precision the image tower runs in (recorded in the header).
 
     Raises:
         InputError: resuming features of another image tower, or fewer stored rows than the manifest has.
@@ -174,7 +191,7 @@ class FeatureWriter:
     """
 
     def __init__(self, manifest: str | Path, dim: int, image_fingerprint: str, model: str,
-                 keep_rows: int | None, pretrained: str | None = None) -> None:
+                 keep_rows: int | None, pretrained: str | None = None, precision: str | None = None) -> None:
         self.dim = dim
         row_bytes = dim * DTYPE.itemsize
         if keep_rows is not None:
@@ -189,7 +206,8 @@ class FeatureWriter:
                                  "has ok rows; --overwrite (or another --out) to scan again")
         else:  # a new file: manifests rescored from an earlier scan keep pointing at that scan's (or find it gone)
             self.path = _new_data_path(manifest)
-        header = FeatureHeader(dim, image_fingerprint, model, relative_data(manifest, self.path), pretrained)
+        header = FeatureHeader(dim, image_fingerprint, model, relative_data(manifest, self.path), pretrained,
+                               precision)
         atomic_write_text(header_path(manifest), json.dumps(header.to_dict(), indent=1))
         try:
             self._handle = open(self.path, "r+b" if keep_rows is not None else "wb")  # noqa: SIM115
@@ -235,7 +253,6 @@ def write_features(manifest: str | Path, features: np.ndarray, header: FeatureHe
     target = _new_data_path(manifest)
     data = np.ascontiguousarray(features, dtype=DTYPE)
     target.write_bytes(data.tobytes())
-    written = FeatureHeader(header.dim, header.image_fingerprint, header.model, relative_data(manifest, target),
-                            header.pretrained)
+    written = replace(header, data=relative_data(manifest, target))
     atomic_write_text(header_path(manifest), json.dumps(written.to_dict(), indent=1))
     return written

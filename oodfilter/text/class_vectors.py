@@ -133,7 +133,7 @@ def text_precision(device: torch.device, precision: str) -> str:
     Scoring's rules (:func:`oodfilter.device.inference_precision`), except that ``int8`` (an image-tower
     setting) encodes text in fp32.
     """
-    return "fp32" if precision == "int8" else inference_precision(device, precision)
+    return "fp32" if precision == "int8" else inference_precision(device, precision, warn=False)
 
 
 def _class_matrix(

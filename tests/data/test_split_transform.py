@@ -37,7 +37,7 @@ def test_only_a_compose_ending_in_to_tensor_and_normalize_is_split():
     assert split_transform(lambda image: T.functional.to_tensor(image)) is None
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB"])
+@pytest.mark.parametrize("mode", ["HSV", "RGB"])  # HSV: three channels, but not an RGB image
 def test_a_non_rgb_result_is_handed_over_as_floats_and_a_mixed_batch_scales_the_rest(mode):
     from PIL import Image
 
@@ -56,3 +56,35 @@ def test_a_non_rgb_result_is_handed_over_as_floats_and_a_mixed_batch_scales_the_
                              {"index": 1, "image": T.functional.to_tensor(image), "error": None}])
     assert batch.images is not None and batch.images.dtype == torch.float32
     assert torch.equal(batch.images[0], batch.images[1])  # uint8 scaled exactly as ToTensor scales
+
+
+def test_a_transform_whose_result_normalize_would_refuse_gives_error_rows_and_the_run_goes_on(tmp_path):
+    from PIL import Image
+
+    files = []
+    for i in range(3):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (8, 8), (10 * i, 20, 30)).save(files[-1])
+    normalize = T.Normalize((0.5, 0.4, 0.3), (0.2, 0.3, 0.4))
+    for shaping in (T.Grayscale(1), T.Lambda(lambda image: image.convert("RGBA"))):
+        transform = T.Compose([shaping, T.ToTensor(), normalize])
+        assert split_transform(transform) is not None
+        for workers in (0, 2):
+            batches = list(image_batches(files, transform, batch_size=2, workers=workers))
+            errors = [reason for batch in batches for _, reason in batch.errors]
+            assert len(errors) == 3 and all("preprocessing failed" in e and "channels" in e for e in errors)
+            assert all(batch.images is None for batch in batches)
+
+
+def test_a_to_tensor_subclass_is_not_split_and_the_batch_can_be_finished_on_a_device():
+    class Scaled(T.ToTensor):
+        def __call__(self, picture):
+            return super().__call__(picture) * 0.5
+
+    normalize = T.Normalize((0.5, 0.4, 0.3), (0.2, 0.3, 0.4))
+    assert split_transform(T.Compose([Scaled(), normalize])) is None
+    split = split_transform(T.Compose([T.ToTensor(), normalize]))
+    assert split is not None
+    pixels = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    on_device = split.finish(pixels.to(torch.device("cpu")))
+    assert torch.equal(on_device, normalize(pixels.float().div(255)))

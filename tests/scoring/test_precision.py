@@ -138,3 +138,52 @@ def test_a_manifest_from_before_precisions_were_recorded_still_resumes(tmp_path,
     config.resume = True
     assert scan(config, model=tiny_model).scanned == 1
     assert len(read_manifest(out)) == 7
+
+
+def test_a_legacy_manifest_resumes_only_in_the_precision_auto_gave_it(tmp_path, tiny_model):
+    folder = _folder(tmp_path)
+    out = tmp_path / "m.jsonl"
+    config = ScanConfig(inputs=[str(folder)], classes=NAMES, out=str(out), workers=0,
+                        cache_dir=str(tmp_path / "cache"))
+    scan(config, model=tiny_model)
+    meta_file = sidecar(out, "meta.json")
+    meta = json.loads(meta_file.read_text())
+    del meta["precision"]  # written before precisions were recorded: auto, fp32 on the CPU
+    meta_file.write_text(json.dumps(meta))
+    manifest = out.read_bytes()
+    with pytest.raises(InputError, match=r"different precision.*\(fp32; this run: int8\)"):
+        scan(ScanConfig(**{**config.__dict__, "resume": True, "precision": "int8"}), model=tiny_model)
+    assert out.read_bytes() == manifest
+
+
+def test_stored_features_and_calibrations_serve_only_their_precision(tmp_path, tiny_model):
+    from oodfilter.scan.rescore import RescoreConfig, rescore
+    from oodfilter.sinks.features import matching_features, read_header
+
+    folder = _folder(tmp_path)
+    out = tmp_path / "m.jsonl"
+    scan(ScanConfig(inputs=[str(folder)], classes=NAMES, out=str(out), workers=0, precision="bf16", method="mcm",
+                    save_features=True, cache_dir=str(tmp_path / "cache")), model=tiny_model)
+    assert read_header(out).precision == "bf16"
+    fingerprint = tiny_model.image_fingerprint()
+    assert matching_features(out, fingerprint, "bf16") is not None
+    assert matching_features(out, fingerprint, "fp32") is None  # eval then encodes the images in fp32
+    # rescore builds its class vectors in the features' precision: it reproduces the bf16 scan
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(NAMES) + "\n")
+    rescored = tmp_path / "r.jsonl"
+    rescore(RescoreConfig(manifest=str(out), classes=str(classes), out=str(rescored), method="mcm",
+                          cache_dir=str(tmp_path / "cache")), model=tiny_model)
+    assert json.loads(sidecar(rescored, "meta.json").read_text())["precision"] == "bf16"
+    scanned = {row.path: row for row in read_manifest(out)}
+    for row in read_manifest(rescored):
+        assert row.top_class == scanned[row.path].top_class
+        assert row.ood_score == pytest.approx(scanned[row.path].ood_score, abs=1e-5)  # float16 storage only
+    # a threshold fitted on bf16 scores is refused for fp32 ones; one from before precisions were recorded is not
+    towers = {"fingerprints": {"image": "i", "yes": "y"}}
+    fitted = oodfilter.Calibration.fit(torch.rand(40), 0.9, method="mcm", identity={**towers, "precision": "bf16"})
+    with pytest.raises(InputError, match=r"precision \(bf16, not fp32\)"):
+        fitted.check_fits("mcm", {**towers, "precision": "fp32"})
+    fitted.check_fits("mcm", {**towers, "precision": "bf16"})
+    older = oodfilter.Calibration.fit(torch.rand(40), 0.9, method="mcm", identity=towers)
+    older.check_fits("mcm", {**towers, "precision": "fp32"})
