@@ -54,9 +54,9 @@ def decision_boundary(rows: Iterable[ManifestRow], meta: dict[str, Any]) -> floa
 
 
 def summarise(rows: Iterable[ManifestRow], meta: dict[str, Any], *, per_gallery: int = 24) -> ReportData:
-    """Compute counts, the decision boundary and the gallery rows from manifest rows (a list)."""
+    """Compute counts, the decision boundary and the gallery rows from manifest rows (every error row kept)."""
     listed = list(rows)
-    return summarise_stream(lambda: iter(listed), meta, per_gallery=per_gallery)
+    return summarise_stream(lambda: iter(listed), meta, per_gallery=per_gallery, max_errors=len(listed))
 
 
 def summarise_stream(
