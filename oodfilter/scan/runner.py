@@ -324,7 +324,6 @@ _IDENTITY_WORDS = {
     "fingerprints": "model", "classes_sha256": "class list",
     "decision_rule": "threshold or decision rule (--threshold, --id-recall and its --calibrate-on images, "
     "--calibration, --keep-fraction)",
-    "precision": "precision (--precision: pass the one the manifest's meta names)",
 }
 
 
@@ -358,9 +357,9 @@ def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any], previous:
     _legacy_precision(previous, scorer)
     different = [key for key in _IDENTITY_KEYS if previous.get(key) != meta[key]]
     if different:
-        what = ", ".join(_IDENTITY_WORDS.get(key, key) for key in different)
-        if "precision" in different:
-            what += f" ({previous['precision']}; this run: {meta['precision']})"
+        words = {**_IDENTITY_WORDS, "precision": f"precision ({previous.get('precision')}, this run "
+                                                 f"{meta['precision']}: pass --precision {previous.get('precision')})"}
+        what = ", ".join(words.get(key, key) for key in different)
         raise InputError(f"cannot resume {out}: it was made with a different {what}; use the same settings, "
                          "or --overwrite / another --out to start again")
     return done_paths(out)

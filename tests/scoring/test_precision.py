@@ -151,7 +151,7 @@ def test_a_legacy_manifest_resumes_only_in_the_precision_auto_gave_it(tmp_path, 
     del meta["precision"]  # written before precisions were recorded: auto, fp32 on the CPU
     meta_file.write_text(json.dumps(meta))
     manifest = out.read_bytes()
-    with pytest.raises(InputError, match=r"different precision.*\(fp32; this run: int8\)"):
+    with pytest.raises(InputError, match=r"different precision \(fp32, this run int8: pass --precision fp32\)"):
         scan(ScanConfig(**{**config.__dict__, "resume": True, "precision": "int8"}), model=tiny_model)
     assert out.read_bytes() == manifest
 
