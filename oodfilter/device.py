@@ -57,6 +57,20 @@ def _cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set()
 
 
+def runnable_precision(device: torch.device, precision: str | None) -> str:
+    """Return ``precision`` if ``device`` can score in it, else fp32 (None, unknown: ``auto``).
+
+    For work recorded in one precision and continued elsewhere, e.g. rescoring on a CPU the features a
+    GPU stored in fp16 (its class vectors are then encoded in fp32).
+    """
+    if precision is None:
+        return inference_precision(device, "auto")
+    try:
+        return inference_precision(device, precision)
+    except InputError:
+        return "fp32"
+
+
 def inference_precision(device: torch.device, precision: str = "auto", *, warn: bool = True) -> str:
     """Return the precision scoring runs in on ``device``: ``fp32``, ``bf16``, ``fp16`` or ``int8``.
 
@@ -64,7 +78,7 @@ def inference_precision(device: torch.device, precision: str = "auto", *, warn: 
     module's note for why bf16 is an opt-in there). ``bf16`` on a CPU without native bf16
     (:func:`cpu_has_native_bf16`) is emulated, slower than fp32, and warned about. ``int8`` (dynamic
     quantisation of the image tower's linear layers) runs on the CPU only; ``fp16`` on CUDA only. ``warn``:
-    whether to warn about emulated bf16 (the scorer does; text encoding for the same run does not repeat it).
+    whether to warn about emulated bf16 (once per process; text encoding does not).
 
     Raises:
         InputError: an unknown precision, or one the device cannot run.
@@ -79,13 +93,19 @@ def inference_precision(device: torch.device, precision: str = "auto", *, warn: 
         raise InputError("--precision fp16 runs on CUDA only: on the CPU use fp32 (auto), or bf16 on a CPU "
                          "with native bf16")
     if warn and precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("--precision bf16 on a CPU without native bf16 (avx512_bf16 or AMX) is emulated and slower "
-                      "than fp32; use --precision auto (fp32)", stacklevel=2)
+        _warn_emulated_bf16()
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp32"
+
+
+@functools.cache
+def _warn_emulated_bf16() -> None:
+    """Warn, once per process (eval builds a scorer per method), that this CPU only emulates bf16."""
+    warnings.warn("--precision bf16 on a CPU without native bf16 (avx512_bf16 or AMX) is emulated and slower than "
+                  "fp32; use --precision auto (fp32)", stacklevel=4)
 
 
 def precision_dtype(precision: str) -> torch.dtype | None:

@@ -180,7 +180,8 @@ def _stored_features(source: str, scorer: Scorer) -> tuple[torch.Tensor, list[st
         return None
     found = matching_features(source, scorer.model.image_fingerprint(), scorer.precision)
     if found is None:
-        logger.warning("%s stores no features of this image tower: encoding its images instead", source)
+        logger.warning("%s stores no features of this image tower in %s: encoding its images instead", source,
+                       scorer.precision)
         return None
     paths, features = found
     return torch.from_numpy(np.asarray(features, dtype=np.float32)), paths

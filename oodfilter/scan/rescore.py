@@ -25,6 +25,7 @@ from oodfilter import __version__
 from oodfilter.atomic import atomic_write_text
 from oodfilter.decision.calibration import Calibration
 from oodfilter.decision.identity import classes_digest
+from oodfilter.device import resolve_device, runnable_precision
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.factory import load_model
@@ -135,10 +136,16 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None) -> RescoreSumm
         if model.image_fingerprint() != header.image_fingerprint or model.embed_dim != header.dim:
             raise InputError(f"the features of {source} come from another image tower (stored with model "
                              f"'{header.model}'); rescore with that model, or scan again with --save-features")
-    # class vectors in the precision the stored features were encoded in, as the scan built its own
+    # class vectors in the precision the stored features were encoded in, as the scan built its own (fp32
+    # where this device cannot run it: fp16 features rescored on a CPU, int8 ones on a GPU)
+    device = resolve_device(config.device) if config.device != "auto" else model.device
+    precision = runnable_precision(device, header.precision)
+    if header.precision is not None and precision != header.precision:
+        warnings.warn(f"the features of {source} were encoded in {header.precision}, which {device} cannot run: "
+                      f"class vectors in {precision}", stacklevel=2)
     spec = ScorerSpec(model=model.source.name, classes=config.classes, method=config.method,
                       templates=config.templates, threshold=config.threshold, calibration=config.calibration,
-                      device=config.device, cache_dir=config.cache_dir, precision=header.precision or "auto")
+                      device=config.device, cache_dir=config.cache_dir, precision=precision)
     scorer = build_scorer(spec, model=model)
     fitted = _calibrate(config, scorer) if config.id_recall is not None else None
     with ManifestLock(out):

@@ -342,19 +342,27 @@ def _previous_meta(config: ScanConfig, out: Path) -> dict[str, Any] | None:
     return previous
 
 
-def _legacy_precision(previous: dict[str, Any], scorer: Scorer) -> None:
+def _legacy_precision(previous: dict[str, Any], scorer: Scorer, out: Path) -> None:
     """Give a manifest from before precisions were recorded the precision it was scanned in.
 
-    That is what ``auto`` resolved to then, which is what it resolves to now on this device (fp32 on the CPU).
+    That is what ``auto`` resolved to then: fp32 when its config.yaml says it ran on the CPU, else what
+    ``auto`` resolves to on this run's device (the same rule as then).
     """
-    previous.setdefault("precision", inference_precision(scorer.device, "auto"))
+    if "precision" in previous:
+        return
+    try:
+        recorded = yaml.safe_load(sidecar(out, "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        recorded = None
+    ran_on_cpu = isinstance(recorded, dict) and recorded.get("device") == "cpu"
+    previous["precision"] = "fp32" if ran_on_cpu else inference_precision(scorer.device, "auto")
 
 
 def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any], previous: dict[str, Any] | None,
                   scorer: Scorer) -> set[str]:
     if previous is None:
         return set()
-    _legacy_precision(previous, scorer)
+    _legacy_precision(previous, scorer, out)
     different = [key for key in _IDENTITY_KEYS if previous.get(key) != meta[key]]
     if different:
         words = {**_IDENTITY_WORDS, "precision": f"precision ({previous.get('precision')}, this run "

@@ -114,8 +114,9 @@ def read_header(manifest: str | Path) -> FeatureHeader:
     pretrained, precision = data.get("pretrained"), data.get("precision")
     if pretrained is not None and not isinstance(pretrained, str):
         raise InputError(f"{path}: 'pretrained' must be a string or null")
-    if precision is not None and precision not in PRECISIONS:
-        raise InputError(f"{path}: 'precision' must be one of {', '.join(PRECISIONS)} or null, got {precision!r}")
+    resolved = [name for name in PRECISIONS if name != "auto"]  # a scan records what auto resolved to
+    if precision is not None and precision not in resolved:
+        raise InputError(f"{path}: 'precision' must be one of {', '.join(resolved)} or null, got {precision!r}")
     return FeatureHeader(dim, str(fingerprint), str(model), str(raw), pretrained, precision)
 
 

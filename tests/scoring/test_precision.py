@@ -31,6 +31,7 @@ def test_auto_is_fp32_on_every_cpu_and_emulated_bf16_is_warned_about(monkeypatch
     monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native)
     assert inference_precision(CPU, "auto") == "fp32"  # bf16 moved 1-3% of decisions on the world
     assert inference_precision(CPU, "fp32") == "fp32" and inference_precision(CPU, "int8") == "int8"
+    device_module._warn_emulated_bf16.cache_clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert inference_precision(CPU, "bf16") == "bf16"
@@ -187,3 +188,54 @@ def test_stored_features_and_calibrations_serve_only_their_precision(tmp_path, t
     fitted.check_fits("mcm", {**towers, "precision": "bf16"})
     older = oodfilter.Calibration.fit(torch.rand(40), 0.9, method="mcm", identity=towers)
     older.check_fits("mcm", {**towers, "precision": "fp32"})
+
+
+def test_a_legacy_manifest_scanned_on_the_cpu_is_fp32_whatever_auto_gives_now(tmp_path, tiny_model, monkeypatch):
+    from oodfilter.scan import runner
+
+    folder = _folder(tmp_path)
+    out = tmp_path / "m.jsonl"
+    config = ScanConfig(inputs=[str(folder)], classes=NAMES, out=str(out), workers=0, device="cpu",
+                        cache_dir=str(tmp_path / "cache"))
+    scan(config, model=tiny_model)
+    meta = json.loads(sidecar(out, "meta.json").read_text())
+    del meta["precision"]
+    sidecar(out, "meta.json").write_text(json.dumps(meta))
+    monkeypatch.setattr(runner, "inference_precision", lambda device, precision: "bf16")  # auto on a GPU now
+    with pytest.raises(InputError, match=r"different precision \(fp32, this run bf16"):
+        scan(ScanConfig(**{**config.__dict__, "resume": True, "precision": "bf16"}), model=tiny_model)
+
+
+def test_rescore_runs_features_stored_in_a_precision_this_device_cannot(tmp_path, tiny_model):
+    from oodfilter.scan.rescore import RescoreConfig, rescore
+
+    folder = _folder(tmp_path)
+    out = tmp_path / "m.jsonl"
+    scan(ScanConfig(inputs=[str(folder)], classes=NAMES, out=str(out), workers=0, method="mcm", save_features=True,
+                    cache_dir=str(tmp_path / "cache")), model=tiny_model)
+    header = json.loads(sidecar(out, "features.json").read_text())
+    header["precision"] = "fp16"  # as a scan on a GPU without bf16 writes it
+    sidecar(out, "features.json").write_text(json.dumps(header))
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(NAMES) + "\n")
+    with pytest.warns(UserWarning, match="encoded in fp16, which cpu cannot run: class vectors in fp32"):
+        rescore(RescoreConfig(manifest=str(out), classes=str(classes), out=str(tmp_path / "r.jsonl"), method="mcm",
+                              device="cpu", cache_dir=str(tmp_path / "cache")), model=tiny_model)
+    assert json.loads(sidecar(tmp_path / "r.jsonl", "meta.json").read_text())["precision"] == "fp32"
+    header["precision"] = "auto"  # never written by a scan: a damaged header
+    sidecar(out, "features.json").write_text(json.dumps(header))
+    with pytest.raises(InputError, match="'precision' must be one of fp32, fp16, bf16, int8 or null"):
+        rescore(RescoreConfig(manifest=str(out), classes=str(classes), out=str(tmp_path / "r2.jsonl"),
+                              device="cpu", cache_dir=str(tmp_path / "cache")), model=tiny_model)
+
+
+def test_the_emulated_bf16_warning_is_given_once_per_process(tiny_model, cache_dir, monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
+    device_module._warn_emulated_bf16.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vectors = oodfilter.build_class_vectors(tiny_model, NAMES, cache_dir=cache_dir, precision="bf16")
+        for method in ("mcm", "msp"):  # eval builds one scorer per method
+            oodfilter.Scorer(tiny_model, vectors, method, precision="bf16")
+    assert len([w for w in caught if "emulated and slower" in str(w.message)]) == 1
+    device_module._warn_emulated_bf16.cache_clear()
