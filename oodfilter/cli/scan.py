@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from oodfilter.cli.options import config_option, explicit_options, model_options
-from oodfilter.sinks.actions import ACTIONS
+from oodfilter.scan.config import SCAN_ACTIONS
 
 EXIT_INPUTS_FAILED = 3
 
@@ -45,7 +45,8 @@ option = functools.partial(config_option, SCAN_CONFIG)
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @option("--resume", is_flag=True, help="Continue an interrupted scan: score only inputs missing from --out.")
 @option("--overwrite", is_flag=True, help="Replace an existing manifest.")
-@option("--action", type=click.Choice(ACTIONS), help="What to do with selected files ({default}).")
+@option("--action", type=click.Choice(SCAN_ACTIONS), help="What to do with selected files; reshard: write the "
+        "input shards without the selected samples to --dest ({default}).")
 @option("--select", type=click.Choice(["ood", "id"]), help="Which files the action takes ({default}).")
 @option("--dest", type=click.Path(file_okay=False), help="Folder for move/copy/link (relative paths kept).")
 @option("--dry-run", is_flag=True, help="Print the file actions instead of doing them.")
@@ -58,12 +59,14 @@ option = functools.partial(config_option, SCAN_CONFIG)
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
 @click.pass_context
 def scan_command(ctx: click.Context, **options: Any) -> None:
-    """Score the images in INPUTS (files, folders, quoted globs) against a class list.
+    """Score the images in INPUTS (files, folders, quoted globs, URLs, WebDataset .tar shards) against a class list.
 
     Writes one manifest row per input (path, status, error, ood_score, is_ood, top_class, top_prob);
-    higher scores are more OOD. Unreadable files become error rows and the scan goes on. Nothing is
-    deleted or overwritten: --action move|copy|link puts files under --dest and records a journal that
-    'oodfilter undo' reverses.
+    higher scores are more OOD. Unreadable files become error rows and the scan goes on. URLs (s3://,
+    gs://, hf://, https://, ...) are read through fsspec, credentials from the environment; a shard gives
+    one row per sample, named SHARD#KEY. Nothing is deleted or overwritten: --action move|copy|link puts
+    local files under --dest and records a journal that 'oodfilter undo' reverses; --action reshard writes
+    new shards without the selected samples.
     """
     from oodfilter.scan import load_scan_config, scan
 
@@ -113,6 +116,11 @@ def _print_summary(summary: Any) -> None:
     if summary.actions is not None:
         table.add_row("files acted on", str(summary.actions.done + summary.actions.already_done))
         table.add_row("skipped actions", str(len(summary.actions.skipped)))
+    if summary.resharded is not None:
+        done = summary.resharded
+        verb = "samples written" if done.written else "samples a reshard would write"
+        table.add_row(verb, f"{done.kept} to {len(done.shards)} shard(s)")
+        table.add_row("samples left out", f"{done.dropped_selected} selected, {done.dropped_errors} unreadable")
     console = Console(stderr=True)
     console.print(table)
     _print_class_rates(console, summary.per_class)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import warnings
@@ -11,6 +12,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from oodfilter.data.remote import RemoteReadError, SourceUnavailableError, is_url, read_bytes
+from oodfilter.data.shards import read_sample_image, split_sample_name
 from oodfilter.errors import InputError
 
 # Pillow's own decompression-bomb limit (~89.5 megapixels), applied before any pixel is decoded.
@@ -30,25 +33,32 @@ class ImageDecodeError(InputError):
 def load_rgb_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode ``path`` into an 8-bit RGB image, EXIF orientation applied.
 
-    Palette, grayscale, CMYK and 16-bit images are converted; transparency is composited on white.
+    ``path`` is a local file, a URL (:mod:`oodfilter.data.remote`) or a shard's sample ``<shard>#<key>``
+    (:mod:`oodfilter.data.shards`); the same checks apply to all three. Palette, grayscale, CMYK and 16-bit
+    images are converted; transparency is composited on white.
 
     Raises:
         ImageDecodeError: missing file or broken link, no permission, empty, not an image, truncated
             or corrupt, or more than ``max_pixels`` pixels.
+        SourceUnavailableError: the server of a URL or remote shard did not answer.
 
     """
+    name = str(path)
+    if is_url(name) or (split_sample_name(name) is not None and not os.path.lexists(name)):
+        try:
+            data = read_sample_image(name) if split_sample_name(name) is not None else read_bytes(name)
+        except RemoteReadError as error:
+            raise ImageDecodeError(name, error.reason) from error
+        except SourceUnavailableError:
+            raise
+        except InputError as error:  # a shard gone or damaged since it was listed
+            raise ImageDecodeError(name, str(error)) from error
+        if not data:
+            raise ImageDecodeError(name, "empty file")
+        return _decode(io.BytesIO(data), name, max_pixels)
     file = Path(path)
     try:
-        with warnings.catch_warnings(), _open_regular_file(file) as handle:
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(handle) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageDecodeError(
-                        file, f"{width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb?)"
-                    )
-                image.load()
-                return _to_rgb(ImageOps.exif_transpose(image))
+        handle = _open_regular_file(file)
     except ImageDecodeError:
         raise
     except FileNotFoundError as error:
@@ -58,13 +68,35 @@ def load_rgb_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageDecodeError(file, "permission denied") from error
     except IsADirectoryError as error:
         raise ImageDecodeError(file, "is a directory") from error
+    except OSError as error:
+        raise ImageDecodeError(file, f"cannot be opened ({error.strerror or error})") from error
+    with handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise ImageDecodeError(file, "empty file")
+        return _decode(handle, file, max_pixels)
+
+
+def _decode(handle: BinaryIO, name: str | Path, max_pixels: int) -> Image.Image:
+    """Decode an open image stream (the bomb check before any pixel, errors named after ``name``)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(handle) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageDecodeError(
+                        name, f"{width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb?)"
+                    )
+                image.load()
+                return _to_rgb(ImageOps.exif_transpose(image))
+    except ImageDecodeError:
+        raise
     except UnidentifiedImageError as error:
-        empty = file.is_file() and file.stat().st_size == 0
-        raise ImageDecodeError(file, "empty file" if empty else "not a recognised image format") from error
+        raise ImageDecodeError(name, "not a recognised image format") from error
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageDecodeError(file, f"decompression bomb refused: {error}") from error
+        raise ImageDecodeError(name, f"decompression bomb refused: {error}") from error
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageDecodeError(file, f"corrupt or truncated image ({error})") from error
+        raise ImageDecodeError(name, f"corrupt or truncated image ({error})") from error
 
 
 def _open_regular_file(file: Path) -> BinaryIO:

@@ -1,4 +1,10 @@
-"""Finding image files: files, folders (recursive) and globs, in a stable order, symlink-loop safe."""
+"""Finding images: files, folders (recursive) and globs, URLs and WebDataset shards, in a stable order.
+
+Local folders are walked symlink-loop safe. ``{000..099}`` ranges expand as WebDataset writes them (the
+shell only expands them unquoted). A URL (``s3://bucket/photos/``, ``https://host/a.jpg``, with globs) is
+listed through fsspec (:mod:`oodfilter.data.remote`); a ``.tar`` file or URL named as an input, directly or
+by a glob, is a WebDataset shard and gives one input per sample with an image (:mod:`oodfilter.data.shards`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,12 @@ import glob
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from braceexpand import braceexpand
+
+from oodfilter.data.remote import check_url, filesystem, is_url
+from oodfilter.data.shards import image_sample_keys, is_shard, sample_name
 from oodfilter.errors import InputError
 
 IMAGE_EXTENSIONS = frozenset(
@@ -38,6 +48,46 @@ class DiscoveredFile:
         """The path relative to its root."""
         return self.path.relative_to(self.root)
 
+    @property
+    def name(self) -> str:
+        """The input's name in manifests: the path as found."""
+        return str(self.path)
+
+    @property
+    def local(self) -> bool:
+        """Always true: a file on this machine (file actions may move it)."""
+        return True
+
+
+@dataclass(frozen=True)
+class DiscoveredItem:
+    """An input that is not a local file of its own: a URL, or a sample of a (local or remote) shard.
+
+    Attributes:
+        name: The URL, or ``<shard>#<key>`` for a shard's sample: the input's name in manifests.
+        root: The input the user named (folder URL or shard) that it was found under.
+        error: Why it cannot be read at all (a damaged shard); it becomes an error row.
+
+    """
+
+    name: str
+    root: str
+    error: str | None = None
+
+    @property
+    def relative(self) -> PurePosixPath:
+        """The name relative to its root (what --include and --exclude match)."""
+        prefix = self.root.rstrip("/") + "/"
+        return PurePosixPath(self.name[len(prefix):] if self.name.startswith(prefix) else self.name.rsplit("/", 1)[-1])
+
+    @property
+    def local(self) -> bool:
+        """Always false: file actions cannot move it."""
+        return False
+
+
+Discovered = DiscoveredFile | DiscoveredItem
+
 
 def discover_images(
     inputs: Sequence[str | Path],
@@ -46,8 +96,8 @@ def discover_images(
     exclude: Sequence[str] = (),
     recursive: bool = True,
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
-) -> list[DiscoveredFile]:
-    """Expand files, folders and glob patterns into image files, sorted and without repeats.
+) -> list[Discovered]:
+    """Expand files, folders, glob patterns, URLs and shards into images, sorted by name and without repeats.
 
     Files named explicitly are kept whatever their extension (the user asked for them; a bad one
     becomes an error row). Files found in folders or by globs must have an image extension (any case).
@@ -55,30 +105,75 @@ def discover_images(
     and a broken link with an image extension is kept so that it is reported.
 
     Args:
-        inputs: Files, folders and glob patterns (``**`` recurses).
+        inputs: Files, folders and glob patterns (``**`` recurses), URLs, shards, ``{a..b}`` ranges.
         include: If given, keep only paths (relative to their root) matching one of these patterns.
         exclude: Drop paths (relative to their root) matching any of these patterns.
         recursive: Walk sub-folders of named folders.
         extensions: Lower-case image extensions with the dot.
 
     Raises:
-        InputError: no inputs, or an input that is neither an existing path nor a glob with matches.
+        InputError: no inputs, an input that is neither an existing path nor a glob with matches, a URL that
+            carries a password or names nothing.
 
     """
     if not inputs:
         raise InputError("no inputs given; pass image files, folders or glob patterns")
     wanted = {e.lower() for e in extensions}
-    found: dict[Path, DiscoveredFile] = {}
+    found: dict[str, Discovered] = {}
     for raw in inputs:
-        for item in _expand(str(raw), wanted, recursive):
-            found.setdefault(item.path, item)
-    selected = [item for item in found.values() if _selected(item.relative, include, exclude)]
-    return sorted(selected, key=lambda item: str(item.path))
+        for text in braceexpand(str(raw)):
+            items = _expand_url(text, wanted, recursive) if is_url(text) else _expand(text, wanted, recursive)
+            for item in items:
+                found.setdefault(item.name, item)
+    selected = [item for item in found.values() if _selected(PurePosixPath(item.relative), include, exclude)]
+    return sorted(selected, key=lambda item: item.name)
 
 
-def _expand(text: str, wanted: set[str], recursive: bool) -> Iterator[DiscoveredFile]:
-    """Yield what one input names: a folder's images (and unlistable folders), a file, or a glob's images."""
+def _expand_url(url: str, wanted: set[str], recursive: bool) -> Iterator[Discovered]:
+    """Yield what a URL names: an object, a shard's samples, or the images (and shards) under a prefix or glob."""
+    check_url(url)
+    fs, path = filesystem(url)
+    try:
+        if _GLOB_CHARS & set(path):
+            matches, root = sorted(fs.glob(path)), _url_glob_root(url)
+            if not matches:
+                raise InputError(f"the pattern '{url}' matches nothing; check the pattern and quote it")
+        elif fs.isdir(path):
+            matches, root = sorted(fs.find(path) if recursive else fs.ls(path, detail=False)), url
+        elif fs.exists(path):
+            yield from _shard_samples(url, url) if is_shard(url) else [DiscoveredItem(url, url.rsplit("/", 1)[0])]
+            return
+        else:
+            raise InputError(f"input '{url}' does not exist; check the URL (and that its credentials are set)")
+    except (OSError, ValueError) as error:  # a refused listing, an unknown bucket, a server that is down
+        raise InputError(f"cannot list {url}: {error}") from error
+    for match in matches:
+        name = fs.unstrip_protocol(match)
+        if is_shard(name):
+            yield from _shard_samples(name, root)
+        elif PurePosixPath(match).suffix.lower() in wanted:
+            yield DiscoveredItem(name, root)
+
+
+def _shard_samples(shard: str, root: str) -> Iterator[DiscoveredItem]:
+    """Yield one item per image sample of ``shard``, and an error item when it is damaged or not a tar."""
+    try:
+        keys, damage = image_sample_keys(shard)
+    except InputError as error:
+        yield DiscoveredItem(shard, root, f"shard cannot be read: {error}")
+        return
+    for key in keys:
+        yield DiscoveredItem(sample_name(shard, key), root)
+    if damage is not None:
+        yield DiscoveredItem(shard, root, damage)
+
+
+def _expand(text: str, wanted: set[str], recursive: bool) -> Iterator[Discovered]:
+    """Yield what a local input names: a folder's images, a file, a shard's samples, or a glob's matches."""
     path = Path(text).expanduser()
+    if is_shard(text) and path.is_file():
+        yield from _shard_samples(str(path), str(path))
+        return
     if path.is_dir():
         for file, error in _walk(path, recursive):
             if error is not None or file.suffix.lower() in wanted:
@@ -91,7 +186,9 @@ def _expand(text: str, wanted: set[str], recursive: bool) -> Iterator[Discovered
             raise InputError(f"the pattern '{text}' matches nothing; check the pattern and quote it")
         root = _glob_root(text)
         for file in matches:
-            if (file.is_symlink() or not file.is_dir()) and file.suffix.lower() in wanted:
+            if is_shard(file.name) and file.is_file():
+                yield from _shard_samples(str(file), str(root))
+            elif (file.is_symlink() or not file.is_dir()) and file.suffix.lower() in wanted:
                 yield DiscoveredFile(file, root if file.is_relative_to(root) else file.parent)
     else:
         raise InputError(f"input '{text}' does not exist; pass image files, folders or glob patterns")
@@ -137,7 +234,13 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def _selected(relative: Path, include: Sequence[str], exclude: Sequence[str]) -> bool:
+def _url_glob_root(url: str) -> str:
+    """Return the fixed folder part of a URL glob (``s3://b/x/*/y*.jpg`` → ``s3://b/x``)."""
+    first = min(url.index(char) for char in _GLOB_CHARS if char in url)
+    return url[:first].rsplit("/", 1)[0]
+
+
+def _selected(relative: PurePosixPath, include: Sequence[str], exclude: Sequence[str]) -> bool:
     text = relative.as_posix()
     if include and not any(fnmatch.fnmatch(text, p) or fnmatch.fnmatch(relative.name, p) for p in include):
         return False

@@ -59,7 +59,7 @@ def read_image_set(source: str) -> list[str]:
     """Return the image paths of a folder, glob or file list, or the ``ok`` rows of a scan manifest."""
     if Path(source).is_file() and Path(source).suffix.lower() in FORMATS:
         return [row.path for row in read_manifest(source) if row.ok]
-    return [str(item.path) for item in discover_images([source])]
+    return [item.name for item in discover_images([source])]
 
 
 def read_labels(path: str, class_names: list[str]) -> dict[str, int]:

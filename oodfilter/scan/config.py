@@ -11,8 +11,10 @@ from typing import Any
 from oodfilter.config import ModelOptions, build_config
 from oodfilter.errors import InputError
 from oodfilter.sinks.actions import ACTIONS
+from oodfilter.sinks.reshard import RESHARD
 from oodfilter.text.templates import DEFAULT_TEMPLATES
 
+SCAN_ACTIONS = (*ACTIONS, RESHARD)
 ENGINES = ("local", "ray")
 
 
@@ -79,12 +81,13 @@ class ScanConfig(ModelOptions):
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers < 0:
             raise InputError(f"--workers must be 0 or more, got {self.workers}")
-        if self.action not in ACTIONS:
-            raise InputError(f"--action must be one of {', '.join(ACTIONS)}, got '{self.action}'")
+        if self.action not in SCAN_ACTIONS:
+            raise InputError(f"--action must be one of {', '.join(SCAN_ACTIONS)}, got '{self.action}'")
         if self.select not in ("ood", "id"):
             raise InputError(f"--select must be 'ood' or 'id', got '{self.select}'")
         if self.action != "tag" and not self.dest:
-            raise InputError(f"--action {self.action} needs --dest DIR, the folder the files go to")
+            raise InputError(f"--action {self.action} needs --dest DIR, the folder the "
+                             f"{'filtered shards' if self.action == RESHARD else 'files'} go to")
         if self.engine not in ENGINES:
             raise InputError(f"--engine must be one of {', '.join(ENGINES)}, got '{self.engine}'")
         if self.resume and self.overwrite:

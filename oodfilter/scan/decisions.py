@@ -176,7 +176,7 @@ def calibration_paths(items: list[str]) -> list[str]:
         else:
             images.append(item)
     if images:
-        paths += [str(found.path) for found in discover_images(images) if found.error is None]
+        paths += [found.name for found in discover_images(images) if found.error is None]
     if not paths:
         raise InputError(f"--calibrate-on {' '.join(items)}: no image found to calibrate on")
     return sorted({os.path.normpath(os.path.abspath(path)) for path in paths})

@@ -23,7 +23,7 @@ import yaml
 
 from oodfilter import __version__
 from oodfilter.atomic import atomic_write_text
-from oodfilter.data.discovery import DiscoveredFile, discover_images
+from oodfilter.data.discovery import Discovered, DiscoveredFile, discover_images
 from oodfilter.decision.advice import decision_advice
 from oodfilter.decision.identity import classes_digest
 from oodfilter.device import inference_precision
@@ -43,6 +43,7 @@ from oodfilter.sinks.features import FeatureWriter, header_path, remove_features
 from oodfilter.sinks.lock import ManifestLock
 from oodfilter.sinks.manifest import ManifestWriter, read_meta, sidecar
 from oodfilter.sinks.readback import ManifestTally, done_paths, ok_row_count, tally_manifest
+from oodfilter.sinks.reshard import RESHARD, ReshardReport, plan_reshard, reshard
 from oodfilter.sinks.rows import ManifestRow
 from oodfilter.text.templates import resolve_template_choice
 
@@ -67,6 +68,7 @@ class ScanSummary:
         method: The score method.
         actions: What the file action did (None for ``tag``).
         planned: The actions a dry run would carry out.
+        resharded: What ``--action reshard`` wrote (or would write, in a dry run); None for other actions.
         per_class: Per top class: images, flagged, share, median score (most images first).
 
     """
@@ -82,6 +84,7 @@ class ScanSummary:
     method: str = ""
     actions: ActionReport | None = None
     planned: list[PlannedAction] = field(default_factory=list)
+    resharded: ReshardReport | None = None
     per_class: list[ClassRate] = field(default_factory=list)
 
     @property
@@ -111,6 +114,7 @@ def scan(config: ScanConfig, *, progress: Progress | None = None, model: CLIPN |
 def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | None) -> ScanSummary:
     out = Path(config.out)
     files = discover_images(config.inputs, include=config.include, exclude=config.exclude, recursive=config.recursive)
+    _check_actions_are_local(config, files)
     _check_dest_outside_inputs(config, files)
     _check_output_is_free(config, out, files)
     spec = scorer_spec(config)
@@ -118,10 +122,11 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
     previous = _previous_meta(config, out)
     rule = decision_rule(config, previous)
     done = _resume_state(config, out, _identity(config, scorer, rule), previous, scorer)  # before any file changes
-    wanted = [str(item.path) for item in files]
+    wanted = [item.name for item in files]
     remaining = [path for path in wanted if path not in done]
     _check_keep_fraction_resume(config, out, remaining)
-    plan = plan_decisions(config, scorer, rule, previous, {os.path.abspath(path) for path in wanted})
+    plan = plan_decisions(config, scorer, rule, previous,
+                          {os.path.abspath(item.name) if item.local else item.name for item in files})
     scorer.threshold = plan.threshold
     _advise(scorer, plan)
     meta = _run_identity(config, scorer, plan)
@@ -130,8 +135,8 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
     summary = ScanSummary(manifest=out, method=scorer.method.name)
     start = time.perf_counter()
     if remaining:
-        unreadable = [ManifestRow(str(item.path), "error", error=item.error) for item in files
-                      if item.error is not None and str(item.path) not in done]
+        unreadable = [ManifestRow(item.name, "error", error=item.error) for item in files
+                      if item.error is not None and item.name not in done]
         unreadable_paths = {row.path for row in unreadable}
         readable = [path for path in remaining if path not in unreadable_paths]
         features = _feature_writer(config, out, scorer, done)
@@ -151,9 +156,12 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
     summary.seconds = time.perf_counter() - start
     summary.scanned = len(remaining)
     del done, remaining  # a million paths each: not kept while the manifest is read back
-    tally = tally_manifest(out, wanted, None if config.action == "tag" else config.select == "ood")
+    tally = tally_manifest(out, wanted, None if config.action in ("tag", RESHARD) else config.select == "ood")
     _count(summary, tally)
-    if config.action != "tag":
+    if config.action == RESHARD:
+        summary.resharded = reshard(out, [item.name for item in files if item.error is None], str(config.dest),
+                                    select_ood=config.select == "ood", dry_run=config.dry_run)
+    elif config.action != "tag":
         _run_actions(config, files, tally.selected, out, summary)
     return summary
 
@@ -249,10 +257,10 @@ def _count(summary: ScanSummary, tally: ManifestTally) -> None:
     summary.per_class = tally.per_class
 
 
-def _check_output_is_free(config: ScanConfig, out: Path, files: list[DiscoveredFile]) -> None:
+def _check_output_is_free(config: ScanConfig, out: Path, files: list[Discovered]) -> None:
     """Refuse to replace anything but a manifest of ours, and never an input, even with --overwrite."""
     resolved = out.resolve()
-    if any(item.path.resolve() == resolved for item in files):
+    if any(isinstance(item, DiscoveredFile) and item.path.resolve() == resolved for item in files):
         raise InputError(f"--out {out} is one of the scanned inputs; choose another manifest file")
     exists = out.exists() or any(sidecar(out, name).exists() for name in ("partial.jsonl", "calibration.json",
                                                                             "features.json", "features.f16"))
@@ -270,11 +278,24 @@ def _is_manifest(out: Path) -> bool:
     return sidecar(out, "meta.json").is_file()
 
 
-def _check_dest_outside_inputs(config: ScanConfig, files: list[DiscoveredFile]) -> None:
+def _check_actions_are_local(config: ScanConfig, files: list[Discovered]) -> None:
+    """Refuse to move, copy or link what is not a local file, before anything is scored."""
+    if config.action == RESHARD:
+        plan_reshard([item.name for item in files if item.error is None], str(config.dest))  # refuses early
+        return
+    remote = next((item for item in files if not item.local), None)
+    if config.action == "tag" or remote is None:
+        return
+    raise InputError(f"--action {config.action} works on local image files only, and {remote.name} is not one "
+                     "(a URL or a shard's sample); use --action tag and act on the manifest, or --action "
+                     "reshard --dest DIR to write shards without the selected samples")
+
+
+def _check_dest_outside_inputs(config: ScanConfig, files: list[Discovered]) -> None:
     if config.action == "tag" or not config.dest:
         return
     dest = Path(config.dest).resolve()
-    for root in {item.root.resolve() for item in files}:
+    for root in {item.root.resolve() for item in files if isinstance(item, DiscoveredFile)}:
         if dest == root or dest.is_relative_to(root):
             raise InputError(f"--dest {config.dest} is inside the scanned folder {root}; choose a folder outside it "
                              "so a later scan does not pick up the moved files")
@@ -380,9 +401,9 @@ def _write_beside(out: Path, meta: dict[str, Any], config: ScanConfig) -> None:
 
 
 def _run_actions(
-    config: ScanConfig, files: list[DiscoveredFile], chosen: set[str], out: Path, summary: ScanSummary
+    config: ScanConfig, files: list[Discovered], chosen: set[str], out: Path, summary: ScanSummary
 ) -> None:
-    pairs = [(item.path, item.relative) for item in files if str(item.path) in chosen]
+    pairs = [(item.path, item.relative) for item in files if isinstance(item, DiscoveredFile) and item.name in chosen]
     planned = plan_actions(config.action, pairs, Path(str(config.dest)))
     if config.dry_run:
         summary.planned = planned

@@ -49,7 +49,7 @@ def calibrate(
     """
     if isinstance(id_images, str | Path):  # a folder, a glob or one file
         where = str(id_images)
-        id_images = [item.path for item in discover_images([where]) if item.error is None]
+        id_images = [item.name for item in discover_images([where]) if item.error is None]
         if not id_images:
             raise InputError(f"no image found in {where} to calibrate on")
     if isinstance(id_images, torch.Tensor):

@@ -5,7 +5,10 @@ Sources, detected from what ``--data`` points to:
 * a ``.csv``, ``.tsv`` or ``.jsonl`` table with ``path`` and ``caption`` columns (paths relative to the
   table's folder, or absolute);
 * a folder whose sub-folders are class names; each image's caption is a template filled with its
-  folder's name (a different template per sample, chosen reproducibly).
+  folder's name (a different template per sample, chosen reproducibly);
+* WebDataset shards (``shards/{000..099}.tar``, a glob, or URLs): each sample with an image and a caption
+  (its ``txt`` field, or ``caption``/``text`` in its ``json``) is a pair, read from the shard by name
+  (:mod:`oodfilter.data.shards`), so resuming mid-epoch works as for files.
 
 Missing or corrupt images are skipped and counted, never fatal. Augmentation is seeded per sample from
 (seed, epoch, index), so a run resumed mid-epoch sees exactly the batches an uninterrupted run would.
@@ -27,6 +30,7 @@ from torch.utils.data import Dataset, Sampler
 
 from oodfilter.data.decode import ImageDecodeError, load_rgb_image
 from oodfilter.data.discovery import IMAGE_EXTENSIONS
+from oodfilter.data.shards import expand_shards, image_field, names_shards, sample_caption, sample_name, shard_index
 from oodfilter.errors import InputError
 
 
@@ -46,6 +50,12 @@ def read_caption_source(data: str | Path) -> list[CaptionedImage]:
     Raises:
         InputError: ``data`` does not exist, is an unknown kind of file, lacks the columns, or is empty.
     """
+    if names_shards(str(data)) and not Path(data).is_dir():
+        pairs = _shard_pairs(str(data))
+        if not pairs:
+            raise InputError(f"the shards {data} hold no sample with both an image and a caption (txt, or caption "
+                             "in json)")
+        return pairs
     source = Path(data)
     if source.is_dir():
         pairs = _folder_pairs(source)
@@ -68,6 +78,18 @@ def _folder_pairs(root: Path) -> list[CaptionedImage]:
         for file in sorted(folder.rglob("*")):
             if file.suffix.lower() in IMAGE_EXTENSIONS:
                 pairs.append(CaptionedImage(str(file), class_name=name, key=file.relative_to(root).as_posix()))
+    return pairs
+
+
+def _shard_pairs(spec: str) -> list[CaptionedImage]:
+    """Return the (image, caption) samples of the shards ``spec`` names; a sample without either is left out."""
+    pairs = []
+    for shard in expand_shards(spec):
+        base = shard.rsplit("/", 1)[-1]
+        for key, fields in shard_index(shard).samples.items():
+            caption = sample_caption(shard, fields) if image_field(fields) is not None else None
+            if caption is not None:
+                pairs.append(CaptionedImage(sample_name(shard, key), caption, key=sample_name(base, key)))
     return pairs
 
 

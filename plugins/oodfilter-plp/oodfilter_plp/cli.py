@@ -36,7 +36,7 @@ def fit_plp_command(images: str, classes: str, model: str, pretrained: str | Non
     spec = ScorerSpec(model=model, classes=classes, pretrained=pretrained, method="msp", templates=list(PLP_TEMPLATES),
                       batch_size=batch_size, cache_dir=str(cache_dir) if cache_dir is not None else None)
     scorer = build_scorer(spec)
-    paths = [str(item.path) for item in discover_images([images])]
+    paths = [item.name for item in discover_images([images])]
     encoded = encode_image_files(scorer.encode_images, scorer.model.preprocess, paths, batch_size=batch_size,
                                  workers=workers)
     probe = fit_plp(scorer.model, scorer.class_vectors, encoded.features, epochs=epochs)

@@ -1,0 +1,162 @@
+"""Writing filtered WebDataset shards: each input shard's kept samples, every field, into a new shard.
+
+``scan shards/*.tar --action reshard --dest DIR`` writes ``DIR/<shard name>`` for each input shard with the
+samples whose decision is not the selected one (``--select ood``, the default, leaves the OOD samples out),
+in the input's order and with all their members (image, caption, json, ...) byte for byte. Samples that
+could not be scored are left out too and counted. The input shards are only read. An output shard is
+written under a temporary name, flushed, and published without replacing anything: an existing file at
+its name stops the run before anything is written, so a second run never overwrites a first.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oodfilter.data.shards import read_member, sample_name, shard_index, split_sample_name
+from oodfilter.errors import InputError
+from oodfilter.sinks.manifest import iter_manifest
+
+RESHARD = "reshard"
+
+
+@dataclass
+class ShardOutput:
+    """One output shard: where it goes and how many of its input's scanned samples it keeps."""
+
+    source: str
+    destination: Path
+    kept: int = 0
+    scanned: int = 0
+
+
+@dataclass
+class ReshardReport:
+    """What ``--action reshard`` wrote (or, in a dry run, would write).
+
+    Attributes:
+        shards: One entry per input shard.
+        dropped_selected: Samples left out because their decision was the selected one.
+        dropped_errors: Samples left out because they could not be scored (error rows).
+        written: Whether the shards were written (False for a dry run).
+
+    """
+
+    shards: list[ShardOutput] = field(default_factory=list)
+    dropped_selected: int = 0
+    dropped_errors: int = 0
+    written: bool = False
+
+    @property
+    def kept(self) -> int:
+        """Samples written to the output shards."""
+        return sum(shard.kept for shard in self.shards)
+
+
+def plan_reshard(samples: Iterable[str], dest: str | Path) -> list[ShardOutput]:
+    """Return the output shard of each input shard of ``samples`` (``<shard>#<key>`` names), in input order.
+
+    Raises:
+        InputError: an input that is not a shard's sample, two input shards with the same file name, an
+            output that would be an input shard, or an output shard that already exists.
+
+    """
+    outputs: dict[str, ShardOutput] = {}
+    names: dict[str, str] = {}
+    folder = Path(dest)
+    for name in samples:
+        parts = split_sample_name(name)
+        if parts is None:
+            raise InputError(f"--action reshard writes WebDataset shards and {name} is not a shard's sample; scan "
+                             ".tar shards only, or use another --action")
+        shard = parts[0]
+        if shard in outputs:
+            outputs[shard].scanned += 1
+            continue
+        base = shard.rsplit("/", 1)[-1]
+        if base in names:
+            raise InputError(f"shards {names[base]} and {shard} have the same file name, so their filtered copies "
+                             f"would both be {folder / base}; reshard them into separate --dest folders")
+        names[base] = shard
+        destination = folder / base
+        if os.path.lexists(destination):
+            raise InputError(f"{destination} already exists and is never overwritten; choose an empty --dest")
+        if not shard.count("://") and Path(shard).resolve() == destination.resolve():
+            raise InputError(f"--dest {dest} holds the input shard {shard}; choose another folder")
+        outputs[shard] = ShardOutput(shard, destination, scanned=1)
+    return list(outputs.values())
+
+
+def reshard(manifest: str | Path, samples: list[str], dest: str | Path, *, select_ood: bool,
+            dry_run: bool = False) -> ReshardReport:
+    """Write each input shard's samples that are kept by the manifest's decisions into ``dest``.
+
+    Args:
+        manifest: The scan's manifest (one row per sample; a sample's first row counts).
+        samples: The scan's inputs, ``<shard>#<key>`` names.
+        dest: The folder of the output shards (created).
+        select_ood: Leave out the samples decided OOD (True) or in-distribution (False).
+        dry_run: Count only; write nothing.
+
+    Raises:
+        InputError: see :func:`plan_reshard`; a manifest row without a decision.
+
+    """
+    plan = plan_reshard(samples, dest)
+    wanted = set(samples)
+    kept: set[str] = set()
+    report = ReshardReport(plan)
+    for row in iter_manifest(manifest):
+        if row.path not in wanted:
+            continue
+        wanted.discard(row.path)
+        if not row.ok:
+            report.dropped_errors += 1
+        elif row.is_ood is None:
+            raise InputError(f"{row.path} has no decision, so it can be neither kept nor left out; give a "
+                             "--threshold, --id-recall or --keep-fraction")
+        elif row.is_ood is select_ood:
+            report.dropped_selected += 1
+        else:
+            kept.add(row.path)
+    for output in plan:
+        output.kept = sum(1 for key in shard_index(output.source).samples
+                          if sample_name(output.source, key) in kept)
+    if dry_run:
+        return report
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    for output in plan:
+        _write_shard(output, kept)
+    report.written = True
+    return report
+
+
+def _write_shard(output: ShardOutput, kept: set[str]) -> None:
+    """Write ``output``'s kept samples under a temporary name, then publish it without replacing anything."""
+    index = shard_index(output.source)
+    temporary = output.destination.with_name(f".{output.destination.name}.{secrets.token_hex(4)}.partial")
+    try:
+        with open(temporary, "xb") as handle, tarfile.open(fileobj=handle, mode="w",
+                                                            format=tarfile.PAX_FORMAT) as archive:
+            for key, fields in index.samples.items():
+                if sample_name(output.source, key) not in kept:
+                    continue
+                for member in sorted(fields.values(), key=lambda member: member.offset):
+                    data = read_member(output.source, member)
+                    info = tarfile.TarInfo(member.name)
+                    info.size, info.mode = len(data), 0o644
+                    archive.addfile(info, io.BytesIO(data))
+            archive.close()
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, output.destination)  # fails if the name was taken meanwhile: nothing is replaced
+    except FileExistsError as error:
+        raise InputError(f"{output.destination} appeared during the run and is never overwritten; choose an empty "
+                         "--dest") from error
+    finally:
+        temporary.unlink(missing_ok=True)
