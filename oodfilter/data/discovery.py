@@ -145,8 +145,11 @@ def _expand_url(url: str, wanted: set[str], recursive: bool) -> Iterator[Discove
             return
         else:
             raise InputError(f"input '{url}' does not exist; check the URL (and that its credentials are set)")
-    except (OSError, ValueError) as error:  # a refused listing, an unknown bucket, a server that is down
-        raise InputError(f"cannot list {url}: {error}") from error
+    except InputError:
+        raise
+    except Exception as error:  # a refused listing, missing credentials, a server that is down: each backend's own
+        raise InputError(f"cannot list {url}: {type(error).__name__}: {error}; check the URL, that the server "
+                         "is reachable and that its credentials are set in the environment") from error
     for match in matches:
         name = fs.unstrip_protocol(match)
         if is_shard(name):

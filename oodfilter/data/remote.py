@@ -90,6 +90,10 @@ def read_bytes(url: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
         except _PERMANENT as error:
             raise RemoteReadError(url, _permanent_reason(error)) from error
         except Exception as error:  # every backend has its own connection errors; all mean "try again"
+            if _is_credentials_error(error):
+                raise InputError(f"{url}: {error}; set the store's credentials in the environment (e.g. "
+                                 "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, "
+                                 "HF_TOKEN) or fsspec's configuration") from error
             if attempt == len(_RETRY_DELAYS):
                 raise SourceUnavailableError(
                     f"{url}: the server did not answer ({type(error).__name__}: {error}); the rows scanned so far "
@@ -101,6 +105,11 @@ def read_bytes(url: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
             raise RemoteReadError(url, f"larger than the limit of {max_bytes} bytes; not read")
         return bytes(data)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_credentials_error(error: BaseException) -> bool:
+    """Whether ``error`` says credentials are missing or wrong (boto's NoCredentialsError, ...): no retry helps."""
+    return "credential" in type(error).__name__.lower()
 
 
 def _permanent_reason(error: OSError) -> str:

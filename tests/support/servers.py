@@ -9,27 +9,33 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
           "AWS_MAX_ATTEMPTS": "1"}
 
 
 @contextmanager
-def s3_server(port: int = 0) -> Iterator[str]:
-    """Run moto's S3 server on 127.0.0.1 and point boto (s3fs) at it through AWS_ENDPOINT_URL; yield that URL."""
+def s3_server(port: int = 0) -> Iterator[Any]:
+    """Run moto's S3 server on 127.0.0.1 and point boto (s3fs) at it through AWS_ENDPOINT_URL; yield the server.
+
+    ``server.endpoint`` is its URL; ``server.stop()`` stops it early (a server that dies mid-scan).
+    """
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound = server.get_host_and_port()
     endpoint = f"http://{host}:{bound}"
+    server.endpoint = endpoint
     saved = {name: os.environ.get(name) for name in (*S3_ENV, "AWS_ENDPOINT_URL")}
     os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": endpoint})
     _forget_filesystems()
     try:
-        yield endpoint
+        yield server
     finally:
-        server.stop()
+        if server._server is not None:
+            server.stop()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
