@@ -76,6 +76,19 @@ def load_rgb_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         return _decode(handle, file, max_pixels)
 
 
+def load_rgb_bytes(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an encoded image held in memory (a dataset's image bytes) with the checks of :func:`load_rgb_image`.
+
+    Raises:
+        ImageDecodeError: empty, not an image, truncated or corrupt, or more than ``max_pixels`` pixels;
+            the message names ``name``.
+
+    """
+    if not data:
+        raise ImageDecodeError(name, "empty file")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
 def _decode(handle: BinaryIO, name: str | Path, max_pixels: int) -> Image.Image:
     """Decode an open image stream (the bomb check before any pixel, errors named after ``name``)."""
     try:
@@ -88,7 +101,7 @@ def _decode(handle: BinaryIO, name: str | Path, max_pixels: int) -> Image.Image:
                         name, f"{width}x{height} pixels exceeds the limit of {max_pixels} (decompression bomb?)"
                     )
                 image.load()
-                return _to_rgb(ImageOps.exif_transpose(image))
+                return to_rgb(ImageOps.exif_transpose(image))
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as error:
@@ -122,7 +135,8 @@ _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a ch
           stat.S_IFBLK: "a block device"}
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return ``image`` as 8-bit RGB: palette, grayscale, CMYK and 16-bit converted, transparency on white."""
     if image.mode in _HIGH_BIT_MODES:
         image = Image.fromarray(_to_8bit(np.asarray(image, dtype=np.float64), image.mode), mode="L")
     if image.mode == "P" and "transparency" in image.info:
