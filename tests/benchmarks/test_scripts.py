@@ -180,6 +180,16 @@ def check_scale(stdout: str) -> None:
     assert len(re.findall(r"10x the rows -> [\d.-]+x the memory above the floor", stdout)) == 3, stdout
 
 
+def check_remote(stdout: str) -> None:
+    rows = {row["source"]: row for row in table(stdout, "source")}
+    assert list(rows) == ["local files", "WebDataset shards (local)", "S3 server on 127.0.0.1 (moto)",
+                          "HTTP server on 127.0.0.1"]
+    assert rows["local files"]["vs local"] == "1.00"
+    for row in rows.values():  # the dev extra has moto and s3fs, so every source is measured
+        assert positive(row["vs local"]) == pytest.approx(positive(row["images/s"]) / positive(
+            rows["local files"]["images/s"]), abs=0.01)
+
+
 SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "class_vectors": (False, check_class_vectors),  # WordNet names when present, generated ones otherwise
     "scan_throughput": (True, check_scan_throughput),
@@ -189,6 +199,7 @@ SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "rescore": (True, check_rescore),
     "precision": (True, check_precision),
     "scale": (False, check_scale),
+    "remote": (True, check_remote),
 }
 
 
