@@ -12,12 +12,15 @@ from oodfilter.data.decode import ImageDecodeError, load_rgb_image
 from oodfilter.data.discovery import discover_images
 from oodfilter.data.remote import SourceUnavailableError
 from oodfilter.errors import InputError
+from oodfilter.evaluate.config import EvalConfig
+from oodfilter.evaluate.runner import evaluate
 from oodfilter.scan import ScanConfig, scan
 from oodfilter.sinks.manifest import read_manifest
 
 pytest.importorskip("s3fs", reason="the S3 tests need s3fs (the dev extra)")
 pytest.importorskip("moto", reason="the S3 tests need moto's server (the dev extra)")
 from servers import http_server, s3_server, upload
+from shard_data import write_shards
 
 CLASSES = ["tench", "goldfish", "great white shark", "hen", "ostrich"]
 
@@ -135,3 +138,26 @@ def test_cli_scans_a_bucket_and_names_the_fix_when_the_store_is_down(tmp_path, p
     printed = capsys.readouterr().err
     assert stopped.value.code == EXIT_USAGE and "Traceback" not in printed
     assert "Error: cannot list s3://bucket/photos/" in printed and "credentials" in printed
+
+
+def test_eval_reads_a_bucket_and_shards_like_local_folders(tmp_path, real_images, tiny_model):
+    id_folder, ood_folder = tmp_path / "id", tmp_path / "ood"
+    for folder, images in ((id_folder, real_images[:8]), (ood_folder, real_images[-8:])):
+        folder.mkdir()
+        for image in images:
+            shutil.copy(image, folder / image.name)
+    shards = write_shards(tmp_path / "shards", real_images[-8:], per_shard=8)
+
+    def run(id_set: str, ood_set: str):
+        config = EvalConfig(model="test-tiny", classes=CLASSES, id=id_set, ood=[ood_set], methods=["mcm", "atd"],
+                            cache_dir=str(tmp_path / "cache"), plots=False)
+        return evaluate(config, model=tiny_model)
+
+    local = run(str(id_folder), str(ood_folder))
+    with s3_server():
+        upload(id_folder, "s3://bucket/id")
+        remote = run("s3://bucket/id/", str(shards[0]))
+    for method in ("mcm", "atd"):
+        expected = next(iter(local.results[method].values()))
+        got = next(iter(remote.results[method].values()))
+        assert got == pytest.approx(expected, abs=1e-6), method

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from shard_data import add_member, write_shards
 
 import oodfilter
 from oodfilter.cli.main import cli
@@ -23,31 +22,6 @@ from oodfilter.train import FinetuneConfig, finetune
 from oodfilter.train.data import read_caption_source
 
 CLASSES = ["tench", "goldfish", "great white shark", "hen", "ostrich"]
-
-
-def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    archive.addfile(info, io.BytesIO(data))
-
-
-def write_shards(folder: Path, images: list[Path], per_shard: int = 6) -> list[Path]:
-    """Write WebDataset shards of ``images``: ``key.jpg`` + ``key.txt`` (even keys) or ``key.json`` (odd keys)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for number, start in enumerate(range(0, len(images), per_shard)):
-        shard = folder / f"shard-{number:03d}.tar"
-        with tarfile.open(shard, "w") as archive:
-            for offset, image in enumerate(images[start:start + per_shard]):
-                key = f"{start + offset:06d}"
-                _add(archive, f"{key}.jpg", image.read_bytes())
-                caption = f"a photo of {image.stem.split('_', 1)[-1]}"
-                if (start + offset) % 2:
-                    _add(archive, f"{key}.json", json.dumps({"caption": caption, "source": image.name}).encode())
-                else:
-                    _add(archive, f"{key}.txt", caption.encode())
-        shards.append(shard)
-    return shards
 
 
 @pytest.fixture
@@ -73,7 +47,7 @@ def _digest(path: Path) -> str:
 def test_a_shard_gives_one_input_per_image_sample_named_shard_hash_key(tmp_path, shards):
     shard_files, _ = shards
     with tarfile.open(shard_files[0], "a") as archive:
-        _add(archive, "only-text.txt", b"a sample without an image")
+        add_member(archive, "only-text.txt", b"a sample without an image")
     found = discover_images([str(shard_files[0].parent / "shard-{000..002}.tar")])
     names = [item.name for item in found]
     assert names == [f"{shard_files[key // 6]}#{key:06d}" for key in range(14)]
