@@ -161,3 +161,14 @@ def test_eval_reads_a_bucket_and_shards_like_local_folders(tmp_path, real_images
         expected = next(iter(local.results[method].values()))
         got = next(iter(remote.results[method].values()))
         assert got == pytest.approx(expected, abs=1e-6), method
+
+
+def test_shards_in_a_bucket_scan_like_local_shards(tmp_path, real_images, tiny_model):
+    shards = write_shards(tmp_path / "shards", real_images[:10], per_shard=5)
+    scan(_config(tmp_path, [str(tmp_path / "shards" / "*.tar")], "local.jsonl"), model=tiny_model)
+    with s3_server():
+        upload(tmp_path / "shards", "s3://bucket/shards")
+        summary = scan(_config(tmp_path, ["s3://bucket/shards/shard-{000..001}.tar"], "s3.jsonl"), model=tiny_model)
+    assert summary.ok == 10
+    _assert_same_rows(read_manifest(tmp_path / "s3.jsonl"), read_manifest(tmp_path / "local.jsonl"),
+                      lambda name: str(shards[0].parent / name.removeprefix("s3://bucket/shards/")))
