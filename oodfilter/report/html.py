@@ -12,6 +12,7 @@ from typing import Any
 
 from oodfilter.atomic import atomic_write_text
 from oodfilter.data.decode import ImageDecodeError, load_rgb_image
+from oodfilter.data.remote import SourceUnavailableError, is_url
 from oodfilter.decision.calibration import Calibration
 from oodfilter.errors import InputError
 from oodfilter.outputs import check_output, starts_with
@@ -62,7 +63,12 @@ def write_report(
     return atomic_write_text(out, page)
 
 
+_UNREACHABLE = "\0a server did not answer"  # set in the cache: no more thumbnails are fetched from URLs
+
+
 def _thumbnail(path: str, size: int, cache: dict[str, str]) -> str:
+    if path not in cache and _UNREACHABLE in cache and is_url(path.rpartition("#")[0] or path):
+        cache[path] = "error:its server did not answer"
     if path not in cache:
         try:
             image = load_rgb_image(path)
@@ -72,6 +78,10 @@ def _thumbnail(path: str, size: int, cache: dict[str, str]) -> str:
             cache[path] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
         except ImageDecodeError as error:
             cache[path] = f"error:{error.reason}"
+        except SourceUnavailableError:  # a URL's server is down now: the page is still written, without them
+            cache[path] = cache[_UNREACHABLE] = "error:its server did not answer"
+        except InputError as error:  # e.g. no credentials for the store in this environment
+            cache[path] = f"error:{error}"
     return cache[path]
 
 

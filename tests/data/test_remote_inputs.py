@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -172,3 +173,20 @@ def test_shards_in_a_bucket_scan_like_local_shards(tmp_path, real_images, tiny_m
     assert summary.ok == 10
     _assert_same_rows(read_manifest(tmp_path / "s3.jsonl"), read_manifest(tmp_path / "local.jsonl"),
                       lambda name: str(shards[0].parent / name.removeprefix("s3://bucket/shards/")))
+
+
+def test_a_report_of_a_bucket_scan_is_written_when_the_server_is_gone(tmp_path, photos, tiny_model):
+    from oodfilter.report import ReportConfig, write_report
+
+    with s3_server() as server:
+        upload(photos, "s3://bucket/photos")
+        scan(_config(tmp_path, ["s3://bucket/photos/"], "m.jsonl", threshold=0.9), model=tiny_model)
+        with_thumbnails = write_report(tmp_path / "m.jsonl", tmp_path / "up.html", ReportConfig(per_gallery=2))
+        assert "data:image/jpeg;base64," in with_thumbnails.read_text()
+        server.stop()  # the store is down: thumbnails fail (one wait, not one per image), the page does not
+        start = time.perf_counter()
+        page = write_report(tmp_path / "m.jsonl", tmp_path / "down.html", ReportConfig(per_gallery=2)).read_text()
+        assert time.perf_counter() - start < 30
+    assert "data:image/jpeg;base64," not in page and "s3://bucket/photos/" in page
+    page = write_report(tmp_path / "m.jsonl", tmp_path / "gone.html", ReportConfig(per_gallery=2)).read_text()
+    assert "data:image/jpeg;base64," not in page  # no endpoint nor credentials at all: placeholders again
