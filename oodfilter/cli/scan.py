@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from oodfilter.cli.options import config_option, explicit_options, model_options
-from oodfilter.scan.config import SCAN_ACTIONS
+from oodfilter.sinks.actions import ACTIONS  # torch-free imports: --help must not load torch
+from oodfilter.sinks.reshard import RESHARD
 
 EXIT_INPUTS_FAILED = 3
 
@@ -45,7 +46,7 @@ option = functools.partial(config_option, SCAN_CONFIG)
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @option("--resume", is_flag=True, help="Continue an interrupted scan: score only inputs missing from --out.")
 @option("--overwrite", is_flag=True, help="Replace an existing manifest.")
-@option("--action", type=click.Choice(SCAN_ACTIONS), help="What to do with selected files; reshard: write the "
+@option("--action", type=click.Choice((*ACTIONS, RESHARD)), help="What to do with selected files; reshard: write the "
         "input shards without the selected samples to --dest ({default}).")
 @option("--select", type=click.Choice(["ood", "id"]), help="Which files the action takes ({default}).")
 @option("--dest", type=click.Path(file_okay=False), help="Folder for move/copy/link (relative paths kept).")
