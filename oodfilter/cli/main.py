@@ -25,6 +25,7 @@ COMMANDS = {
     "plugins": "oodfilter.cli.plugins:plugins",
     "report": "oodfilter.cli.report:report_command",
     "rescore": "oodfilter.cli.rescore:rescore_command",
+    "robustness": "oodfilter.cli.robustness:robustness_command",
     "scan": "oodfilter.cli.scan:scan_command",
     "undo": "oodfilter.cli.undo:undo_command",
 }
