@@ -54,14 +54,17 @@ Progress = Callable[[str], None]
 
 @dataclass
 class RobustnessRow:
-    """One (objective, method, ε) result. Rates are shares in [0, 1]; norms in [0, 1] pixel units."""
+    """One (objective, method, ε) result.
+
+    Rates are shares in [0, 1] (None: too few ID images to calibrate); norms are in [0, 1] pixel units.
+    """
 
     objective: str
     method: str
     eps: float
     auroc: float
     fpr95: float
-    accepted_calibrated: float
+    accepted_calibrated: float | None
     accepted_own_rule: float | None
     mean_linf: float
     mean_l2: float
@@ -75,7 +78,7 @@ class RobustnessReport:
     rows: list[RobustnessRow]
     id_images: int
     ood_images: int
-    thresholds: dict[str, float]
+    thresholds: dict[str, float | None]
     steps: int
     target: str
     id_recall: float
@@ -129,18 +132,20 @@ def robustness(config: RobustnessConfig, *, model: CLIPN | None = None,
         raise InputError("the model's preprocessing does not end in ToTensor + Normalize, so its pixels cannot be "
                          "attacked before normalisation")
     errors: dict[str, str] = {}
-    id_images = _decode(read_image_set(config.id), split, errors, "in-distribution", None)
-    ood_images = _decode(read_image_set(config.ood), split, errors, "OOD", config.limit)
+    id_images = _decode(_listed(config.id), split, errors, "in-distribution", None)
+    ood_images = _decode(_listed(config.ood), split, errors, "OOD", config.limit)
     device = clipn.device
     id_features = _encode(clipn, split, id_images.pixels, config.batch_size, device)  # (N_id, D)
     reference = reference_features if reference_features is not None else id_features
     scorers, skipped = _scorers(config, clipn, spec, method_objects, reference)
     id_scores = {name: method_scores(scorer, id_features.to(device))[0].detach().cpu().double()
                  for name, scorer in scorers.items()}
-    thresholds = {name: float(recall_threshold(scores.numpy(), config.id_recall)) for name, scores in id_scores.items()}
+    thresholds, calibration_note = _thresholds(id_scores, config.id_recall)
     report = RobustnessReport(rows=[], id_images=len(id_images.paths), ood_images=len(ood_images.paths),
                               thresholds=thresholds, steps=config.steps, target=config.target,
                               id_recall=config.id_recall, skipped=skipped, errors=errors)
+    if calibration_note:
+        report.skipped["calibrated acceptance"] = calibration_note
     targets = _targets(config, clipn, scorers, id_features, len(ood_images.paths))
     saved: list[dict[str, Any]] = []
     for objective in config.objectives:
@@ -171,6 +176,14 @@ def robustness(config: RobustnessConfig, *, model: CLIPN | None = None,
     return report
 
 
+def _thresholds(id_scores: dict[str, torch.Tensor], id_recall: float) -> tuple[dict[str, float | None], str]:
+    """Per method, the threshold that keeps ``id_recall`` of the ID images (None for all if there are too few)."""
+    try:
+        return {name: float(recall_threshold(scores.numpy(), id_recall)) for name, scores in id_scores.items()}, ""
+    except InputError as error:  # too few ID images for this recall: the rates at it are not reported
+        return dict.fromkeys(id_scores), f"not measured: {error}"
+
+
 def _scorers(config: RobustnessConfig, model: CLIPN, spec: ScorerSpec, given: dict[str, ScoreMethod] | None,
              reference: torch.Tensor) -> tuple[dict[str, Scorer], dict[str, str]]:
     """One float32 scorer per method, sharing one set of class vectors; methods that cannot run are skipped.
@@ -195,6 +208,11 @@ def _scorers(config: RobustnessConfig, model: CLIPN, spec: ScorerSpec, given: di
     if not scorers:
         raise InputError(f"no method can run with this model: {skipped}")
     return scorers, skipped
+
+
+def _listed(source: str | list[str]) -> list[str]:
+    """Return the images of a set: a list as given, else a folder's, a glob's, a URL's or a manifest's ok rows."""
+    return [str(path) for path in source] if isinstance(source, list) else read_image_set(source)
 
 
 def _decode(paths: list[str], split: SplitTransform, errors: dict[str, str], what: str,
@@ -255,7 +273,7 @@ def _attack(pixels: torch.Tensor, loss_of: Callable[[slice], Loss], eps: float, 
     return torch.cat(out)
 
 
-def _row(objective: str, name: str, eps: float, scorer: Scorer, id_scores: torch.Tensor, threshold: float,
+def _row(objective: str, name: str, eps: float, scorer: Scorer, id_scores: torch.Tensor, threshold: float | None,
          features: torch.Tensor, linf: torch.Tensor, l2: torch.Tensor, config: RobustnessConfig) -> RobustnessRow:
     with torch.no_grad():
         scores, own = method_scores(scorer, features.to(scorer.device))
@@ -263,7 +281,7 @@ def _row(objective: str, name: str, eps: float, scorer: Scorer, id_scores: torch
     ids = id_scores.numpy()
     return RobustnessRow(
         objective=objective, method=name, eps=eps, auroc=auroc(ids, ood), fpr95=fpr_at_95_tpr(ids, ood),
-        accepted_calibrated=float((ood <= threshold).mean()),
+        accepted_calibrated=None if threshold is None else float((ood <= threshold).mean()),
         accepted_own_rule=None if own is None else float((~own.cpu()).double().mean()),
         mean_linf=float(linf.mean()), mean_l2=float(l2.mean()), mean_ood_score=float(ood.mean()))
 
@@ -306,10 +324,11 @@ def _write(out: Path, report: RobustnessReport, saved: list[dict[str, Any]]) -> 
 def markdown_table(report: RobustnessReport) -> str:
     """Return the report as a Markdown table (AUROC, FPR95, accepted shares in %, norms in 8-bit levels)."""
     lines = ["| objective | method | eps (/255) | AUROC | FPR95 | accepted (calibrated) | accepted (own rule) | "
-             "mean L∞ | mean L2 |", "|---|---|---|---|---|---|---|---|---|"]
+             "mean L∞ (/255) | mean L2 (/255) |", "|---|---|---|---|---|---|---|---|---|"]
     for row in report.rows:
         own = "n/a" if row.accepted_own_rule is None else f"{100 * row.accepted_own_rule:.1f}"
+        calibrated = "n/a" if row.accepted_calibrated is None else f"{100 * row.accepted_calibrated:.1f}"
         lines.append(f"| {row.objective} | {row.method} | {row.eps:g} | {100 * row.auroc:.2f} | {100 * row.fpr95:.2f} "
-                     f"| {100 * row.accepted_calibrated:.1f} | {own} | {255 * row.mean_linf:.2f} | "
+                     f"| {calibrated} | {own} | {255 * row.mean_linf:.2f} | "
                      f"{255 * row.mean_l2:.1f} |")
     return "\n".join(lines) + "\n"

@@ -19,12 +19,13 @@ TARGETS = ("image", "text")
 class RobustnessConfig(ModelOptions):
     """What to attack and how; see ``oodfilter robustness --help`` for each field.
 
+    ``id`` and ``ood`` are a folder, glob, URL or manifest each, or (from Python) lists of image files.
     ``eps`` is in 8-bit levels (4 = 4/255). ``limit`` caps the OOD images attacked (the first N, sorted).
     """
 
     classes: str | list[str] = ""
-    id: str = ""
-    ood: str = ""
+    id: str | list[str] = ""
+    ood: str | list[str] = ""
     methods: list[str] = field(default_factory=list)
     eps: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 8.0])
     steps: int = 10

@@ -89,3 +89,20 @@ def test_the_decision_study_runs_through_its_documented_command(shared_data, tmp
     assert run["short_lists"]["ATD calibrated 95% on training images (biased)"]["1"]["id_kept"] >= 0.3
     table = (tmp_path / "out" / "decisions.md").read_text()
     assert "| atd | 0.95 |" in table and "| ATD calibrated 95% |" in table
+
+
+@pytest.mark.slow
+def test_the_robustness_study_runs_through_its_documented_command(shared_data, tmp_path):
+    _run_quick("robustness.py", shared_data, tmp_path)
+    report = json.loads((tmp_path / "out" / "robustness.json").read_text())["robustness"]
+    methods = {"msp", "maxlogit", "energy", "mcm", "neglabel", "plp", "ctw", "atd"}
+    assert {row["method"] for row in report["rows"]} == methods and not set(report["skipped"]) - {
+        "calibrated acceptance"}  # every method is differentiable; the quick world has too few ID images
+    for objective in ("feature", "score"):
+        clean = {row["method"]: row for row in report["rows"] if row["objective"] == objective and row["eps"] == 0}
+        attacked = {row["method"]: row for row in report["rows"] if row["objective"] == objective and row["eps"] == 4}
+        assert set(clean) == set(attacked) == methods
+        assert all(row["mean_linf"] == 0 for row in clean.values())
+        assert all(0 < row["mean_linf"] <= 4 / 255 + 1e-12 for row in attacked.values())
+    table = (tmp_path / "out" / "robustness.md").read_text()
+    assert "| score | atd | 4 |" in table and "| feature | neglabel | 0 |" in table

@@ -98,8 +98,8 @@ def test_the_feature_attack_raises_the_cosine_to_its_target(sets, tiny_model, tm
 
     config = _config(sets, tmp_path, objectives=["feature"], methods=["msp"])
     split = split_transform(tiny_model.preprocess)
-    ood = runner._decode(runner.read_image_set(config.ood), split, {}, "OOD", 8)
-    ids = runner._decode(runner.read_image_set(config.id), split, {}, "ID", None)
+    ood = runner._decode(runner._listed(config.ood), split, {}, "OOD", 8)
+    ids = runner._decode(runner._listed(config.id), split, {}, "ID", None)
     id_features = runner._encode(tiny_model, split, ids.pixels, 8, tiny_model.device)
     scorers, _ = runner._scorers(config, tiny_model, runner.ScorerSpec(model="test-tiny", classes=CLASSES),
                                  None, id_features)
