@@ -27,6 +27,10 @@ option = functools.partial(config_option, EVAL_CONFIG)
 @option("--workers", help="Decoding worker processes ({default}).")
 @option("--cache-dir", help="Cache folder for text vectors and prepared scorers.")
 @option("--fpr-convention", type=click.Choice(["clipn", "openood"]), help="FPR95 definition ({default}).")
+@option("--attack-eps", type=str, help="Also attack each OOD set (feature attack, see 'oodfilter robustness') at "
+        "these comma-separated L-infinity budgets in 8-bit levels, e.g. 0,2,4,8; results.json gets a robustness "
+        "section.")
+@option("--attack-steps", help="PGD steps of --attack-eps ({default}).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of option defaults.")
 @click.pass_context
 def eval_command(ctx: click.Context, **options: Any) -> None:
@@ -46,6 +50,11 @@ def eval_command(ctx: click.Context, **options: Any) -> None:
         overrides["ood"] = list(overrides["ood"])
     if "methods" in overrides:
         overrides["methods"] = [m.strip() for m in overrides["methods"].split(",") if m.strip()]
+    if "attack_eps" in overrides:
+        try:
+            overrides["attack_eps"] = [float(e) for e in overrides["attack_eps"].split(",") if e.strip()]
+        except ValueError as error:
+            raise click.BadParameter(f"--attack-eps takes numbers separated by commas ({error})") from error
     report = evaluate(load_eval_config(options["config_file"], overrides))
     _print(report)
 
@@ -69,3 +78,13 @@ def _print(report: Any) -> None:
         console.print(f"skipped {method}: {reason}")
     if report.errors:
         console.print(f"{len(report.errors)} images could not be decoded and were left out")
+    for set_name, section in report.robustness.items():
+        rows = [r for r in section["rows"] if r["objective"] == "feature"]
+        table = Table(title=f"ID vs manipulated {set_name} (feature attack, {section['steps']} PGD steps): AUROC")
+        budgets = sorted({r["eps"] for r in rows})
+        for column in ("method", *(f"eps {e:g}/255" for e in budgets)):
+            table.add_column(column, justify="left" if column == "method" else "right")
+        for method in dict.fromkeys(r["method"] for r in rows):
+            cells = {r["eps"]: f"{100 * r['auroc']:.2f}" for r in rows if r["method"] == method}
+            table.add_row(method, *(cells.get(e, "-") for e in budgets))
+        console.print(table)

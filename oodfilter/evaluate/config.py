@@ -30,6 +30,8 @@ class EvalConfig(ModelOptions):
     fpr_convention: str = "clipn"
     plots: bool = True
     overwrite: bool = False
+    attack_eps: list[float] = field(default_factory=list)
+    attack_steps: int = 10
 
 
 def load_eval_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> EvalConfig:

@@ -49,6 +49,7 @@ class EvalReport:
     skipped: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     fpr_convention: str = "clipn"
+    robustness: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for ``results.json``."""
@@ -130,9 +131,28 @@ def evaluate(
         report.methods.append(name)
         report.scores[name] = scores
         report.results[name] = _metrics_for(scores, set_names, config.fpr_convention)
+    if config.attack_eps:
+        report.robustness = _robustness(config, base.model, given, report.methods, set_names)
     if config.out:
         _write_outputs(report, Path(config.out), plots=config.plots)
     return report
+
+
+def _robustness(config: EvalConfig, model: CLIPN, given: dict[str, ScoreMethod], methods: list[str],
+                set_names: list[str]) -> dict[str, Any]:
+    """Per OOD set, the feature attack's robustness section (``oodfilter robustness`` with its defaults)."""
+    from oodfilter.evaluate.robustness import robustness
+    from oodfilter.evaluate.robustness_config import RobustnessConfig
+
+    sections = {}
+    for set_name, source in zip(set_names, config.ood, strict=True):
+        attack = RobustnessConfig(model=config.model, classes=config.classes, pretrained=config.pretrained,
+                                  id=config.id, ood=source, methods=methods, eps=config.attack_eps,
+                                  steps=config.attack_steps, objectives=["feature"], templates=config.templates,
+                                  cache_dir=config.cache_dir, batch_size=config.batch_size, device=config.device)
+        sections[set_name] = robustness(attack, model=model,
+                                        method_objects={m: given[m] for m in methods if m in given}).to_json()
+    return sections
 
 
 def _spec(config: EvalConfig) -> ScorerSpec:

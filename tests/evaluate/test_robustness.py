@@ -166,3 +166,19 @@ def test_cli_prints_the_table_and_writes_the_results(sets, tmp_path):
     assert "| score | atd | 4 |" in result.output and "| feature | msp | 0 |" in result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "auroc_vs_eps_feature.png", "auroc_vs_eps_score.png", "images", "images.jsonl", "robustness.json"]
+
+
+def test_eval_with_attack_eps_adds_a_robustness_section_to_results_json(sets, tiny_model, tmp_path, shared_data):
+    out = tmp_path / "results.json"
+    dtd = str(shared_data / "textures-dtd" / "images" / "braided" / "*")
+    report = evaluate(EvalConfig(model="test-tiny", classes=CLASSES, id=sets[0], ood=[sets[1], dtd],
+                                 methods=["mcm", "atd"], cache_dir=str(tmp_path / "cache"), plots=False, batch_size=8,
+                                 attack_eps=[0.0, 4.0], attack_steps=3, out=str(out)), model=tiny_model)
+    written = json.loads(out.read_text())["robustness"]
+    assert set(written) == set(report.sets) and len(written) == 2
+    for set_name, section in written.items():
+        assert {(r["objective"], r["method"], r["eps"]) for r in section["rows"]} == {
+            ("feature", m, e) for m in ("mcm", "atd") for e in (0.0, 4.0)}
+        for row in section["rows"]:
+            if row["eps"] == 0:  # the clean images: eval's own numbers
+                assert row["auroc"] == pytest.approx(report.results[row["method"]][set_name]["auroc"], abs=1e-12)
