@@ -122,12 +122,19 @@ def _print_summary(summary: Any) -> None:
         verb = "samples written" if done.written else "samples a reshard would write"
         table.add_row(verb, f"{done.kept} to {len(done.shards)} shard(s)")
         table.add_row("samples left out", f"{done.dropped_selected} selected, {done.dropped_errors} unreadable")
+        unscanned = sum(shard.unscanned for shard in done.shards)
+        if unscanned:
+            table.add_row("samples kept unscanned (no image)", str(unscanned))
     console = Console(stderr=True)
     console.print(table)
     _print_class_rates(console, summary.per_class)
     if summary.actions is not None:
         for problem in summary.actions.skipped:
             console.print(f"skipped: {problem}")
+    if summary.resharded is not None:
+        for shard in summary.resharded.shards:
+            if shard.damage:
+                console.print(f"{shard.source}: {shard.damage}")
 
 
 SHOWN_CLASSES = 10

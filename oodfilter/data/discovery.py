@@ -11,9 +11,11 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from braceexpand import braceexpand
 
@@ -121,7 +123,8 @@ def discover_images(
     wanted = {e.lower() for e in extensions}
     found: dict[str, Discovered] = {}
     for raw in inputs:
-        for text in braceexpand(str(raw)):
+        given = str(raw)  # a {a..b} range expands, unless a file has that very name
+        for text in [given] if os.path.lexists(given) or "{" not in given else braceexpand(given):
             items = _expand_url(text, wanted, recursive) if is_url(text) else _expand(text, wanted, recursive)
             for item in items:
                 found.setdefault(item.name, item)
@@ -134,7 +137,8 @@ def _expand_url(url: str, wanted: set[str], recursive: bool) -> Iterator[Discove
     check_url(url)
     fs, path = filesystem(url)
     try:
-        if _GLOB_CHARS & set(path):
+        listed_by_glob = bool(_url_glob_chars(url) & set(path))
+        if listed_by_glob:
             matches, root = sorted(fs.glob(path)), _url_glob_root(url)
             if not matches:
                 raise InputError(f"the pattern '{url}' matches nothing; check the pattern and quote it")
@@ -150,12 +154,29 @@ def _expand_url(url: str, wanted: set[str], recursive: bool) -> Iterator[Discove
     except Exception as error:  # a refused listing, missing credentials, a server that is down: each backend's own
         raise InputError(f"cannot list {url}: {type(error).__name__}: {error}; check the URL, that the server "
                          "is reachable and that its credentials are set in the environment") from error
+    shards = 0
     for match in matches:
         name = fs.unstrip_protocol(match)
-        if is_shard(name):
+        suffix = PurePosixPath(urlsplit(name).path).suffix.lower()
+        if is_shard(urlsplit(name).path) and listed_by_glob:
             yield from _shard_samples(name, root)
-        elif PurePosixPath(match).suffix.lower() in wanted:
+        elif is_shard(urlsplit(name).path):
+            shards += 1
+        elif suffix in wanted:
             yield DiscoveredItem(name, root)
+    _hint_shards(url, shards)
+
+
+def _url_glob_chars(url: str) -> set[str]:
+    """Glob characters of a URL: ``?`` starts an HTTP query (a presigned URL's signature), not a pattern."""
+    return _GLOB_CHARS - {"?"} if url.lower().startswith(("http://", "https://")) else _GLOB_CHARS
+
+
+def _hint_shards(folder: str, shards: int) -> None:
+    """Say how to scan the shards a folder holds (a folder's listing takes images only, not shards' samples)."""
+    if shards:
+        warnings.warn(f"{folder} holds {shards} .tar file(s), which a folder scan leaves out; to scan WebDataset "
+                      f"shards' samples, name them: '{folder.rstrip('/')}/*.tar'", stacklevel=4)
 
 
 def _shard_samples(shard: str, root: str) -> Iterator[DiscoveredItem]:
@@ -178,9 +199,13 @@ def _expand(text: str, wanted: set[str], recursive: bool) -> Iterator[Discovered
         yield from _shard_samples(str(path), str(path))
         return
     if path.is_dir():
+        shards = 0
         for file, error in _walk(path, recursive):
             if error is not None or file.suffix.lower() in wanted:
                 yield DiscoveredFile(file, path, error)
+            elif is_shard(file.name):
+                shards += 1
+        _hint_shards(str(path), shards)
     elif path.exists() or path.is_symlink():  # files, broken links and FIFOs alike: each gets its row
         yield DiscoveredFile(path, path.parent)
     elif _GLOB_CHARS & set(text):
@@ -239,7 +264,7 @@ def _glob_root(pattern: str) -> Path:
 
 def _url_glob_root(url: str) -> str:
     """Return the fixed folder part of a URL glob (``s3://b/x/*/y*.jpg`` → ``s3://b/x``)."""
-    first = min(url.index(char) for char in _GLOB_CHARS if char in url)
+    first = min(url.index(char) for char in _url_glob_chars(url) if char in url)
     return url[:first].rsplit("/", 1)[0]
 
 

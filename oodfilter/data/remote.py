@@ -24,6 +24,7 @@ URL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Larger objects are refused before they are read: an image file this large is a mistake or an attack.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 _RETRY_DELAYS = (0.5, 1.5)  # seconds before the second and third try of an unreachable server
+HTTP_TIMEOUT = 60.0  # seconds to connect, and between bytes of an answer
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
@@ -49,25 +50,35 @@ def check_url(url: str) -> None:
     """Refuse a URL that carries credentials, which would end up in manifests and logs.
 
     Raises:
-        InputError: the URL has a password (``scheme://user:password@host/...``).
+        InputError: the URL has a user part (``scheme://user:password@host/...``, ``https://TOKEN@host/...``).
 
     """
-    if urlsplit(url).password is not None:
-        raise InputError(f"{_redacted(url)} carries a password; pass credentials through the environment or "
-                         "fsspec's configuration (e.g. AWS_ACCESS_KEY_ID, HF_TOKEN), never in the URL")
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise InputError(f"{_redacted(url)} carries credentials; pass them through the environment or fsspec's "
+                         "configuration (e.g. AWS_ACCESS_KEY_ID, HF_TOKEN), never in the URL")
 
 
 def filesystem(url: str) -> tuple[Any, str]:
-    """Return (fsspec filesystem, path within it) for ``url``.
+    """Return (fsspec filesystem, path within it) for ``url``; every remote read goes through here.
+
+    HTTP(S) gets connect and read timeouts (a stalled server is an outage, not a 15-minute wait).
 
     Raises:
-        InputError: fsspec does not know the protocol, or the package that implements it is missing.
+        InputError: a URL with credentials in it, a protocol fsspec does not know, or its package missing.
 
     """
     import fsspec
 
+    check_url(url)
+    options: dict[str, Any] = {}
+    if url.lower().startswith(("http://", "https://")):
+        import aiohttp
+
+        options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=HTTP_TIMEOUT,
+                                                                     sock_read=HTTP_TIMEOUT)}
     try:
-        return fsspec.core.url_to_fs(url)
+        return fsspec.core.url_to_fs(url, **options)
     except (ImportError, ValueError) as error:
         protocol = url.split("://", 1)[0]
         raise InputError(f"cannot read {url}: {error}; install the fsspec implementation of '{protocol}://' "
@@ -85,26 +96,72 @@ def read_bytes(url: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     fs, path = filesystem(url)
     for attempt in range(len(_RETRY_DELAYS) + 1):
         try:
+            size = _known_size(fs, path)
+            if size is not None and size > max_bytes:
+                raise RemoteReadError(url, f"{size} bytes, over the limit of {max_bytes}; not read")
             with fs.open(path, "rb") as handle:
                 data = handle.read(max_bytes + 1)
+        except RemoteReadError:
+            raise
         except _PERMANENT as error:
-            raise RemoteReadError(url, _permanent_reason(error)) from error
+            if not is_outage(error):
+                raise RemoteReadError(url, _permanent_reason(error)) from error
+            failure: Exception = error
         except Exception as error:  # every backend has its own connection errors; all mean "try again"
-            if _is_credentials_error(error):
-                raise InputError(f"{url}: {error}; set the store's credentials in the environment (e.g. "
-                                 "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, "
-                                 "HF_TOKEN) or fsspec's configuration") from error
-            if attempt == len(_RETRY_DELAYS):
-                raise SourceUnavailableError(
-                    f"{url}: the server did not answer ({type(error).__name__}: {error}); the rows scanned so far "
-                    "are in the manifest: run the same command with --resume once it is reachable") from error
-            fs.invalidate_cache()
-            time.sleep(_RETRY_DELAYS[attempt])
-            continue
-        if len(data) > max_bytes:
-            raise RemoteReadError(url, f"larger than the limit of {max_bytes} bytes; not read")
-        return bytes(data)
+            failure = error
+        else:
+            if len(data) > max_bytes:
+                raise RemoteReadError(url, f"larger than the limit of {max_bytes} bytes; not read")
+            return bytes(data)
+        if _is_credentials_error(failure):
+            raise InputError(f"{url}: {failure}; set the store's credentials in the environment (e.g. "
+                             "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, "
+                             "HF_TOKEN) or fsspec's configuration") from failure
+        if attempt == len(_RETRY_DELAYS):
+            raise unavailable(url, failure)
+        fs.invalidate_cache()
+        time.sleep(_RETRY_DELAYS[attempt])
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def unavailable(url: str, error: BaseException) -> SourceUnavailableError:
+    """Return the error that stops a scan because ``url``'s server did not answer."""
+    cause = _root_cause(error)
+    return SourceUnavailableError(
+        f"{url}: the server did not answer ({type(cause).__name__}: {cause}); the rows scanned so far are in the "
+        "manifest: run the same command with --resume once it is reachable")
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether a "not found" from fsspec hides a server that did not answer (HTTP wraps every failure in it).
+
+    fsspec's HTTP file system raises FileNotFoundError from whatever went wrong: a real 404 (or 401/403/410)
+    is the object's error row; a refused connection, a timeout, a 5xx or a 429 is an outage.
+    """
+    cause = _root_cause(error)
+    if cause is error and isinstance(error, FileNotFoundError):
+        return False
+    if isinstance(cause, FileNotFoundError | PermissionError):
+        return False
+    status = getattr(cause, "status", None)
+    if isinstance(status, int):
+        return status >= 500 or status == 429
+    return True
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def _known_size(fs: Any, path: str) -> int | None:
+    """Return the object's size when the store says it without reading it (None when it cannot)."""
+    try:
+        size = fs.size(path)
+    except Exception:  # the read that follows reports what is wrong
+        return None
+    return int(size) if isinstance(size, int) else None
 
 
 def _is_credentials_error(error: BaseException) -> bool:
@@ -113,6 +170,9 @@ def _is_credentials_error(error: BaseException) -> bool:
 
 
 def _permanent_reason(error: OSError) -> str:
+    status = getattr(_root_cause(error), "status", None)
+    if isinstance(status, int) and status != 404:
+        return f"refused by its server (HTTP {status})"
     if isinstance(error, FileNotFoundError):
         return "not found at its server"
     if isinstance(error, PermissionError):

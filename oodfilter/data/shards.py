@@ -24,7 +24,15 @@ from typing import IO, Any
 
 from braceexpand import braceexpand
 
-from oodfilter.data.remote import DEFAULT_MAX_BYTES, RemoteReadError, filesystem, is_url
+from oodfilter.data.remote import (
+    DEFAULT_MAX_BYTES,
+    RemoteReadError,
+    check_url,
+    filesystem,
+    is_outage,
+    is_url,
+    unavailable,
+)
 from oodfilter.errors import InputError
 
 SAMPLE_SEPARATOR = "#"
@@ -32,6 +40,7 @@ SHARD_SUFFIX = ".tar"
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm", "jfif")
 CAPTION_FIELDS = ("txt", "text", "caption")
 _INDEXED_SHARDS = 16  # per process; a scan reads its shards in order
+_TAIL_CHECKED = 64 * 1024  # bytes after the last member that must be zeros (tar's end blocks)
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,15 @@ def sample_name(shard: str, key: str) -> str:
 
 
 def split_sample_name(name: str) -> tuple[str, str] | None:
-    """Return (shard, key) when ``name`` names a shard's sample, else None."""
-    shard, separator, key = name.rpartition(SAMPLE_SEPARATOR)
-    if not separator or not key or not is_shard(shard):
+    """Return (shard, key) when ``name`` names a shard's sample, else None.
+
+    The shard ends at the first ``.tar#``, so a key may hold ``#`` (or be empty, for a member ``.jpg``).
+    """
+    at = name.lower().find(SHARD_SUFFIX + SAMPLE_SEPARATOR)
+    if at <= 0:
         return None
-    return shard, key
+    end = at + len(SHARD_SUFFIX)
+    return name[:end], name[end + len(SAMPLE_SEPARATOR):]
 
 
 def split_member_name(member: str) -> tuple[str, str]:
@@ -110,9 +123,20 @@ def _stamp(shard: str) -> tuple[int, int] | None:
 
 @functools.lru_cache(maxsize=_INDEXED_SHARDS)
 def _cached_index(shard: str, stamp: tuple[int, int] | None) -> ShardIndex:
+    try:
+        return _read_index(shard)
+    except InputError:
+        raise
+    except Exception as failure:  # a remote shard's server failing mid-read: stop, --resume continues
+        if is_url(shard):
+            raise _remote_failure(shard, failure) from failure
+        raise InputError(f"shard {shard} cannot be read ({type(failure).__name__}: {failure})") from failure
+
+
+def _read_index(shard: str) -> ShardIndex:
     samples: dict[str, dict[str, ShardMember]] = {}
     error = None
-    with _open_shard(shard) as handle:
+    with open_shard(shard) as handle:
         try:
             archive = tarfile.open(fileobj=handle, mode="r:")  # noqa: SIM115 (members are read as they are listed)
         except tarfile.ReadError as failure:
@@ -123,9 +147,33 @@ def _cached_index(shard: str, stamp: tuple[int, int] | None) -> ShardIndex:
                 if member.isfile():
                     key, field = split_member_name(member.name)
                     samples.setdefault(key, {})[field] = ShardMember(member.name, member.offset_data, member.size)
-        except (tarfile.TarError, OSError, EOFError) as failure:
+            if _damaged_after(handle, archive.offset):  # tarfile stops quietly at a bad header past the first
+                error = (f"shard is damaged after {len(samples)} samples (an unreadable header at byte "
+                         f"{archive.offset}); the rest cannot be read")
+        except (tarfile.TarError, EOFError) as failure:
+            error = f"shard is damaged after {len(samples)} samples ({failure}); the rest cannot be read"
+        except OSError as failure:
+            if is_url(shard):
+                raise
             error = f"shard is damaged after {len(samples)} samples ({failure}); the rest cannot be read"
     return ShardIndex(samples, error)
+
+
+def _damaged_after(handle: IO[bytes], end: int) -> bool:
+    """Return whether anything but end-of-archive zero blocks follows the last member read (at ``end``)."""
+    handle.seek(end)
+    rest = handle.read(_TAIL_CHECKED)
+    return any(rest) or (len(rest) == _TAIL_CHECKED and any(handle.read(_TAIL_CHECKED)))
+
+
+def _remote_failure(shard: str, failure: BaseException) -> InputError:
+    """Return the error for a remote shard that could not be read: an outage, or a server shards cannot use."""
+    if isinstance(failure, ValueError) and "range" in str(failure).lower():
+        return InputError(f"shard {shard}: its server does not answer byte-range requests, which reading a "
+                          "shard's samples needs; copy the shards to local disk or an object store")
+    if isinstance(failure, OSError) and not is_outage(failure):
+        return InputError(f"shard {shard} cannot be read ({failure})")
+    return unavailable(shard, failure)
 
 
 def _members(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
@@ -136,12 +184,20 @@ def _members(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         yield member
 
 
-def _open_shard(shard: str) -> IO[bytes]:
+def open_shard(shard: str) -> IO[bytes]:
+    """Open a local or remote shard for reading (binary, seekable).
+
+    Raises:
+        InputError: it does not exist or cannot be read; SourceUnavailableError for a remote outage.
+
+    """
     if is_url(shard):
         fs, path = filesystem(shard)
         try:
             return fs.open(path, "rb")
         except FileNotFoundError as error:
+            if is_outage(error):
+                raise unavailable(shard, error) from error
             raise InputError(f"shard {shard} does not exist") from error
     try:
         return open(Path(shard), "rb")
@@ -161,9 +217,18 @@ def read_member(shard: str, member: ShardMember, *, max_bytes: int = DEFAULT_MAX
     where = sample_name(shard, member.name)
     if member.size > max_bytes:
         raise RemoteReadError(where, f"larger than the limit of {max_bytes} bytes; not read")
-    with _open_shard(shard) as handle:
-        handle.seek(member.offset)
-        data = handle.read(member.size)
+    if is_url(shard):  # one ranged request for exactly the member's bytes (no read-ahead block)
+        fs, path = filesystem(shard)
+        try:
+            data = fs.cat_file(path, start=member.offset, end=member.offset + member.size)
+        except Exception as failure:
+            raise _remote_failure(shard, failure) from failure
+        if len(data) > member.size:  # the server sent the whole shard: it ignores byte ranges
+            raise _remote_failure(shard, ValueError("range requests are not honoured"))
+    else:
+        with open_shard(shard) as handle:
+            handle.seek(member.offset)
+            data = handle.read(member.size)
     if len(data) != member.size:
         raise RemoteReadError(where, "the shard ends inside this member (was it changed during the run?)")
     return bytes(data)
@@ -215,6 +280,8 @@ def expand_shards(spec: str) -> list[str]:
     """
     found: dict[str, None] = {}
     for text in braceexpand(spec):
+        if is_url(text):
+            check_url(text)
         if not is_shard(text):
             raise InputError(f"{text} is not a WebDataset shard; shards are .tar files")
         if not set("*?[") & set(text):

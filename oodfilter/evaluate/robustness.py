@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from PIL import Image
 
 from oodfilter.atomic import atomic_write_text
 from oodfilter.data.decode import ImageDecodeError, load_rgb_image
+from oodfilter.data.remote import check_url, is_url
 from oodfilter.data.split_transform import SplitTransform, split_transform
 from oodfilter.decision.calibration import recall_threshold
 from oodfilter.errors import InputError, OODFilterError
@@ -122,7 +124,7 @@ def robustness(config: RobustnessConfig, *, model: CLIPN | None = None,
     config.validate()
     out = Path(config.out) if config.out else None
     if out is not None:
-        _check_out(out, config.overwrite)
+        _check_out(out, config.overwrite, [config.id, config.ood])
     spec = ScorerSpec(model=config.model, classes=config.classes, pretrained=config.pretrained,
                       templates=config.templates, device=config.device, precision="fp32",
                       batch_size=config.batch_size, cache_dir=config.cache_dir)
@@ -212,7 +214,11 @@ def _scorers(config: RobustnessConfig, model: CLIPN, spec: ScorerSpec, given: di
 
 def _listed(source: str | list[str]) -> list[str]:
     """Return the images of a set: a list as given, else a folder's, a glob's, a URL's or a manifest's ok rows."""
-    return [str(path) for path in source] if isinstance(source, list) else read_image_set(source)
+    paths = [str(path) for path in source] if isinstance(source, list) else read_image_set(source)
+    for path in paths:
+        if is_url(path):
+            check_url(path)  # a password would be written to images.jsonl
+    return paths
 
 
 def _decode(paths: list[str], split: SplitTransform, errors: dict[str, str], what: str,
@@ -286,11 +292,39 @@ def _row(objective: str, name: str, eps: float, scorer: Scorer, id_scores: torch
         mean_linf=float(linf.mean()), mean_l2=float(l2.mean()), mean_ood_score=float(ood.mean()))
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if (out / "robustness.json").exists() and not overwrite:
-        raise InputError(f"{out} already holds robustness results: pass --overwrite to replace them, or another --out")
+_OUTPUTS = ("robustness.json", "images.jsonl", "images", "auroc_vs_eps_feature.png", "auroc_vs_eps_score.png")
+
+
+def _check_out(out: Path, overwrite: bool, sets: list[str | list[str]]) -> None:
+    """Refuse an --out that is a file, lies inside an image set, or holds outputs (without --overwrite)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; pass a folder")
+    resolved = out.resolve()
+    for source in sets:
+        for folder in _local_folders(source):
+            if resolved == folder or resolved.is_relative_to(folder):
+                raise InputError(f"--out {out} is inside the image set {folder}, so a later run would read the "
+                                 "manipulated images as inputs; choose a folder outside it")
+    existing = [name for name in _OUTPUTS if os.path.lexists(out / name)]
+    if existing and not overwrite:
+        raise InputError(f"{out} already holds {', '.join(existing)}: pass --overwrite to replace them, or another "
+                         "--out")
+    images = out / "images"
+    if os.path.lexists(images) and (images.is_symlink() or not images.is_dir()):
+        raise InputError(f"{images} is not a folder of ours; choose another --out")
+
+
+def _local_folders(source: str | list[str]) -> list[Path]:
+    """Return the local folders an image set reads: a folder, a glob's fixed part, a manifest's folder."""
+    texts = [source] if isinstance(source, str) else []
+    folders = []
+    for text in texts:
+        if is_url(text):
+            continue
+        fixed = Path(text.split("*")[0].split("?")[0].split("[")[0])
+        folder = fixed if fixed.is_dir() else fixed.parent
+        folders.append(folder.resolve())
+    return folders
 
 
 def _save(out: Path, objective: str, attacker: str | None, eps: float, images: _Images, manipulated: torch.Tensor,

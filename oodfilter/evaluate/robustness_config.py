@@ -40,6 +40,21 @@ class RobustnessConfig(ModelOptions):
     out: str | None = None
     overwrite: bool = False
 
+    def validate_budgets(self, option: str) -> None:
+        """Refuse budgets that are not whole 8-bit levels in [0, 255], or repeat; ``option`` names the flag.
+
+        Raises:
+            InputError: see above.
+
+        """
+        if not self.eps or any(not math.isfinite(e) or e < 0 or e > 255 for e in self.eps):
+            raise InputError(f"{option} takes budgets in 8-bit levels between 0 and 255, got {self.eps}")
+        if any(e != int(e) for e in self.eps):
+            raise InputError(f"{option} takes whole 8-bit levels (a saved image moves in steps of 1/255), got "
+                             f"{self.eps}")
+        if len(set(self.eps)) != len(self.eps):
+            raise InputError(f"{option} lists a budget twice: {self.eps}")
+
     def validate(self) -> None:
         """Refuse values that cannot run.
 
@@ -52,10 +67,9 @@ class RobustnessConfig(ModelOptions):
             raise InputError("pass the in-distribution images (--id) and the OOD images to manipulate (--ood)")
         if not self.classes:
             raise InputError("pass the class list (--classes)")
-        if not self.eps or any(not math.isfinite(e) or e < 0 or e > 255 for e in self.eps):
-            raise InputError(f"--eps takes budgets in 8-bit levels between 0 and 255, got {self.eps}")
-        if len(set(self.eps)) != len(self.eps):
-            raise InputError(f"--eps lists a budget twice: {self.eps}")
+        self.validate_budgets("--eps")
+        if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise InputError(f"--step-size must be a positive number of 8-bit levels, got {self.step_size}")
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown or not self.objectives:
             raise InputError(f"--objective must be among {', '.join(OBJECTIVES)}, got {self.objectives}")

@@ -107,6 +107,8 @@ def evaluate(
     if not config.classes:
         raise InputError("pass the class list (--classes)")
     set_names = _set_names(config.ood)
+    if config.attack_eps:  # checked before any image is scored
+        _attack_config(config, config.ood[0], []).validate_budgets("--attack-eps")
     if config.out:
         _check_outputs(config, Path(config.out), set_names)
     given = {name.lower(): method for name, method in (method_objects or {}).items()}
@@ -142,17 +144,22 @@ def _robustness(config: EvalConfig, model: CLIPN, given: dict[str, ScoreMethod],
                 set_names: list[str]) -> dict[str, Any]:
     """Per OOD set, the feature attack's robustness section (``oodfilter robustness`` with its defaults)."""
     from oodfilter.evaluate.robustness import robustness
-    from oodfilter.evaluate.robustness_config import RobustnessConfig
 
     sections = {}
     for set_name, source in zip(set_names, config.ood, strict=True):
-        attack = RobustnessConfig(model=config.model, classes=config.classes, pretrained=config.pretrained,
-                                  id=config.id, ood=source, methods=methods, eps=config.attack_eps,
-                                  steps=config.attack_steps, objectives=["feature"], templates=config.templates,
-                                  cache_dir=config.cache_dir, batch_size=config.batch_size, device=config.device)
-        sections[set_name] = robustness(attack, model=model,
+        sections[set_name] = robustness(_attack_config(config, source, methods), model=model,
                                         method_objects={m: given[m] for m in methods if m in given}).to_json()
     return sections
+
+
+def _attack_config(config: EvalConfig, source: str, methods: list[str]) -> Any:
+    """Return the feature attack of ``--attack-eps`` on one OOD set, as a RobustnessConfig."""
+    from oodfilter.evaluate.robustness_config import RobustnessConfig
+
+    return RobustnessConfig(model=config.model, classes=config.classes, pretrained=config.pretrained, id=config.id,
+                            ood=source, methods=methods, eps=config.attack_eps, steps=config.attack_steps,
+                            objectives=["feature"], templates=config.templates, cache_dir=config.cache_dir,
+                            batch_size=config.batch_size, device=config.device)
 
 
 def _spec(config: EvalConfig) -> ScorerSpec:

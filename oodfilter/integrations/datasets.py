@@ -54,6 +54,9 @@ def add_ood_columns(dataset: Any, scorer: Scorer, *, image_column: str = "image"
 
     """
     datasets = _datasets()
+    if not isinstance(dataset, datasets.Dataset):
+        raise InputError(f"add_ood_columns takes a datasets.Dataset, got {type(dataset).__name__}: for a DatasetDict "
+                         "pass one split (dataset['train']); a streaming IterableDataset is not supported")
     if image_column not in dataset.column_names:
         raise InputError(f"the dataset has no column '{image_column}' (it has {', '.join(dataset.column_names)}); "
                          "pass image_column=")
@@ -69,6 +72,10 @@ def add_ood_columns(dataset: Any, scorer: Scorer, *, image_column: str = "image"
 
     features = datasets.Features({"ood_score": datasets.Value("float64"), "is_ood": datasets.Value("bool"),
                                   "top_class": datasets.Value("string"), "ood_error": datasets.Value("string")})
+    if len(dataset) == 0:  # map adds no columns to an empty dataset
+        for name in COLUMNS:
+            dataset = dataset.add_column(name, [], feature=features[name])
+        return dataset
     scored = view.map(score, batched=True, batch_size=batch_size or scorer.batch_size,
                       remove_columns=[image_column], features=features, desc="oodfilter scoring")
     return datasets.concatenate_datasets([dataset, scored], axis=1)

@@ -1,11 +1,13 @@
-"""Writing filtered WebDataset shards: each input shard's kept samples, every field, into a new shard.
+"""Writing filtered WebDataset shards: each input shard without the left-out samples, into a new shard.
 
-``scan shards/*.tar --action reshard --dest DIR`` writes ``DIR/<shard name>`` for each input shard with the
-samples whose decision is not the selected one (``--select ood``, the default, leaves the OOD samples out),
-in the input's order and with all their members (image, caption, json, ...) byte for byte. Samples that
-could not be scored are left out too and counted. The input shards are only read. An output shard is
-written under a temporary name, flushed, and published without replacing anything: an existing file at
-its name stops the run before anything is written, so a second run never overwrites a first.
+``scan shards/*.tar --action reshard --dest DIR`` writes ``DIR/<shard name>`` for each input shard: its
+members in order, byte for byte with their tar headers (files, links, every field of a sample), except
+those of the samples left out: the ones whose decision is the selected one (``--select ood``, the default,
+leaves the OOD samples out) and the ones that could not be scored. Samples that were not scanned (no image
+field) are kept and counted. A shard damaged part-way is written up to the damage, and the report says so.
+The input shards are only read. An output shard is written under a temporary name, flushed, and published
+without replacing anything: an existing file at its name stops the run before anything is written, so a
+second run never overwrites a first.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from oodfilter.data.shards import read_member, sample_name, shard_index, split_sample_name
+from oodfilter.data.shards import open_shard, sample_name, shard_index, split_member_name, split_sample_name
 from oodfilter.errors import InputError
 from oodfilter.sinks.manifest import iter_manifest
 
@@ -27,12 +30,14 @@ RESHARD = "reshard"
 
 @dataclass
 class ShardOutput:
-    """One output shard: where it goes and how many of its input's scanned samples it keeps."""
+    """One output shard: where it goes, how many scanned samples it keeps, unscanned ones it keeps, damage."""
 
     source: str
     destination: Path
     kept: int = 0
     scanned: int = 0
+    unscanned: int = 0
+    damage: str | None = None
 
 
 @dataclass
@@ -109,7 +114,7 @@ def reshard(manifest: str | Path, samples: list[str], dest: str | Path, *, selec
     """
     plan = plan_reshard(samples, dest)
     wanted = set(samples)
-    kept: set[str] = set()
+    dropped: set[str] = set()
     report = ReshardReport(plan)
     for row in iter_manifest(manifest):
         if row.path not in wanted:
@@ -117,41 +122,34 @@ def reshard(manifest: str | Path, samples: list[str], dest: str | Path, *, selec
         wanted.discard(row.path)
         if not row.ok:
             report.dropped_errors += 1
+            dropped.add(row.path)
         elif row.is_ood is None:
             raise InputError(f"{row.path} has no decision, so it can be neither kept nor left out; give a "
                              "--threshold, --id-recall or --keep-fraction")
         elif row.is_ood is select_ood:
             report.dropped_selected += 1
-        else:
-            kept.add(row.path)
+            dropped.add(row.path)
+    dropped |= wanted  # a sample without a row (none, after a complete scan) is not known to be clean
     for output in plan:
-        output.kept = sum(1 for key in shard_index(output.source).samples
-                          if sample_name(output.source, key) in kept)
+        keys = [key for key in shard_index(output.source).samples if sample_name(output.source, key) not in dropped]
+        scanned = set(samples)
+        output.kept = sum(sample_name(output.source, key) in scanned for key in keys)
+        output.unscanned = len(keys) - output.kept
     if dry_run:
         return report
     Path(dest).mkdir(parents=True, exist_ok=True)
     for output in plan:
-        _write_shard(output, kept)
+        _write_shard(output, dropped)
     report.written = True
     return report
 
 
-def _write_shard(output: ShardOutput, kept: set[str]) -> None:
-    """Write ``output``'s kept samples under a temporary name, then publish it without replacing anything."""
-    index = shard_index(output.source)
+def _write_shard(output: ShardOutput, dropped: set[str]) -> None:
+    """Copy ``output``'s input shard without the dropped samples to a temporary file, then publish it (no replace)."""
     temporary = output.destination.with_name(f".{output.destination.name}.{secrets.token_hex(4)}.partial")
     try:
-        with open(temporary, "xb") as handle, tarfile.open(fileobj=handle, mode="w",
-                                                            format=tarfile.PAX_FORMAT) as archive:
-            for key, fields in index.samples.items():
-                if sample_name(output.source, key) not in kept:
-                    continue
-                for member in sorted(fields.values(), key=lambda member: member.offset):
-                    data = read_member(output.source, member)
-                    info = tarfile.TarInfo(member.name)
-                    info.size, info.mode = len(data), 0o644
-                    archive.addfile(info, io.BytesIO(data))
-            archive.close()
+        with open(temporary, "xb") as handle:
+            output.damage = _copy_members(output.source, handle, dropped) or shard_index(output.source).error
             handle.flush()
             os.fsync(handle.fileno())
         os.link(temporary, output.destination)  # fails if the name was taken meanwhile: nothing is replaced
@@ -160,3 +158,30 @@ def _write_shard(output: ShardOutput, kept: set[str]) -> None:
                          "--dest") from error
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _copy_members(shard: str, handle: IO[bytes], dropped: set[str]) -> str | None:
+    """Stream ``shard``'s members into a tar on ``handle``, headers and bytes as they are, skipping ``dropped``.
+
+    Returns why the copy stopped early (a damaged shard), or None.
+    """
+    copied = 0
+    with open_shard(shard) as source_handle, tarfile.open(fileobj=source_handle, mode="r:") as source, \
+            tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        try:
+            while (member := source.next()) is not None:
+                key, _ = split_member_name(member.name)
+                if sample_name(shard, key) in dropped:
+                    continue
+                if member.isfile():
+                    stream = source.extractfile(member)
+                    data = stream.read() if stream is not None else b""
+                    if len(data) != member.size:
+                        raise tarfile.ReadError(f"{member.name} ends early")
+                    archive.addfile(member, io.BytesIO(data))
+                else:  # links and folders: their header is all they are
+                    archive.addfile(member)
+                copied += 1
+        except (tarfile.TarError, EOFError, OSError) as failure:
+            return f"the input shard is damaged after {copied} copied members ({failure}); the rest was not copied"
+    return None

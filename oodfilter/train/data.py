@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,8 +31,11 @@ from torch.utils.data import Dataset, Sampler
 
 from oodfilter.data.decode import ImageDecodeError, load_rgb_image
 from oodfilter.data.discovery import IMAGE_EXTENSIONS
+from oodfilter.data.remote import SourceUnavailableError
 from oodfilter.data.shards import expand_shards, image_field, names_shards, sample_caption, sample_name, shard_index
 from oodfilter.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,14 +86,36 @@ def _folder_pairs(root: Path) -> list[CaptionedImage]:
 
 
 def _shard_pairs(spec: str) -> list[CaptionedImage]:
-    """Return the (image, caption) samples of the shards ``spec`` names; a sample without either is left out."""
+    """Return the (image, caption) samples of the shards ``spec`` names.
+
+    A sample without an image or a caption, or whose caption cannot be read, is left out and counted; a
+    damaged shard or one that cannot be read at all is warned about, never fatal.
+    """
     pairs = []
+    left_out: list[str] = []
     for shard in expand_shards(spec):
         base = shard.rsplit("/", 1)[-1]
-        for key, fields in shard_index(shard).samples.items():
-            caption = sample_caption(shard, fields) if image_field(fields) is not None else None
+        try:
+            index = shard_index(shard)
+        except SourceUnavailableError:
+            raise
+        except InputError as error:
+            left_out.append(str(error))
+            continue
+        if index.error is not None:
+            left_out.append(f"{shard}: {index.error}")
+        for key, fields in index.samples.items():
+            try:
+                caption = sample_caption(shard, fields) if image_field(fields) is not None else None
+            except SourceUnavailableError:
+                raise
+            except InputError as error:
+                left_out.append(str(error))
+                continue
             if caption is not None:
                 pairs.append(CaptionedImage(sample_name(shard, key), caption, key=sample_name(base, key)))
+    if left_out:
+        logger.warning("training data %s: %d problem(s) left samples out, e.g. %s", spec, len(left_out), left_out[0])
     return pairs
 
 

@@ -17,6 +17,7 @@ from oodfilter.evaluate.config import EvalConfig
 from oodfilter.evaluate.runner import evaluate
 from oodfilter.scan import ScanConfig, scan
 from oodfilter.sinks.manifest import read_manifest
+from oodfilter.train.data import read_caption_source
 
 pytest.importorskip("s3fs", reason="the S3 tests need s3fs (the dev extra)")
 pytest.importorskip("moto", reason="the S3 tests need moto's server (the dev extra)")
@@ -110,9 +111,12 @@ def test_http_urls_scan_like_files_and_a_missing_object_is_its_error_row(tmp_pat
 
 
 def test_remote_inputs_refuse_file_actions_and_urls_with_passwords(tmp_path, tiny_model):
-    with pytest.raises(InputError, match="carries a password") as refused:
-        discover_images(["https://user:s3cret@127.0.0.1:9/a.jpg"])
-    assert "s3cret" not in str(refused.value)
+    for url in ("https://user:s3cret@127.0.0.1:9/a.jpg", "http://ghp_s3cret@127.0.0.1:9/a.jpg"):
+        with pytest.raises(InputError, match="carries credentials") as refused:
+            discover_images([url])
+        assert "s3cret" not in str(refused.value)
+    with pytest.raises(InputError, match="carries credentials"):  # finetune data too: it is kept in the bundle
+        read_caption_source("memory://user:s3cret@bucket/shard-{000..001}.tar")
     with s3_server():
         images = tmp_path / "img"
         images.mkdir()
@@ -190,3 +194,27 @@ def test_a_report_of_a_bucket_scan_is_written_when_the_server_is_gone(tmp_path, 
     assert "data:image/jpeg;base64," not in page and "s3://bucket/photos/" in page
     page = write_report(tmp_path / "m.jsonl", tmp_path / "gone.html", ReportConfig(per_gallery=2)).read_text()
     assert "data:image/jpeg;base64," not in page  # no endpoint nor credentials at all: placeholders again
+
+
+def test_an_http_server_that_is_down_stops_the_scan_and_a_query_string_url_is_read(tmp_path, photos, tiny_model):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    with pytest.raises(SourceUnavailableError, match="did not answer"):
+        load_rgb_image(f"http://127.0.0.1:{closed}/a.jpg")
+    name = sorted(p.name for p in photos.iterdir() if p.suffix == ".JPEG")[0]
+    with http_server(photos) as base:
+        summary = scan(_config(tmp_path, [f"{base}/{name}?X-Signature=abc"], "q.jsonl"), model=tiny_model)
+        assert summary.total == summary.ok == 1
+        shards = write_shards(tmp_path / "shards", sorted(photos.glob("*.JPEG"))[:2], per_shard=2)
+        shutil.copy(shards[0], photos / "s.tar")
+        with pytest.raises(InputError, match="byte-range requests"):  # python's http.server has no Range support
+            read_sample_image_from(f"{base}/s.tar#000000")
+
+
+def read_sample_image_from(name: str) -> bytes:
+    from oodfilter.data.shards import read_sample_image
+
+    return read_sample_image(name)

@@ -163,3 +163,77 @@ def test_cli_reshard_prints_what_it_wrote(tmp_path, shards):
     assert result.exit_code == 0, result.output
     assert "samples written" in result.output and "to 3 shard(s)" in result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [s.name for s in shard_files]
+
+
+def test_keys_with_a_hash_or_empty_are_samples_and_reshard_takes_them(tmp_path, real_images, tiny_model):
+    shard = tmp_path / "odd.tar"
+    with tarfile.open(shard, "w") as archive:
+        add_member(archive, "a#b.jpg", real_images[0].read_bytes())
+        add_member(archive, ".jpg", real_images[1].read_bytes())
+        add_member(archive, "000001.jpg", real_images[2].read_bytes())
+    summary = scan(_config(tmp_path, [shard], "m.jsonl", action="reshard", dest=str(tmp_path / "out"),
+                           threshold=100.0), model=tiny_model)
+    rows = {row.path: row for row in read_manifest(tmp_path / "m.jsonl")}
+    assert set(rows) == {f"{shard}#a#b", f"{shard}#", f"{shard}#000001"} and all(r.ok for r in rows.values())
+    assert summary.resharded is not None and summary.resharded.kept == 3
+    with tarfile.open(tmp_path / "out" / "odd.tar") as written:
+        assert written.getnames() == ["a#b.jpg", ".jpg", "000001.jpg"]
+
+
+def test_a_shard_with_a_corrupt_header_part_way_gets_an_error_row(tmp_path, real_images, tiny_model):
+    good = write_shards(tmp_path / "s", real_images[:5], per_shard=5)[0]
+    data = bytearray(good.read_bytes())
+    with tarfile.open(good) as archive:
+        third = archive.getmembers()[4]  # 000002.jpg's header
+    data[third.offset:third.offset + 512] = b"Z" * 512
+    broken = tmp_path / "garbage.tar"
+    broken.write_bytes(bytes(data))
+    scan(_config(tmp_path, [broken], "m.jsonl"), model=tiny_model)
+    rows = {row.path: row for row in read_manifest(tmp_path / "m.jsonl")}
+    assert rows[str(broken)].status == "error" and "damaged after 2 samples" in rows[str(broken)].error
+    assert {path for path in rows if "#" in path} == {f"{broken}#000000", f"{broken}#000001"}
+
+
+def test_reshard_keeps_unscanned_samples_and_links_and_copies_a_damaged_shard_up_to_the_damage(tmp_path,
+                                                                                               real_images,
+                                                                                               tiny_model):
+    shard = tmp_path / "mixed.tar"
+    with tarfile.open(shard, "w") as archive:
+        add_member(archive, "000001.jpg", real_images[0].read_bytes())
+        add_member(archive, "000002.json", b'{"only": "metadata"}')  # no image: not scanned, kept
+        link = tarfile.TarInfo("000001.txt")
+        link.type, link.linkname = tarfile.SYMTYPE, "elsewhere.txt"
+        archive.addfile(link)
+        add_member(archive, "000003.jpg", real_images[1].read_bytes())
+    summary = scan(_config(tmp_path, [shard], "m.jsonl", action="reshard", dest=str(tmp_path / "out"),
+                           threshold=100.0), model=tiny_model)
+    assert summary.resharded is not None and summary.resharded.shards[0].unscanned == 1
+    with tarfile.open(tmp_path / "out" / "mixed.tar") as written, tarfile.open(shard) as source:
+        assert written.getnames() == source.getnames()
+        assert written.getmember("000001.txt").issym() and written.getmember("000001.txt").linkname == "elsewhere.txt"
+        assert written.extractfile("000003.jpg").read() == source.extractfile("000003.jpg").read()
+
+
+def test_a_folder_of_shards_says_how_to_scan_them_and_a_brace_named_file_is_found(tmp_path, shards):
+    shard_files, _ = shards
+    with pytest.warns(UserWarning, match=r"holds 3 \.tar file\(s\).*/\*\.tar"):
+        assert discover_images([str(shard_files[0].parent)]) == []
+    literal = tmp_path / "photo{1,2}.jpg"
+    literal.write_bytes(b"x")
+    assert [item.name for item in discover_images([str(literal)])] == [str(literal)]
+
+
+def test_a_finetune_source_with_a_damaged_caption_leaves_that_sample_out(tmp_path, real_images, caplog):
+    shard = tmp_path / "cap.tar"
+    with tarfile.open(shard, "w") as archive:
+        for key in ("000000", "000001", "000002"):
+            add_member(archive, f"{key}.jpg", real_images[0].read_bytes())
+            add_member(archive, f"{key}.txt", f"a photo number {key}".encode())
+    data = shard.read_bytes()
+    with tarfile.open(shard) as archive:
+        last = archive.getmember("000002.txt")
+    (tmp_path / "cut.tar").write_bytes(data[: last.offset_data + 3])  # the last caption ends early
+    with caplog.at_level("WARNING"):
+        pairs = read_caption_source(str(tmp_path / "cut.tar"))
+    assert [pair.caption for pair in pairs] == ["a photo number 000000", "a photo number 000001"]
+    assert "left samples out" in caplog.text

@@ -182,3 +182,22 @@ def test_eval_with_attack_eps_adds_a_robustness_section_to_results_json(sets, ti
         for row in section["rows"]:
             if row["eps"] == 0:  # the clean images: eval's own numbers
                 assert row["auroc"] == pytest.approx(report.results[row["method"]][set_name]["auroc"], abs=1e-12)
+
+
+def test_budgets_steps_and_outputs_that_would_mislead_or_overwrite_are_refused(sets, tmp_path, tiny_model,
+                                                                              shared_data):
+    for kw, message in (({"eps": [0.5]}, "whole 8-bit levels"), ({"step_size": -2.0}, "--step-size")):
+        with pytest.raises(InputError, match=message):
+            robustness(_config(sets, tmp_path, **kw), model=tiny_model)
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "images.jsonl").write_text("the user's own file\n")
+    with pytest.raises(InputError, match=r"already holds images\.jsonl"):
+        robustness(_config(sets, tmp_path, out=str(user)), model=tiny_model)
+    inside = shared_data / "textures-dtd" / "images" / "banded" / "out"
+    with pytest.raises(InputError, match="inside the image set"):
+        robustness(_config(sets, tmp_path, out=str(inside)), model=tiny_model)
+    assert not inside.exists() and (user / "images.jsonl").read_text() == "the user's own file\n"
+    with pytest.raises(InputError, match="--attack-eps"):  # refused before eval scores anything
+        evaluate(EvalConfig(model="test-tiny", classes=CLASSES, id=sets[0], ood=[sets[1]], attack_eps=[0.0, 300.0],
+                            cache_dir=str(tmp_path / "cache"), plots=False), model=tiny_model)

@@ -69,3 +69,14 @@ def test_refusals_name_the_fix(image_dataset, tiny_model):
     scored = add_ood_columns(dataset, _scorer(tiny_model))
     with pytest.raises(InputError, match="already has ood_score"):
         add_ood_columns(scored, _scorer(tiny_model))
+
+
+def test_streaming_and_dict_datasets_are_refused_and_an_empty_one_gets_the_columns(image_dataset, tiny_model):
+    dataset, _ = image_dataset
+    scorer = _scorer(tiny_model, threshold=0.9)
+    with pytest.raises(InputError, match="streaming IterableDataset"):
+        add_ood_columns(dataset.to_iterable_dataset(), scorer)
+    with pytest.raises(InputError, match=r"dataset\['train'\]"):
+        add_ood_columns(datasets.DatasetDict({"train": dataset}), scorer)
+    empty = add_ood_columns(dataset.select([]), scorer)
+    assert len(empty) == 0 and empty.column_names == ["image", "label", "ood_score", "is_ood", "top_class", "ood_error"]
