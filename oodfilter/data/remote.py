@@ -73,8 +73,11 @@ def filesystem(url: str) -> tuple[Any, str]:
     check_url(url)
     options: dict[str, Any] = {}
     if url.lower().startswith(("http://", "https://")):
-        import aiohttp
-
+        try:
+            import aiohttp
+        except ImportError as error:
+            raise InputError(f"cannot read {url}: fsspec reads http(s) URLs with aiohttp, which is not installed "
+                             "(pip install 'oodfilter[remote]')") from error
         options["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=HTTP_TIMEOUT,
                                                                      sock_read=HTTP_TIMEOUT)}
     try:
