@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from oodfilter.data.remote import is_url
 from oodfilter.data.shards import open_shard, sample_name, shard_index, split_member_name, split_sample_name
 from oodfilter.errors import InputError
 from oodfilter.sinks.manifest import iter_manifest
@@ -91,7 +92,7 @@ def plan_reshard(samples: Iterable[str], dest: str | Path) -> list[ShardOutput]:
         destination = folder / base
         if os.path.lexists(destination):
             raise InputError(f"{destination} already exists and is never overwritten; choose an empty --dest")
-        if not shard.count("://") and Path(shard).resolve() == destination.resolve():
+        if not is_url(shard) and Path(shard).resolve() == destination.resolve():
             raise InputError(f"--dest {dest} holds the input shard {shard}; choose another folder")
         outputs[shard] = ShardOutput(shard, destination, scanned=1)
     return list(outputs.values())
@@ -130,9 +131,9 @@ def reshard(manifest: str | Path, samples: list[str], dest: str | Path, *, selec
             report.dropped_selected += 1
             dropped.add(row.path)
     dropped |= wanted  # a sample without a row (none, after a complete scan) is not known to be clean
+    scanned = set(samples)
     for output in plan:
         keys = [key for key in shard_index(output.source).samples if sample_name(output.source, key) not in dropped]
-        scanned = set(samples)
         output.kept = sum(sample_name(output.source, key) in scanned for key in keys)
         output.unscanned = len(keys) - output.kept
     if dry_run:
