@@ -22,8 +22,8 @@ option = functools.partial(config_option, EVAL_CONFIG)
 @model_options(EVAL_CONFIG)
 @option("--out", "-o", help="results.json to write (histogram PNGs go beside it).")
 @option("--overwrite", is_flag=True, help="Replace existing results (and their histograms) at --out.")
-@option("--templates", help="Prompt template set: auto (clipn for CLIPN models, else photo), clipn, photo, "
-        "ensemble ({default}).")
+@option("--templates", help="Prompt template set: auto (clipn for CLIPN models, else photo), clipn (the "
+        "reference's captions, quotes included), clipn-clean (the same without quotes), photo, ensemble ({default}).")
 @option("--workers", help="Decoding worker processes ({default}).")
 @option("--cache-dir", help="Cache folder for text vectors and prepared scorers.")
 @option("--fpr-convention", type=click.Choice(["clipn", "openood"]), help="FPR95 definition ({default}).")

@@ -38,8 +38,8 @@ option = functools.partial(config_option, SCAN_CONFIG)
         "scoring; the rest are OOD.")
 @option("--save-features", is_flag=True, help="Store each image's embedding (float16, <out>.features.f16) so "
         "'oodfilter rescore' can score another class list or method without the image encoder.")
-@option("--templates", help="Prompt template set: auto (clipn for CLIPN models, else photo), clipn, photo, "
-        "ensemble ({default}).")
+@option("--templates", help="Prompt template set: auto (clipn for CLIPN models, else photo), clipn (the "
+        "reference's captions, quotes included), clipn-clean (the same without quotes), photo, ensemble ({default}).")
 @option("--workers", help="Decoding worker processes (0 on 2 cores or fewer, else cores - 1, at most 8).")
 @option("--include", multiple=True, help="Only paths matching this pattern (repeatable).")
 @option("--exclude", multiple=True, help="Skip paths matching this pattern (repeatable).")

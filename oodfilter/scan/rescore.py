@@ -51,7 +51,7 @@ from oodfilter.sinks.features import (
 from oodfilter.sinks.lock import ManifestLock
 from oodfilter.sinks.manifest import ManifestWriter, manifest_format, read_manifest, read_meta, sidecar
 from oodfilter.sinks.rows import ManifestRow, build_rows
-from oodfilter.text.templates import DEFAULT_TEMPLATES
+from oodfilter.text.templates import DEFAULT_TEMPLATES, templates_digest
 
 CHUNK = 4096  # features scored per step
 
@@ -274,6 +274,7 @@ def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: 
         "fingerprints": scorer.class_vectors.fingerprints, "method": method.name, **plan.meta(),
         "decision": plan.describe(method.name, method.threshold_free), "classes_sha256": classes_digest(names),
         "num_classes": len(names), "templates": list(scorer.class_vectors.templates),
+        "templates_sha256": templates_digest(scorer.class_vectors.templates),
         "rescored_from": str(source.resolve()), "precision": scorer.precision,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

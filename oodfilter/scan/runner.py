@@ -45,7 +45,7 @@ from oodfilter.sinks.manifest import ManifestWriter, read_meta, sidecar
 from oodfilter.sinks.readback import ManifestTally, done_paths, ok_row_count, tally_manifest
 from oodfilter.sinks.reshard import RESHARD, ReshardReport, plan_reshard, reshard
 from oodfilter.sinks.rows import ManifestRow
-from oodfilter.text.templates import resolve_template_choice
+from oodfilter.text.templates import TEMPLATE_SETS, resolve_template_choice, templates_digest
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +320,8 @@ def _identity(config: ScanConfig, scorer: Scorer, rule: dict[str, Any]) -> dict[
     return {"fingerprints": scorer.class_vectors.fingerprints, "method": scorer.method.name, "decision_rule": rule,
             "precision": scorer.precision,
             "classes_sha256": classes_digest(list(scorer.class_vectors.class_names)),
-            "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained)}
+            "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained),
+            "templates_sha256": templates_digest(scorer.class_vectors.templates)}
 
 
 def _check_keep_fraction_resume(config: ScanConfig, out: Path, remaining: list[str]) -> None:
@@ -340,9 +341,10 @@ def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str
     return choice if isinstance(choice, str) else list(choice)
 
 
-_IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates", "precision")
+# The templates' name is recorded for people; what a resume compares is the digest of their text.
+_IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates_sha256", "precision")
 _IDENTITY_WORDS = {
-    "fingerprints": "model", "classes_sha256": "class list",
+    "fingerprints": "model", "classes_sha256": "class list", "templates_sha256": "prompt templates",
     "decision_rule": "threshold or decision rule (--threshold, --id-recall and its --calibrate-on images, "
     "--calibration, --keep-fraction)",
 }
@@ -360,7 +362,21 @@ def _previous_meta(config: ScanConfig, out: Path) -> dict[str, Any] | None:
     previous = read_meta(out)
     if "decision_rule" not in previous:  # written before decision rules were recorded: only a threshold
         previous["decision_rule"] = {"threshold": previous.get("threshold")}
+    if "templates_sha256" not in previous:  # written before templates were recorded by their text
+        previous["templates_sha256"] = _legacy_templates_digest(previous.get("templates"))
     return previous
+
+
+def _legacy_templates_digest(recorded: Any) -> str | None:
+    """Return the digest of the templates a manifest from before ``templates_sha256`` names.
+
+    Such a manifest recorded a set's name or the list itself; its ``clipn`` was the quote-stripped set that is
+    ``clipn-clean`` now. A name no longer known gives None, which matches nothing.
+    """
+    if isinstance(recorded, list):
+        return templates_digest(recorded) if all(isinstance(item, str) for item in recorded) else None
+    name = "clipn-clean" if recorded == "clipn" else recorded
+    return templates_digest(TEMPLATE_SETS[name]) if isinstance(name, str) and name in TEMPLATE_SETS else None
 
 
 def _legacy_precision(previous: dict[str, Any], scorer: Scorer, out: Path) -> None:

@@ -76,7 +76,8 @@ def iter_manifest(path: str | Path) -> Iterator[ManifestRow]:
 _META_TYPES: dict[str, tuple[type, ...]] = {
     "method": (str,), "threshold": (float, int, type(None)), "fingerprints": (dict,), "classes_sha256": (str,),
     "cwd": (str,), "decision": (str, type(None)), "model": (str,), "num_classes": (int,),
-    "templates": (str, list), "decision_rule": (dict, type(None)), "calibration": (dict, type(None)),
+    "templates": (str, list), "templates_sha256": (str,), "decision_rule": (dict, type(None)),
+    "calibration": (dict, type(None)),
     "keep_fraction": (float, int, type(None)), "keep_boundary": (float, int, type(None)),
 }
 

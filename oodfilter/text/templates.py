@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from importlib import resources
 
@@ -16,9 +18,12 @@ def _read_template_file(name: str) -> tuple[str, ...]:
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     # The single template of MCM's evaluation.
     "photo": ("a photo of a {}.",),
-    # The 128 templates CLIPN's reference evaluation averages: with the reference weights, scores equal the
-    # reference's only with these.
+    # The 128 templates CLIPN's reference evaluation averages, as the reference tokenizes them (each wrapped in
+    # literal quotes, two with a trailing comma): with the reference weights, scores equal the reference's
+    # only with these.
     "clipn": _read_template_file("clipn_templates.txt"),
+    # The same 128 without the quotes and commas (what oodfilter used as "clipn" before 0.2).
+    "clipn-clean": _read_template_file("clipn_clean_templates.txt"),
     # The 7-template subset of CLIP's ImageNet prompts that its authors found best on their own.
     "ensemble": (
         "itap of a {}.",
@@ -49,8 +54,17 @@ def resolve_template_choice(templates: str | Sequence[str], *, clipn_model: bool
     return tuple(templates)
 
 
+def templates_digest(templates: Sequence[str]) -> str:
+    """Return the sha256 of a template list's text, in order: the identity of the captions it makes.
+
+    Manifests, rescores and resumes compare this, not a set's name, so an edited template file or a set whose
+    captions changed between versions is never taken for the one a manifest was made with.
+    """
+    return hashlib.sha256(json.dumps(list(templates), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def resolve_templates(templates: str | Sequence[str] = DEFAULT_TEMPLATES) -> tuple[str, ...]:
-    """Return the templates for a set name (``photo``, ``clipn``, ``ensemble``) or a list of template strings.
+    """Return the templates for a set name (``photo``, ``clipn``, ``clipn-clean``, ``ensemble``) or a list of templates.
 
     ``auto`` means ``photo`` here; :func:`resolve_template_choice` picks ``clipn`` for CLIPN methods.
 
