@@ -70,7 +70,8 @@ def atd(logits_yes: torch.Tensor, logits_no: torch.Tensor) -> ScoreOutput:
     ly, ln = _wide(logits_yes), _wide(logits_no)
     p = torch.softmax(ly, dim=1)  # (B, C)
     p_no = torch.sigmoid(ln - ly)  # (B, C), = 1 - pʸᵉˢ without cancellation
-    p_unknown = (p_no * p).sum(dim=1)  # (B,)
+    # A probability: a float32 softmax may sum to 1 + 1e-7, which the sum would carry past 1.
+    p_unknown = (p_no * p).sum(dim=1).clamp(0.0, 1.0)  # (B,)
     best_known = (torch.sigmoid(ly - ln) * p).amax(dim=1)  # (B,)
     return ScoreOutput(p_unknown, p_unknown > best_known)
 

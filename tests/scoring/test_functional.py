@@ -131,3 +131,11 @@ def test_scores_stay_finite_for_extreme_logits():
     for output in (fn.ctw(ly, ln), fn.atd(ly, ln), fn.msp(ly), fn.max_logit(ly), fn.energy(ly)):
         assert torch.isfinite(output.ood_score).all()
     assert fn.atd(ly, ln).ood_score[1] == pytest.approx(1.0)
+
+
+def test_atd_score_is_a_probability_despite_float32_rounding():
+    # p_no ≈ 1 everywhere, so p_{C+1} is the float32 sum of a softmax: without care it reaches 1 + 1e-7.
+    generator = torch.Generator().manual_seed(0)
+    logits_yes = torch.randn(2000, 7, generator=generator) * 10  # (B, C)
+    score = fn.atd(logits_yes, logits_yes + 40).ood_score
+    assert float(score.max()) <= 1.0 and float(score.min()) >= 0.0
