@@ -25,8 +25,10 @@ def scanned(tmp_path, tiny_model, awkward_images):
     folder = tmp_path / "imgs"
     shutil.copytree(awkward_images[0], folder / "awkward", symlinks=True)
     out = tmp_path / "scan.jsonl"
+    # clipn-clean: with these random weights and synthetic images it decides both ways (the quoted reference
+    # captions put every image on one side), so the page has a decision boundary and its borderline gallery.
     scan(ScanConfig(inputs=[str(folder)], classes=["tench", "goldfish", "banded texture"], out=str(out),
-                    cache_dir=str(tmp_path / "cache"), workers=0), model=tiny_model)
+                    cache_dir=str(tmp_path / "cache"), workers=0, templates="clipn-clean"), model=tiny_model)
     return out
 
 
