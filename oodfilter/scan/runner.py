@@ -32,6 +32,7 @@ from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.pretrained import RANDOM_WEIGHTS
 from oodfilter.report.class_rates import ClassRate
+from oodfilter.safe_yaml import YamlAliasError, load_yaml
 from oodfilter.scan.config import ScanConfig
 from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction, decision_rule, plan_decisions, undecided
 from oodfilter.scoring.factory import build_scorer
@@ -372,8 +373,8 @@ def _legacy_precision(previous: dict[str, Any], scorer: Scorer, out: Path) -> No
     if "precision" in previous:
         return
     try:
-        recorded = yaml.safe_load(sidecar(out, "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        recorded = load_yaml(sidecar(out, "config.yaml").read_text(encoding="utf-8"), str(sidecar(out, "config.yaml")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, YamlAliasError):
         recorded = None
     ran_on_cpu = isinstance(recorded, dict) and recorded.get("device") == "cpu"
     previous["precision"] = "fp32" if ran_on_cpu else inference_precision(scorer.device, "auto")
