@@ -68,13 +68,16 @@ def two_folders(tmp_path, monkeypatch):
     return scanned, elsewhere
 
 
+@pytest.mark.slow  # two evaluations / two CLI scans of the tiny model: several seconds on 2 cores
 def test_eval_resolves_a_manifests_relative_paths_from_its_scan_folder(tmp_path, two_folders, tiny_model,
                                                                        monkeypatch):
     scanned, elsewhere = two_folders
-    monkeypatch.chdir(scanned)
-    _scan(tmp_path, ["id"], scanned / "id.jsonl", tiny_model)
-    _scan(tmp_path, ["ood"], scanned / "ood.jsonl", tiny_model)
-    assert not Path(read_manifest(scanned / "id.jsonl")[0].path).is_absolute()
+    for name in ("id", "ood"):  # what a scan run in scanned/ on id/ and ood/ records: relative rows and its cwd
+        writer = ManifestWriter(scanned / f"{name}.jsonl", append=False)
+        writer.write([ManifestRow(f"{name}/{file.name}", "ok", ood_score=0.5, top_class="hen")
+                      for file in sorted((scanned / name).iterdir())])
+        writer.close()
+        sidecar(scanned / f"{name}.jsonl", "meta.json").write_text(json.dumps({"cwd": str(scanned)}))
 
     def auroc(id_set: Path, ood_set: Path) -> float:
         config = EvalConfig(model="test-tiny", classes=CLASSES, id=str(id_set), ood=[str(ood_set)], methods=["msp"],
@@ -283,6 +286,7 @@ def test_a_presigned_urls_signature_is_redacted_in_messages(tmp_path):
     assert "5ecret5ig" not in str(down.value) and "Expires=1" in str(down.value)
 
 
+@pytest.mark.slow  # two evaluations / two CLI scans of the tiny model: several seconds on 2 cores
 def test_the_cli_and_the_report_redact_signatures_and_the_manifest_keeps_the_url(tmp_path, capsys):
     classes = tmp_path / "classes.txt"
     classes.write_text("\n".join(CLASSES) + "\n")
