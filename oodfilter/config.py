@@ -22,6 +22,8 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from oodfilter.errors import InputError
+from oodfilter.messages import excerpt
+from oodfilter.safe_yaml import YamlAliasError, load_yaml
 
 C = TypeVar("C")
 
@@ -57,7 +59,7 @@ class ConversionError(ValueError):
     """A value does not fit a declared type; ``expected`` says what would (e.g. "a whole number")."""
 
     def __init__(self, expected: str, value: Any) -> None:
-        super().__init__(f"must be {expected}, got {value!r}")
+        super().__init__(f"must be {expected}, got {excerpt(value)}")
         self.expected = expected
         self.value = value
 
@@ -237,7 +239,9 @@ def convert_field(cls: type, name: str, value: Any, *, source: str) -> Any:
 def _read_yaml(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     try:
-        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        loaded = load_yaml(file.read_text(encoding="utf-8"), f"config file {file}")
+    except YamlAliasError:
+        raise
     except FileNotFoundError as error:
         raise InputError(f"config file {file} does not exist") from error
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
@@ -268,5 +272,6 @@ def build_config(cls: type[C], path: str | Path | None = None, overrides: dict[s
     for where in dict.fromkeys(source for _, source in given.values()):
         unknown = sorted(key for key, (_, source) in given.items() if source == where and key not in known)
         if unknown:
-            raise InputError(f"{where}: unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            named = ", ".join(excerpt(key, 60).strip("'") for key in unknown[:10]) + (", ..." * (len(unknown) > 10))
+            raise InputError(f"{where}: unknown option(s): {named}; known: {', '.join(sorted(known))}")
     return cls(**{key: convert_field(cls, key, value, source=source) for key, (value, source) in given.items()})

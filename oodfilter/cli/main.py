@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from oodfilter.errors import OODFilterError
+from oodfilter.messages import redact
 
 # command name → "module:attribute"; modules are imported only when their command runs, so that
 # `oodfilter --help` does not pay for importing torch and open_clip.
@@ -66,7 +67,7 @@ def cli(verbose: int) -> None:
 
 def _plain_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                    line: str | None = None) -> str:
-    return f"warning: {message}\n"
+    return f"warning: {redact(str(message))}\n"
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -80,12 +81,13 @@ def main(argv: list[str] | None = None) -> Any:
         error.show()
         sys.exit(error.exit_code)
     except OODFilterError as error:
-        click.echo(f"Error: {error}", err=True)
+        click.echo(f"Error: {redact(str(error))}", err=True)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except Exception as error:
         logging.getLogger(__name__).debug("unexpected error", exc_info=True)
-        click.echo(f"Unexpected error: {type(error).__name__}: {error} (run with -vv for details)", err=True)
+        click.echo(f"Unexpected error: {type(error).__name__}: {redact(str(error))} (run with -vv for details)",
+                   err=True)
         sys.exit(EXIT_UNEXPECTED)

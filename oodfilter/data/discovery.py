@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 from braceexpand import braceexpand
 
 from oodfilter.data.remote import check_url, filesystem, is_url
+from oodfilter.data.remote_limits import Deadline, RemoteDeadlineError, within
 from oodfilter.data.shards import image_sample_keys, is_shard, sample_name
 from oodfilter.errors import InputError
+from oodfilter.messages import redact
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -133,27 +135,37 @@ def discover_images(
 
 
 def _expand_url(url: str, wanted: set[str], recursive: bool) -> Iterator[Discovered]:
-    """Yield what a URL names: an object, a shard's samples, or the images (and shards) under a prefix or glob."""
+    """Yield what a URL names: an object, a shard's samples, or the images (and shards) under a prefix or glob.
+
+    The listing keeps one deadline and the size cap (:mod:`oodfilter.data.remote_limits`); each shard's
+    index then has its own.
+    """
     check_url(url)
     fs, path = filesystem(url)
+    deadline = Deadline()
     try:
         listed_by_glob = bool(_url_glob_chars(url) & set(path))
         if listed_by_glob:
-            matches, root = sorted(fs.glob(path)), _url_glob_root(url)
+            matches, root = sorted(within(fs, "glob", path, deadline=deadline)), _url_glob_root(url)
             if not matches:
-                raise InputError(f"the pattern '{url}' matches nothing; check the pattern and quote it")
-        elif fs.isdir(path):
-            matches, root = sorted(fs.find(path) if recursive else fs.ls(path, detail=False)), url
-        elif fs.exists(path):
+                raise InputError(f"the pattern '{redact(url)}' matches nothing; check the pattern and quote it")
+        elif within(fs, "isdir", path, deadline=deadline):
+            found = within(fs, "find", path, deadline=deadline) if recursive else \
+                within(fs, "ls", path, detail=False, deadline=deadline)
+            matches, root = sorted(found), url
+        elif within(fs, "exists", path, deadline=deadline):
             yield from _shard_samples(url, url) if is_shard(url) else [DiscoveredItem(url, url.rsplit("/", 1)[0])]
             return
         else:
-            raise InputError(f"input '{url}' does not exist; check the URL (and that its credentials are set)")
+            raise InputError(f"input '{redact(url)}' does not exist; check the URL (and that its credentials are "
+                             "set)")
     except InputError:
         raise
+    except RemoteDeadlineError as error:
+        raise InputError(f"cannot list {redact(url)}: {error}") from error
     except Exception as error:  # a refused listing, missing credentials, a server that is down: each backend's own
-        raise InputError(f"cannot list {url}: {type(error).__name__}: {error}; check the URL, that the server "
-                         "is reachable and that its credentials are set in the environment") from error
+        raise InputError(f"cannot list {redact(url)}: {type(error).__name__}: {redact(str(error))}; check the URL, "
+                         "that the server is reachable and that its credentials are set in the environment") from error
     shards = 0
     for match in matches:
         name = fs.unstrip_protocol(match)
@@ -175,8 +187,9 @@ def _url_glob_chars(url: str) -> set[str]:
 def _hint_shards(folder: str, shards: int) -> None:
     """Say how to scan the shards a folder holds (a folder's listing takes images only, not shards' samples)."""
     if shards:
-        warnings.warn(f"{folder} holds {shards} .tar file(s), which a folder scan leaves out; to scan WebDataset "
-                      f"shards' samples, name them: '{folder.rstrip('/')}/*.tar'", stacklevel=4)
+        shown = redact(folder)
+        warnings.warn(f"{shown} holds {shards} .tar file(s), which a folder scan leaves out; to scan WebDataset "
+                      f"shards' samples, name them: '{shown.rstrip('/')}/*.tar'", stacklevel=4)
 
 
 def _shard_samples(shard: str, root: str) -> Iterator[DiscoveredItem]:

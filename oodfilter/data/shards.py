@@ -24,16 +24,11 @@ from typing import IO, Any
 
 from braceexpand import braceexpand
 
-from oodfilter.data.remote import (
-    DEFAULT_MAX_BYTES,
-    RemoteReadError,
-    check_url,
-    filesystem,
-    is_outage,
-    is_url,
-    unavailable,
-)
+from oodfilter.data.range_file import open_ranges
+from oodfilter.data.remote import RemoteReadError, check_url, filesystem, is_outage, is_url, unavailable
+from oodfilter.data.remote_limits import Deadline, RemoteDeadlineError, max_remote_bytes, within
 from oodfilter.errors import InputError
+from oodfilter.messages import redact
 
 SAMPLE_SEPARATOR = "#"
 SHARD_SUFFIX = ".tar"
@@ -130,17 +125,17 @@ def _cached_index(shard: str, stamp: tuple[int, int] | None) -> ShardIndex:
     except Exception as failure:  # a remote shard's server failing mid-read: stop, --resume continues
         if is_url(shard):
             raise _remote_failure(shard, failure) from failure
-        raise InputError(f"shard {shard} cannot be read ({type(failure).__name__}: {failure})") from failure
+        raise InputError(f"shard {redact(shard)} cannot be read ({type(failure).__name__}: {failure})") from failure
 
 
 def _read_index(shard: str) -> ShardIndex:
     samples: dict[str, dict[str, ShardMember]] = {}
     error = None
-    with open_shard(shard) as handle:
+    with open_shard(shard, deadline=Deadline()) as handle:  # one deadline for the whole index
         try:
             archive = tarfile.open(fileobj=handle, mode="r:")  # noqa: SIM115 (members are read as they are listed)
         except tarfile.ReadError as failure:
-            raise InputError(f"shard {shard} is not an uncompressed tar file ({failure}); WebDataset shards "
+            raise InputError(f"shard {redact(shard)} is not an uncompressed tar file ({failure}); WebDataset shards "
                              "are .tar files") from failure
         try:
             for member in _members(archive):
@@ -169,10 +164,10 @@ def _damaged_after(handle: IO[bytes], end: int) -> bool:
 def _remote_failure(shard: str, failure: BaseException) -> InputError:
     """Return the error for a remote shard that could not be read: an outage, or a server shards cannot use."""
     if isinstance(failure, ValueError) and "range" in str(failure).lower():
-        return InputError(f"shard {shard}: its server does not answer byte-range requests, which reading a "
+        return InputError(f"shard {redact(shard)}: its server does not answer byte-range requests, which reading a "
                           "shard's samples needs; copy the shards to local disk or an object store")
     if isinstance(failure, OSError) and not is_outage(failure):
-        return InputError(f"shard {shard} cannot be read ({failure})")
+        return InputError(f"shard {redact(shard)} cannot be read ({redact(str(failure))})")
     return unavailable(shard, failure)
 
 
@@ -184,43 +179,52 @@ def _members(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         yield member
 
 
-def open_shard(shard: str) -> IO[bytes]:
+def open_shard(shard: str, *, deadline: Deadline | None = None) -> IO[bytes]:
     """Open a local or remote shard for reading (binary, seekable).
 
+    A remote shard is read by byte-range requests within ``deadline`` (None: each request within its own),
+    none larger than the size cap (:mod:`oodfilter.data.range_file`).
+
     Raises:
-        InputError: it does not exist or cannot be read; SourceUnavailableError for a remote outage.
+        InputError: it does not exist or cannot be read; SourceUnavailableError for a remote outage or a
+            deadline passed.
 
     """
     if is_url(shard):
         fs, path = filesystem(shard)
         try:
-            return fs.open(path, "rb")
+            return open_ranges(fs, path, shard, deadline)
+        except RemoteDeadlineError as error:
+            raise unavailable(shard, error) from error
         except FileNotFoundError as error:
             if is_outage(error):
                 raise unavailable(shard, error) from error
-            raise InputError(f"shard {shard} does not exist") from error
+            raise InputError(f"shard {redact(shard)} does not exist") from error
     try:
         return open(Path(shard), "rb")
     except FileNotFoundError as error:
-        raise InputError(f"shard {shard} does not exist") from error
+        raise InputError(f"shard {redact(shard)} does not exist") from error
     except (IsADirectoryError, PermissionError) as error:
-        raise InputError(f"shard {shard} cannot be read ({error.strerror})") from error
+        raise InputError(f"shard {redact(shard)} cannot be read ({error.strerror})") from error
 
 
-def read_member(shard: str, member: ShardMember, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """Return the bytes of one member of ``shard``.
+def read_member(shard: str, member: ShardMember, *, max_bytes: int | None = None) -> bytes:
+    """Return the bytes of one member of ``shard`` (a remote one within a deadline).
 
     Raises:
-        RemoteReadError: the member is larger than ``max_bytes`` or ends early (the shard changed).
+        RemoteReadError: the member is larger than ``max_bytes`` (default: the remote size cap) or ends early
+            (the shard changed).
 
     """
     where = sample_name(shard, member.name)
-    if member.size > max_bytes:
-        raise RemoteReadError(where, f"larger than the limit of {max_bytes} bytes; not read")
+    limit = max_remote_bytes() if max_bytes is None else max_bytes
+    if member.size > limit:
+        raise RemoteReadError(where, f"larger than the limit of {limit} bytes; not read")
     if is_url(shard):  # one ranged request for exactly the member's bytes (no read-ahead block)
-        fs, path = filesystem(shard)
+        fs, path = filesystem(shard, max_bytes=limit)
         try:
-            data = fs.cat_file(path, start=member.offset, end=member.offset + member.size)
+            data = within(fs, "cat_file", path, start=member.offset, end=member.offset + member.size,
+                          deadline=Deadline())
         except Exception as failure:
             raise _remote_failure(shard, failure) from failure
         if len(data) > member.size:  # the server sent the whole shard: it ignores byte ranges
@@ -234,7 +238,7 @@ def read_member(shard: str, member: ShardMember, *, max_bytes: int = DEFAULT_MAX
     return bytes(data)
 
 
-def read_sample_image(name: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+def read_sample_image(name: str, *, max_bytes: int | None = None) -> bytes:
     """Return the image bytes of sample ``<shard>#<key>``.
 
     Raises:
@@ -283,17 +287,20 @@ def expand_shards(spec: str) -> list[str]:
         if is_url(text):
             check_url(text)
         if not is_shard(text):
-            raise InputError(f"{text} is not a WebDataset shard; shards are .tar files")
+            raise InputError(f"{redact(text)} is not a WebDataset shard; shards are .tar files")
         if not set("*?[") & set(text):
             found.setdefault(text, None)
             continue
         if is_url(text):
             fs, path = filesystem(text)
-            matches = [fs.unstrip_protocol(match) for match in fs.glob(path)]
+            try:
+                matches = [fs.unstrip_protocol(match) for match in within(fs, "glob", path, deadline=Deadline())]
+            except RemoteDeadlineError as error:
+                raise InputError(f"cannot list {redact(text)}: {error}") from error
         else:
             matches = glob.glob(text, recursive=True)
         if not matches:
-            raise InputError(f"the pattern '{text}' matches no shard; check the pattern and quote it")
+            raise InputError(f"the pattern '{redact(text)}' matches no shard; check the pattern and quote it")
         for match in sorted(matches):
             found.setdefault(match, None)
     return list(found)

@@ -23,6 +23,7 @@ import numpy as np
 from oodfilter.atomic import atomic_write_text
 from oodfilter.errors import InputError
 from oodfilter.finite import is_finite
+from oodfilter.messages import excerpt
 
 FORMAT = "oodfilter-calibration/1"
 # Below this many known-ID images a threshold is mostly noise, whatever the recall asked for.
@@ -237,4 +238,4 @@ def _check_identity(identity: dict[str, Any], where: str) -> None:
 def _check_recall(id_recall: float, where: str = "id_recall") -> None:
     if isinstance(id_recall, bool) or not (isinstance(id_recall, int | float) and 0.0 < id_recall <= 1.0):
         raise InputError(f"{where}: the ID recall must be in (0, 1] (e.g. 0.95 keeps 95% of ID images), "
-                         f"got {id_recall!r}")
+                         f"got {excerpt(id_recall)}")

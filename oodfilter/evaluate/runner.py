@@ -28,6 +28,7 @@ from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.features import header_path, matching_features
 from oodfilter.sinks.manifest import FORMATS, read_manifest
+from oodfilter.sinks.row_paths import manifest_base, resolve_row_path, resolved_paths
 from oodfilter.text.class_vectors import build_class_vectors
 
 logger = logging.getLogger(__name__)
@@ -57,10 +58,17 @@ class EvalReport:
 
 
 def read_image_set(source: str) -> list[str]:
-    """Return the image paths of a folder, glob or file list, or the ``ok`` rows of a scan manifest."""
-    if Path(source).is_file() and Path(source).suffix.lower() in FORMATS:
-        return [row.path for row in read_manifest(source) if row.ok]
+    """Return the image paths of a folder, glob or file list, or the ``ok`` rows of a scan manifest.
+
+    A manifest's relative paths are resolved from the folder its scan ran in (:mod:`oodfilter.sinks.row_paths`).
+    """
+    if _is_manifest(source):
+        return resolved_paths(source, (row for row in read_manifest(source) if row.ok))
     return [item.name for item in discover_images([source])]
+
+
+def _is_manifest(source: str) -> bool:
+    return Path(source).is_file() and Path(source).suffix.lower() in FORMATS
 
 
 def read_labels(path: str, class_names: list[str]) -> dict[str, int]:
@@ -189,7 +197,8 @@ def _encode_sets(
         stored = _stored_features(source, scorer)
         if stored is not None:  # a scan --save-features manifest of this image tower: no image forward
             features[set_name], paths[set_name] = stored
-            errors.update({row.path: str(row.error) for row in read_manifest(source) if not row.ok})
+            failed = [row for row in read_manifest(source) if not row.ok]
+            errors.update(zip(resolved_paths(source, failed), (str(row.error) for row in failed), strict=True))
             continue
         listed = read_image_set(source)
         if not listed:
@@ -203,7 +212,7 @@ def _encode_sets(
 
 def _stored_features(source: str, scorer: Scorer) -> tuple[torch.Tensor, list[str]] | None:
     """Return a manifest's stored features and ok-row paths, when it has them from this model's image tower."""
-    if not (Path(source).is_file() and Path(source).suffix.lower() in FORMATS and header_path(source).is_file()):
+    if not (_is_manifest(source) and header_path(source).is_file()):
         return None
     found = matching_features(source, scorer.model.image_fingerprint(), scorer.precision)
     if found is None:
@@ -211,7 +220,8 @@ def _stored_features(source: str, scorer: Scorer) -> tuple[torch.Tensor, list[st
                        scorer.precision)
         return None
     paths, features = found
-    return torch.from_numpy(np.asarray(features, dtype=np.float32)), paths
+    base = manifest_base(source)
+    return torch.from_numpy(np.asarray(features, dtype=np.float32)), [resolve_row_path(p, base) for p in paths]
 
 
 def _id_accuracy(scorer: Scorer, features: torch.Tensor, paths: list[str], labels_file: str) -> float | None:

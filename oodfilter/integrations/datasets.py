@@ -24,6 +24,7 @@ import torch
 
 from oodfilter.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb_bytes, load_rgb_image, to_rgb
 from oodfilter.errors import InputError, MissingDependencyError
+from oodfilter.messages import excerpt
 from oodfilter.scoring.scorer import Scorer
 
 COLUMNS = ("ood_score", "is_ood", "top_class", "ood_error")
@@ -94,7 +95,7 @@ def filter_ood(dataset: Any, scorer: Scorer, *, keep: str = "id", image_column: 
 
     """
     if keep not in ("id", "ood"):
-        raise InputError(f"keep must be 'id' or 'ood', got {keep!r}")
+        raise InputError(f"keep must be 'id' or 'ood', got {excerpt(keep)}")
     if scorer.threshold is None and not scorer.method.threshold_free:
         raise InputError(f"{scorer.method.name} gives no decision without a threshold: build the scorer with "
                          "threshold= or calibration= (oodfilter.calibrate)")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from oodfilter.errors import CheckpointError
+from oodfilter.messages import excerpt
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.fingerprint import file_sha256
 
@@ -230,7 +231,7 @@ def _check_files(files: Any, path: Path) -> dict[str, str]:
     for name in files:
         if not isinstance(files[name], str) or not _SHA256.fullmatch(files[name]):
             raise CheckpointError(
-                f"{path}: 'files.{name}' must be a sha256 (64 lowercase hex digits), found {files[name]!r}; "
+                f"{path}: 'files.{name}' must be a sha256 (64 lowercase hex digits), found {excerpt(files[name])}; "
                 f"{_RECREATE}"
             )
     return dict(files)
@@ -238,13 +239,13 @@ def _check_files(files: Any, path: Path) -> dict[str, str]:
 
 def _positive_int(value: Any, key: str, path: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CheckpointError(f"{path}: '{key}' must be an integer ≥ 1, found {value!r}; {_RECREATE}")
+        raise CheckpointError(f"{path}: '{key}' must be an integer ≥ 1, found {excerpt(value)}; {_RECREATE}")
     return value
 
 
 def _typed(value: Any, kind: type, key: str, expected: str, path: Path) -> Any:
     if not isinstance(value, kind):
-        raise CheckpointError(f"{path}: '{key}' must be {expected}, found {value!r}; {_RECREATE}")
+        raise CheckpointError(f"{path}: '{key}' must be {expected}, found {excerpt(value)}; {_RECREATE}")
     return value
 
 

@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import Sampler, Subset
 
 from oodfilter.errors import InputError
-from oodfilter.sinks.manifest import read_manifest, read_meta
+from oodfilter.sinks.manifest import read_manifest
+from oodfilter.sinks.row_paths import manifest_base, resolve_row_path
 
 
 def dataset_paths(dataset: Any) -> list[str]:
@@ -34,7 +35,8 @@ class ManifestFilter:
     """Decisions from a scan manifest, matched to a dataset's files by path.
 
     Paths are compared as absolute paths; relative manifest paths are taken relative to the folder the
-    scan ran in (recorded beside the manifest), else to the current folder.
+    scan ran in (recorded beside the manifest), else to the manifest's own folder
+    (:func:`~oodfilter.sinks.row_paths.resolve_row_path`); the dataset's relative paths to the current folder.
 
     Args:
         manifest: The manifest a scan wrote.
@@ -48,10 +50,10 @@ class ManifestFilter:
         rows = read_manifest(self.manifest)
         if not rows:
             raise InputError(f"manifest {self.manifest} is missing or empty; run oodfilter scan first")
-        base = self._scan_folder()
+        base = manifest_base(self.manifest)
         self._drop: dict[str, bool] = {}
         for row in rows:
-            key = _absolute(row.path, base)
+            key = resolve_row_path(row.path, base)
             if row.status != "ok":
                 self._drop[key] = not keep_errors
             elif threshold is not None:
@@ -62,10 +64,6 @@ class ManifestFilter:
                 )
             else:
                 self._drop[key] = bool(row.is_ood)
-
-    def _scan_folder(self) -> Path:
-        cwd = read_meta(self.manifest).get("cwd")
-        return Path(cwd) if cwd else Path.cwd()
 
     def drop_mask(self, paths: Sequence[str | Path]) -> torch.Tensor:
         """Return (N,) bool, True where the sample should be dropped.

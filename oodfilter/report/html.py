@@ -15,11 +15,13 @@ from oodfilter.data.decode import ImageDecodeError, load_rgb_image
 from oodfilter.data.remote import SourceUnavailableError, is_url
 from oodfilter.decision.calibration import Calibration
 from oodfilter.errors import InputError
+from oodfilter.messages import redact
 from oodfilter.outputs import check_output, starts_with
 from oodfilter.report.class_rates import suspicious_note
 from oodfilter.report.summary import ReportData, summarise_stream
 from oodfilter.report.what_if import what_if
 from oodfilter.sinks.manifest import iter_manifest, read_meta, sidecar
+from oodfilter.sinks.row_paths import manifest_base, resolve_row_path
 from oodfilter.sinks.rows import ManifestRow
 
 logger = logging.getLogger(__name__)
@@ -81,22 +83,24 @@ def _thumbnail(path: str, size: int, cache: dict[str, str]) -> str:
         except SourceUnavailableError:  # a URL's server is down now: the page is still written, without them
             cache[path] = cache[_UNREACHABLE] = "error:its server did not answer"
         except InputError as error:  # e.g. no credentials for the store in this environment
-            cache[path] = f"error:{error}"
+            cache[path] = f"error:{redact(str(error))}"
     return cache[path]
 
 
-def _gallery(title: str, rows: list[ManifestRow], size: int, cache: dict[str, str]) -> str:
+def _gallery(title: str, rows: list[ManifestRow], size: int, cache: dict[str, str], base: str) -> str:
+    """Return the cards of ``rows``: thumbnails of the files they name (relative rows resolved from ``base``)."""
     cards = []
     for row in rows:
-        source = _thumbnail(row.path, size, cache)
+        source = _thumbnail(resolve_row_path(row.path, base), size, cache)
+        shown = redact(row.path)  # a presigned URL's signature stays out of a page people share
         decision = {True: "OOD", False: "ID", None: "no decision"}[row.is_ood]
         label = (f"{row.score:.4f} · {decision}<br>{html.escape(str(row.top_class))} "
                  f"({(row.top_prob or 0):.2f})")
         if source.startswith("error:"):
             picture = f'<div class="missing">{html.escape(source[6:])}</div>'
         else:
-            picture = f'<img class="thumb" src="{source}" alt="{html.escape(Path(row.path).name)}">'
-        cards.append(f'<figure title="{html.escape(row.path)}">{picture}<figcaption>{label}</figcaption></figure>')
+            picture = f'<img class="thumb" src="{source}" alt="{html.escape(Path(shown).name)}">'
+        cards.append(f'<figure title="{html.escape(shown)}">{picture}<figcaption>{label}</figcaption></figure>')
     body = "".join(cards) or "<p>none</p>"
     return f'<section><h2>{html.escape(title)} ({len(rows)})</h2><div class="gallery">{body}</div></section>'
 
@@ -215,8 +219,18 @@ def _more_errors(total: int, shown: int) -> str:
     return f"<p>The first {shown} are listed; the manifest has every error row (status error).</p>"
 
 
+def _warn_if_no_thumbnail(cache: dict[str, str], base: str) -> None:
+    """Say so when not one gallery image could be read: the images moved, or the scan ran elsewhere."""
+    shown = {path: source for path, source in cache.items() if path != _UNREACHABLE}
+    if shown and all(source.startswith("error:") for source in shown.values()):
+        path, source = next(iter(shown.items()))
+        logger.warning("none of the %d gallery images could be read (e.g. %s: %s); relative paths are read from "
+                       "%s, the folder the scan ran in", len(shown), redact(path), source[6:], base)
+
+
 def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: ReportConfig) -> str:
     cache: dict[str, str] = {}
+    base = manifest_base(manifest, meta)
     calibration = _calibration_of(manifest, meta)
     c = data.counts
     summary_rows = [
@@ -231,14 +245,15 @@ def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: Repor
         f'<table class="summary">{summary}</table>',
         f"<section><h2>Score distribution</h2>{_histogram_svg(data, options.bins, _boundary_label(calibration))}"
         "</section>",
-        _gallery("Most OOD", data.most_ood, size, cache),
-        _gallery("Borderline", data.borderline, size, cache),
-        _gallery("Most in-distribution", data.most_id, size, cache),
+        _gallery("Most OOD", data.most_ood, size, cache, base),
+        _gallery("Borderline", data.borderline, size, cache, base),
+        _gallery("Most in-distribution", data.most_id, size, cache, base),
         _per_class_section(data),
         _what_if_section(calibration, data),
         f"<section><h2>Errors ({c['errors']})</h2>{_more_errors(c['errors'], len(data.errors))}"
-        + _table(["path", "error"], [[r.path, r.error] for r in data.errors]) + "</section>",
+        + _table(["path", "error"], [[redact(r.path), redact(str(r.error))] for r in data.errors]) + "</section>",
     ]
+    _warn_if_no_thumbnail(cache, base)
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>oodfilter report: {html.escape(manifest.name)}</title><style>{_STYLE}</style></head>"

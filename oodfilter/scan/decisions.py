@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from oodfilter.data.discovery import discover_images
+from oodfilter.data.remote import is_url
 from oodfilter.decision.calibration import Calibration
 from oodfilter.decision.identity import score_identity
 from oodfilter.decision.keep_fraction import keep_fraction_decisions
@@ -28,7 +29,8 @@ from oodfilter.model.fingerprint import file_sha256
 from oodfilter.scan.config import ScanConfig
 from oodfilter.scoring.calibrate import calibrate
 from oodfilter.scoring.scorer import Scorer
-from oodfilter.sinks.manifest import FORMATS, read_manifest, read_meta, rewrite_manifest, sidecar
+from oodfilter.sinks.manifest import FORMATS, read_manifest, rewrite_manifest, sidecar
+from oodfilter.sinks.row_paths import resolved_paths
 from oodfilter.sinks.rows import ManifestRow
 
 
@@ -171,15 +173,14 @@ def calibration_paths(items: list[str]) -> list[str]:
     images: list[str] = []
     for item in items:
         if Path(item).suffix.lower() in FORMATS and sidecar(item, "meta.json").is_file():
-            base = read_meta(item).get("cwd") or os.getcwd()  # its relative paths are relative to its scan's folder
-            paths += [os.path.join(base, row.path) for row in read_manifest(item) if row.ok]
+            paths += resolved_paths(item, (row for row in read_manifest(item) if row.ok))
         else:
             images.append(item)
     if images:
         paths += [found.name for found in discover_images(images) if found.error is None]
     if not paths:
         raise InputError(f"--calibrate-on {' '.join(items)}: no image found to calibrate on")
-    return sorted({os.path.normpath(os.path.abspath(path)) for path in paths})
+    return sorted({path if is_url(path) else os.path.normpath(os.path.abspath(path)) for path in paths})
 
 
 def undecided(rows: list[ManifestRow]) -> list[ManifestRow]:

@@ -50,6 +50,7 @@ from oodfilter.sinks.features import (
 )
 from oodfilter.sinks.lock import ManifestLock
 from oodfilter.sinks.manifest import ManifestWriter, manifest_format, read_manifest, read_meta, sidecar
+from oodfilter.sinks.row_paths import manifest_base
 from oodfilter.sinks.rows import ManifestRow, build_rows
 from oodfilter.text.templates import DEFAULT_TEMPLATES, templates_digest
 
@@ -269,8 +270,9 @@ def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: 
     rule = {"threshold": config.threshold, "calibration": config.calibration, "id_recall": config.id_recall,
             "keep_fraction": config.keep_fraction}
     plan = DecisionPlan(scorer.threshold, rule, calibration=fitted, keep_fraction=config.keep_fraction)
+    base = os.getcwd() if config.clip_retrieval else manifest_base(source, previous)  # what its rows are relative to
     meta: dict[str, Any] = {
-        "oodfilter_version": __version__, "cwd": previous.get("cwd", os.getcwd()), "model": scorer.model.source.name,
+        "oodfilter_version": __version__, "cwd": base, "model": scorer.model.source.name,
         "fingerprints": scorer.class_vectors.fingerprints, "method": method.name, **plan.meta(),
         "decision": plan.describe(method.name, method.threshold_free), "classes_sha256": classes_digest(names),
         "num_classes": len(names), "templates": list(scorer.class_vectors.templates),

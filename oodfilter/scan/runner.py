@@ -32,6 +32,7 @@ from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.pretrained import RANDOM_WEIGHTS
 from oodfilter.report.class_rates import ClassRate
+from oodfilter.safe_yaml import YamlAliasError, load_yaml
 from oodfilter.scan.config import ScanConfig
 from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction, decision_rule, plan_decisions, undecided
 from oodfilter.scoring.factory import build_scorer
@@ -44,6 +45,7 @@ from oodfilter.sinks.lock import ManifestLock
 from oodfilter.sinks.manifest import ManifestWriter, read_meta, sidecar
 from oodfilter.sinks.readback import ManifestTally, done_paths, ok_row_count, tally_manifest
 from oodfilter.sinks.reshard import RESHARD, ReshardReport, plan_reshard, reshard
+from oodfilter.sinks.row_paths import is_relative_row
 from oodfilter.sinks.rows import ManifestRow
 from oodfilter.text.templates import TEMPLATE_SETS, resolve_template_choice, templates_digest
 
@@ -388,8 +390,8 @@ def _legacy_precision(previous: dict[str, Any], scorer: Scorer, out: Path) -> No
     if "precision" in previous:
         return
     try:
-        recorded = yaml.safe_load(sidecar(out, "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        recorded = load_yaml(sidecar(out, "config.yaml").read_text(encoding="utf-8"), str(sidecar(out, "config.yaml")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, YamlAliasError):
         recorded = None
     ran_on_cpu = isinstance(recorded, dict) and recorded.get("device") == "cpu"
     previous["precision"] = "fp32" if ran_on_cpu else inference_precision(scorer.device, "auto")
@@ -407,7 +409,24 @@ def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any], previous:
         what = ", ".join(words.get(key, key) for key in different)
         raise InputError(f"cannot resume {out}: it was made with a different {what}; use the same settings, "
                          "or --overwrite / another --out to start again")
-    return done_paths(out)
+    done = done_paths(out)
+    _check_resumed_from_scan_folder(out, previous, done)
+    return done
+
+
+def _check_resumed_from_scan_folder(out: Path, previous: dict[str, Any], done: set[str]) -> None:
+    """Refuse to resume, from another folder, a manifest whose rows are relative to the folder its scan ran in.
+
+    Its relative rows name files there; here the same names are other files (or none), and the new meta
+    would point every old row at them.
+    """
+    recorded, here = previous.get("cwd"), os.getcwd()
+    if not isinstance(recorded, str) or not recorded or os.path.realpath(recorded) == os.path.realpath(here):
+        return
+    relative = next((path for path in done if is_relative_row(path)), None)
+    if relative is not None:
+        raise InputError(f"cannot resume {out} from {here}: its rows (e.g. {relative}) are relative to {recorded}, "
+                         "where its scan ran; resume from there, or scan into another --out")
 
 
 def _write_beside(out: Path, meta: dict[str, Any], config: ScanConfig) -> None:

@@ -9,7 +9,6 @@ no fingerprint of the image tower they came from: only the dimension can be chec
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import numpy as np
 
 from oodfilter.errors import InputError
 from oodfilter.sinks.features import load_features
-from oodfilter.sinks.manifest import _require_pyarrow, read_manifest, read_meta
+from oodfilter.sinks.manifest import _require_pyarrow, read_manifest
+from oodfilter.sinks.row_paths import resolved_paths
 
 PATH_COLUMNS = ("image_path", "url", "key")  # the first one present names each row
 _SHARD = re.compile(r"img_emb_(\d+)\.npy$")
@@ -112,6 +112,5 @@ def export_manifest_features(manifest: str | Path, folder: str | Path, shard_row
         raise InputError(f"manifest {manifest} does not exist")
     rows = [row for row in read_manifest(manifest) if row.ok]
     features = load_features(manifest, len(rows))
-    base = read_meta(manifest).get("cwd") or os.getcwd()
-    paths = [os.path.normpath(os.path.join(base, row.path)) for row in rows]
+    paths = resolved_paths(manifest, rows)
     return write_clip_retrieval(folder, paths, features, shard_rows=shard_rows)

@@ -30,6 +30,7 @@ import torch
 from oodfilter.atomic import atomic_write_text
 from oodfilter.config import PRECISIONS
 from oodfilter.errors import InputError
+from oodfilter.messages import excerpt
 from oodfilter.outputs import os_error
 from oodfilter.sinks.manifest import read_manifest, sidecar
 
@@ -110,13 +111,13 @@ def read_header(manifest: str | Path) -> FeatureHeader:
         raise InputError(f"{path}: 'dim' must be an integer in 1..65536 and 'image_fingerprint', 'model', 'data' "
                          "strings")
     if not str(raw).endswith(".f16"):
-        raise InputError(f"{path}: 'data' must name a .f16 feature file, got {raw!r}")
+        raise InputError(f"{path}: 'data' must name a .f16 feature file, got {excerpt(raw)}")
     pretrained, precision = data.get("pretrained"), data.get("precision")
     if pretrained is not None and not isinstance(pretrained, str):
         raise InputError(f"{path}: 'pretrained' must be a string or null")
     resolved = [name for name in PRECISIONS if name != "auto"]  # a scan records what auto resolved to
     if precision is not None and precision not in resolved:
-        raise InputError(f"{path}: 'precision' must be one of {', '.join(resolved)} or null, got {precision!r}")
+        raise InputError(f"{path}: 'precision' must be one of {', '.join(resolved)} or null, got {excerpt(precision)}")
     return FeatureHeader(dim, str(fingerprint), str(model), str(raw), pretrained, precision)
 
 

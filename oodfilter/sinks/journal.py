@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from oodfilter.errors import InputError
+from oodfilter.messages import excerpt
 from oodfilter.sinks.safe_paths import Fingerprint
 
 JOURNAL_VERSION = 2
@@ -99,7 +100,7 @@ def parse_entry(entry: Any, where: str) -> JournalEntry:
         if op == "link" and value != str(paths["src"]):
             raise InputError(f"{where}: a link entry's 'target' must be its 'src'")
     else:
-        raise InputError(f"{where}: 'kind' {kind!r} does not fit the operation {op!r}")
+        raise InputError(f"{where}: 'kind' {excerpt(kind)} does not fit the operation {excerpt(op)}")
     return JournalEntry(op, paths["src"], paths["dst"], paths["dest_root"], entry["token"],
                         Fingerprint(kind, value), entry["mac"])
 

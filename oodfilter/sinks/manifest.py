@@ -19,6 +19,7 @@ from typing import IO, Any
 from oodfilter.atomic import atomic_write
 from oodfilter.errors import InputError, MissingDependencyError
 from oodfilter.finite import is_finite
+from oodfilter.messages import excerpt
 from oodfilter.outputs import os_error
 from oodfilter.sinks.rows import COLUMNS, ManifestRow, row_from_record
 
@@ -101,8 +102,8 @@ def read_meta(manifest: str | Path) -> dict[str, Any]:
         raise InputError(f"{path} must hold a JSON object; restore it or scan again with --overwrite")
     for key, types in _META_TYPES.items():
         if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
-            raise InputError(f"{path}: key '{key}' holds {meta[key]!r}, of the wrong type; restore the file or scan "
-                             "again with --overwrite")
+            raise InputError(f"{path}: key '{key}' holds {excerpt(meta[key])}, of the wrong type; restore the file or "
+                             "scan again with --overwrite")
     for key in ("threshold", "keep_boundary", "keep_fraction"):
         if isinstance(meta.get(key), int | float) and not is_finite(meta[key]):
             raise InputError(f"{path}: key '{key}' is not a finite number; restore the file or scan again with "
@@ -288,10 +289,10 @@ def _csv_value(column: str | None, text: str | None, where: str) -> Any:
         try:
             return float(text)
         except ValueError as error:
-            raise InputError(f"manifest {where}: column '{column}' holds {text!r}, not a number") from error
+            raise InputError(f"manifest {where}: column '{column}' holds {excerpt(text)}, not a number") from error
     if column == "is_ood":
         if text not in ("True", "False"):
-            raise InputError(f"manifest {where}: column 'is_ood' holds {text!r}; expected True, False or empty")
+            raise InputError(f"manifest {where}: column 'is_ood' holds {excerpt(text)}; expected True, False or empty")
         return text == "True"
     return text
 

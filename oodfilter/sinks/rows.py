@@ -17,6 +17,7 @@ import numpy as np
 
 from oodfilter.deprecation import warn_deprecated
 from oodfilter.errors import InputError
+from oodfilter.messages import excerpt
 
 if TYPE_CHECKING:  # rows sit below scoring: no runtime import, so either may be imported first
     from oodfilter.scoring.result import ScoreResult
@@ -161,7 +162,7 @@ def row_from_record(record: Mapping[str, Any], where: str) -> ManifestRow:
         raise InputError(f"manifest {where}: missing column(s) {', '.join(missing)}; is this an oodfilter manifest?")
     values = {column: _checked(column, record[column], where) for column in COLUMNS}
     if values["status"] not in STATUSES:
-        raise InputError(f"manifest {where}: column 'status' must be 'ok' or 'error', got {values['status']!r}")
+        raise InputError(f"manifest {where}: column 'status' must be 'ok' or 'error', got {excerpt(values['status'])}")
     if values["status"] == "ok" and (values["ood_score"] is None or values["top_class"] is None):
         raise InputError(f"manifest {where}: an 'ok' row needs 'ood_score' and 'top_class'")
     return ManifestRow(**values)
@@ -180,7 +181,7 @@ def _checked(column: str, value: Any, where: str) -> Any:
         return None
     expected = _TYPES[column]
     if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
-        raise InputError(f"manifest {where}: column '{column}' holds {value!r} ({type(value).__name__}); "
+        raise InputError(f"manifest {where}: column '{column}' holds {excerpt(value)} ({type(value).__name__}); "
                          f"expected {' or '.join(t.__name__ for t in expected)}")
     if column in ("ood_score", "top_prob"):
         try:
@@ -188,6 +189,6 @@ def _checked(column: str, value: Any, where: str) -> Any:
         except OverflowError:  # an integer too large for a float (a hand-edited or hostile manifest)
             number = math.inf
         if not math.isfinite(number):
-            raise InputError(f"manifest {where}: column '{column}' is not a finite number ({value!r})")
+            raise InputError(f"manifest {where}: column '{column}' is not a finite number ({excerpt(value)})")
         return number
     return value

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from oodfilter.errors import ClassListError
+from oodfilter.messages import excerpt
 
 
 class ClassList(list[str]):
@@ -29,7 +30,7 @@ def clean_class_names(names: Iterable[str], *, source: str = "the class list") -
     cleaned = ClassList()
     for raw in names:
         if not isinstance(raw, str):
-            raise ClassListError(f"{source} holds a {type(raw).__name__} ({raw!r}); class names must be strings")
+            raise ClassListError(f"{source} holds a {type(raw).__name__} ({excerpt(raw)}); class names must be strings")
         name = raw.strip()
         if name and not name.startswith("#"):
             cleaned.append(name)

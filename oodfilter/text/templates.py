@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from importlib import resources
 
 from oodfilter.errors import InputError, UnknownNameError
+from oodfilter.messages import excerpt
 
 
 def _read_template_file(name: str) -> tuple[str, ...]:
@@ -85,5 +86,5 @@ def resolve_templates(templates: str | Sequence[str] = DEFAULT_TEMPLATES) -> tup
         raise InputError("the template list is empty; pass at least one template such as 'a photo of a {}.'")
     for template in resolved:
         if not isinstance(template, str) or template.count("{}") != 1:
-            raise InputError(f"template {template!r} must contain exactly one '{{}}' where the class name goes")
+            raise InputError(f"template {excerpt(template)} must contain exactly one '{{}}' where the class name goes")
     return resolved

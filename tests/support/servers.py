@@ -6,6 +6,7 @@ import functools
 import http.server
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,85 @@ def upload(folder: Path, bucket_url: str) -> None:
 def http_server(folder: Path) -> Iterator[str]:
     """Serve ``folder`` over HTTP on 127.0.0.1; yield the base URL."""
     handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def trickle_server(*, interval: float = 0.2, limit: float = 6.0, size: int | None = None) -> Iterator[str]:
+    """Serve every GET as an answer that trickles one byte every ``interval`` seconds; yield the base URL.
+
+    A stalled server that never goes idle long enough for a read timeout. Each answer ends after ``limit``
+    seconds (so a client without a deadline finishes, late). A HEAD states ``size`` bytes and byte ranges
+    when ``size`` is given (a shard's server), nothing otherwise.
+    """
+    stop = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # no Content-Length: the body ends when the connection closes
+
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            if size is not None:
+                self.send_header("Content-Length", str(size))
+                self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            self.send_response(206 if size is not None and "Range" in self.headers else 200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            ends = time.monotonic() + limit
+            try:
+                while time.monotonic() < ends and not stop.wait(interval):
+                    self.wfile.write(b"<")
+                    self.wfile.flush()
+            except OSError:  # the client gave up
+                pass
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Keep the test output clean."""
+
+    with _serving(Handler) as base:
+        try:
+            yield base
+        finally:
+            stop.set()
+
+
+@contextmanager
+def flood_server(total: int, *, chunk: int = 64 * 1024) -> Iterator[str]:
+    """Serve every GET as ``total`` bytes sent in ``chunk``-byte pieces, with no Content-Length; yield the base URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            piece = b"<" * chunk
+            try:
+                for _ in range(total // chunk):
+                    self.wfile.write(piece)
+            except OSError:  # the client stopped reading
+                pass
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Keep the test output clean."""
+
+    with _serving(Handler) as base:
+        yield base
+
+
+@contextmanager
+def _serving(handler: Any) -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
