@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from oodfilter.errors import OODFilterError
+from oodfilter.sinks.names import printable
 
 # command name → "module:attribute"; modules are imported only when their command runs, so that
 # `oodfilter --help` does not pay for importing torch and open_clip.
@@ -80,12 +81,12 @@ def main(argv: list[str] | None = None) -> Any:
         error.show()
         sys.exit(error.exit_code)
     except OODFilterError as error:
-        click.echo(f"Error: {error}", err=True)
+        click.echo(printable(f"Error: {error}"), err=True)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except Exception as error:
         logging.getLogger(__name__).debug("unexpected error", exc_info=True)
-        click.echo(f"Unexpected error: {type(error).__name__}: {error} (run with -vv for details)", err=True)
+        click.echo(printable(f"Unexpected error: {type(error).__name__}: {error} (run with -vv for details)"), err=True)
         sys.exit(EXIT_UNEXPECTED)
