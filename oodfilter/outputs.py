@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from oodfilter.errors import OutputError
+from oodfilter.real_path import real_path
 
 _FIXES = {
     errno.ENOSPC: "the disk is full: free some space and run again",
@@ -56,9 +57,9 @@ def check_output(
 
     """
     out = Path(path)
-    resolved = out.resolve()
+    resolved = real_path(out)
     for source in inputs:
-        if Path(source).resolve() == resolved:
+        if real_path(source) == resolved:
             raise OutputError(f"{out} is an input of this command; write the {kind} to another file")
     if not (out.exists() or out.is_symlink()):
         return out

@@ -24,6 +24,19 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The user's state folder (the journal key) is one of the session's, never the real one."""
+    folder = tmp_path_factory.mktemp("state")
+    previous = os.environ.get("OODFILTER_STATE_DIR")
+    os.environ["OODFILTER_STATE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("OODFILTER_STATE_DIR", None)
+    else:
+        os.environ["OODFILTER_STATE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     """The registered test-tiny CLIPN (seeded random weights, trained-looking no-branch)."""

@@ -12,6 +12,7 @@ import click
 
 from oodfilter.errors import OODFilterError
 from oodfilter.messages import redact
+from oodfilter.sinks.names import printable
 
 # command name → "module:attribute"; modules are imported only when their command runs, so that
 # `oodfilter --help` does not pay for importing torch and open_clip.
@@ -81,13 +82,13 @@ def main(argv: list[str] | None = None) -> Any:
         error.show()
         sys.exit(error.exit_code)
     except OODFilterError as error:
-        click.echo(f"Error: {redact(str(error))}", err=True)
+        click.echo(printable(f"Error: {redact(str(error))}"), err=True)
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except Exception as error:
         logging.getLogger(__name__).debug("unexpected error", exc_info=True)
-        click.echo(f"Unexpected error: {type(error).__name__}: {redact(str(error))} (run with -vv for details)",
-                   err=True)
+        click.echo(printable(f"Unexpected error: {type(error).__name__}: {redact(str(error))} "
+                             "(run with -vv for details)"), err=True)
         sys.exit(EXIT_UNEXPECTED)

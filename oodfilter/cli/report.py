@@ -19,7 +19,8 @@ def report_command(manifest: Path, out: Path | None, per_gallery: int, overwrite
     and most in-distribution images, per-class counts and errors.
     """
     from oodfilter.report import ReportConfig, write_report
+    from oodfilter.sinks.names import printable
 
     target = write_report(manifest, out or manifest.with_name(manifest.name + ".html"),
                           ReportConfig(per_gallery=per_gallery), overwrite=overwrite)
-    click.echo(f"wrote {target}")
+    click.echo(printable(f"wrote {target}"))

@@ -70,6 +70,7 @@ def scan_command(ctx: click.Context, **options: Any) -> None:
     new shards without the selected samples.
     """
     from oodfilter.scan import load_scan_config, scan
+    from oodfilter.sinks.names import printable
 
     overrides = _explicit_options(ctx, options)
     config = load_scan_config(options["config_file"], overrides)
@@ -81,7 +82,7 @@ def scan_command(ctx: click.Context, **options: Any) -> None:
         _print_summary(summary)
     if summary.planned:
         for action in summary.planned:
-            click.echo(f"would {action.op} {action.source} -> {action.destination}")
+            click.echo(printable(f"would {action.op} {action.source} -> {action.destination}"))
     if options["strict"] and summary.errors:
         sys.exit(EXIT_INPUTS_FAILED)
 
@@ -103,6 +104,8 @@ def _print_summary(summary: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from oodfilter.sinks.names import printable
+
     table = Table(title=f"oodfilter scan ({summary.method})", show_header=False)
     table.add_row("inputs", str(summary.total))
     table.add_row("scored this run", str(summary.scanned))
@@ -113,7 +116,7 @@ def _print_summary(summary: Any) -> None:
         table.add_row("no decision (pass --threshold)", str(undecided))
     table.add_row("errors", str(summary.errors))
     table.add_row("throughput", f"{summary.images_per_second:.1f} files/s")
-    table.add_row("manifest", str(Path(summary.manifest)))
+    table.add_row("manifest", printable(str(Path(summary.manifest))))
     if summary.actions is not None:
         table.add_row("files acted on", str(summary.actions.done + summary.actions.already_done))
         table.add_row("skipped actions", str(len(summary.actions.skipped)))
@@ -130,7 +133,7 @@ def _print_summary(summary: Any) -> None:
     _print_class_rates(console, summary.per_class)
     if summary.actions is not None:
         for problem in summary.actions.skipped:
-            console.print(f"skipped: {problem}")
+            console.print(f"skipped: {printable(problem)}", markup=False)
     if summary.resharded is not None:
         for shard in summary.resharded.shards:
             if shard.damage:

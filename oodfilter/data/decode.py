@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -69,6 +70,8 @@ def load_rgb_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     except IsADirectoryError as error:
         raise ImageDecodeError(file, "is a directory") from error
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ImageDecodeError(file, "symbolic link loop (its links lead back to each other)") from error
         raise ImageDecodeError(file, f"cannot be opened ({error.strerror or error})") from error
     with handle:
         if os.fstat(handle.fileno()).st_size == 0:
@@ -115,20 +118,27 @@ def _decode(handle: BinaryIO, name: str | Path, max_pixels: int) -> Image.Image:
 def _open_regular_file(file: Path) -> BinaryIO:
     """Open ``file`` for reading without blocking, and refuse anything but a regular file.
 
-    A FIFO opened normally would block until a writer appears (a scan that hangs forever); with
-    O_NONBLOCK the open returns at once, and fstat on the open descriptor (no race with a swap) tells
-    what it is. A socket cannot be opened at all (an OSError, reported as such).
+    What the path leads to (through any links) is checked before it is opened, so a FIFO or a device is
+    never opened at all (opening some devices acts: a tape rewinds, a watchdog starts). The open itself
+    uses O_NONBLOCK, so a FIFO swapped in after the check cannot block it, and fstat on the open
+    descriptor checks again.
     """
+    _require_regular(file, stat.S_IFMT(os.stat(file).st_mode))
     descriptor = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    kind = stat.S_IFMT(os.fstat(descriptor).st_mode)
-    if kind == stat.S_IFDIR:
+    try:
+        _require_regular(file, stat.S_IFMT(os.fstat(descriptor).st_mode))
+    except BaseException:
         os.close(descriptor)
+        raise
+    return os.fdopen(descriptor, "rb")
+
+
+def _require_regular(file: Path, kind: int) -> None:
+    if kind == stat.S_IFDIR:
         raise IsADirectoryError(f"{file} is a directory")
     if kind != stat.S_IFREG:
-        os.close(descriptor)
         raise ImageDecodeError(file, f"not a regular file ({_KINDS.get(kind, 'special file')}); only regular files "
                                      "are read")
-    return os.fdopen(descriptor, "rb")
 
 
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",

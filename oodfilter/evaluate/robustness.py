@@ -42,6 +42,7 @@ from oodfilter.evaluate.robustness_config import RobustnessConfig
 from oodfilter.evaluate.runner import read_image_set
 from oodfilter.evaluate.trend_plot import save_trend_png
 from oodfilter.model.clipn import CLIPN
+from oodfilter.real_path import real_path
 from oodfilter.robustness.objectives import feature_loss, image_features, method_scores, score_loss
 from oodfilter.robustness.pgd import Loss, perturbation_norms, pgd_minimise, to_pixel_grid
 from oodfilter.scoring.factory import load_spec_model, read_spec_classes
@@ -299,7 +300,7 @@ def _check_out(out: Path, overwrite: bool, sets: list[str | list[str]]) -> None:
     """Refuse an --out that is a file, lies inside an image set, or holds outputs (without --overwrite)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; pass a folder")
-    resolved = out.resolve()
+    resolved = real_path(out)
     for source in sets:
         for folder in _local_folders(source):
             if resolved == folder or resolved.is_relative_to(folder):
@@ -323,7 +324,7 @@ def _local_folders(source: str | list[str]) -> list[Path]:
             continue
         fixed = Path(text.split("*")[0].split("?")[0].split("[")[0])
         folder = fixed if fixed.is_dir() else fixed.parent
-        folders.append(folder.resolve())
+        folders.append(real_path(folder))
     return folders
 
 

@@ -22,6 +22,7 @@ from oodfilter.evaluate.config import EvalConfig, load_eval_config  # noqa: F401
 from oodfilter.evaluate.histogram import save_histogram_png
 from oodfilter.model.clipn import CLIPN
 from oodfilter.outputs import check_output, starts_with
+from oodfilter.real_path import real_path
 from oodfilter.scoring.factory import build_scorer, load_spec_model, read_spec_classes
 from oodfilter.scoring.methods import ScoreMethod, score_methods
 from oodfilter.scoring.scorer import Scorer
@@ -89,7 +90,7 @@ def read_labels(path: str, class_names: list[str]) -> dict[str, int]:
     labels = {}
     for row in rows:
         file = Path(row[path_key])
-        key = str((file if file.is_absolute() else table.parent / file).resolve())
+        key = str(real_path(file if file.is_absolute() else table.parent / file))
         if "class_index" in row and row["class_index"] not in (None, ""):
             labels[key] = int(row["class_index"])
         elif row["class_name"] in index_of:
@@ -228,7 +229,7 @@ def _id_accuracy(scorer: Scorer, features: torch.Tensor, paths: list[str], label
     """Top-1 accuracy of the yes classifier on the ID images the label file names (None: it names none)."""
     top = scorer.score_features(features).top_class
     labels = read_labels(labels_file, scorer.class_vectors.class_names)
-    known = [(i, labels[str(Path(p).resolve())]) for i, p in enumerate(paths) if str(Path(p).resolve()) in labels]
+    known = [(i, labels[str(real_path(p))]) for i, p in enumerate(paths) if str(real_path(p)) in labels]
     return sum(int(top[i]) == label for i, label in known) / len(known) if known else None
 
 

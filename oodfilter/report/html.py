@@ -21,6 +21,7 @@ from oodfilter.report.class_rates import suspicious_note
 from oodfilter.report.summary import ReportData, summarise_stream
 from oodfilter.report.what_if import what_if
 from oodfilter.sinks.manifest import iter_manifest, read_meta, sidecar
+from oodfilter.sinks.names import printable
 from oodfilter.sinks.row_paths import manifest_base, resolve_row_path
 from oodfilter.sinks.rows import ManifestRow
 
@@ -62,7 +63,7 @@ def write_report(
     if not data.counts["total"]:
         raise InputError(f"manifest {manifest} is missing or has no rows; run oodfilter scan first")
     page = _page(data, meta, Path(manifest), options)
-    return atomic_write_text(out, page)
+    return atomic_write_text(out, printable(page))  # a name that is not UTF-8 shows its odd bytes as \xNN
 
 
 _UNREACHABLE = "\0a server did not answer"  # set in the cache: no more thumbnails are fetched from URLs

@@ -29,6 +29,7 @@ from oodfilter.device import resolve_device, runnable_precision
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.factory import load_model
+from oodfilter.real_path import real_path
 from oodfilter.scan.config import check_decision_options
 from oodfilter.scan.decisions import DecisionPlan, calibration_paths, decide_keep_fraction
 from oodfilter.scoring.calibrate import calibrate
@@ -196,8 +197,8 @@ def _clip_retrieval_source(
 
 def _calibrate(config: RescoreConfig, scorer: Scorer) -> Calibration:
     """Fit ``--id-recall`` on ``--calibrate-on``: a manifest's stored features of this tower, else the images."""
-    rescored = Path(config.clip_retrieval or config.manifest).resolve()
-    if any(Path(item).resolve() == rescored for item in config.calibrate_on):
+    rescored = real_path(config.clip_retrieval or config.manifest)
+    if any(real_path(item) == rescored for item in config.calibrate_on):
         warnings.warn("--calibrate-on includes the manifest being rescored: --id-recall then keeps about that share "
                       "of it whatever it holds; calibrate on images you know are in-distribution", stacklevel=3)
     blocks: list[torch.Tensor] = []  # (n, D) features of the calibration images
@@ -232,7 +233,7 @@ def _check_options(config: RescoreConfig, source: Path, out: Path) -> None:
                          "--overwrite to replace them, or --out another file")
     if not config.classes:
         raise InputError("no class list: pass --classes FILE (one in-distribution class per line)")
-    if out.resolve() == source.resolve():
+    if real_path(out) == real_path(source):
         raise InputError(f"--out {out} is the manifest being rescored; choose another file")
     if out.exists() and not config.overwrite:
         raise InputError(f"manifest {out} already exists: pass --overwrite to replace it, or --out another file")
@@ -277,7 +278,7 @@ def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: 
         "decision": plan.describe(method.name, method.threshold_free), "classes_sha256": classes_digest(names),
         "num_classes": len(names), "templates": list(scorer.class_vectors.templates),
         "templates_sha256": templates_digest(scorer.class_vectors.templates),
-        "rescored_from": str(source.resolve()), "precision": scorer.precision,
+        "rescored_from": str(real_path(source)), "precision": scorer.precision,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))

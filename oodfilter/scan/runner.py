@@ -31,6 +31,7 @@ from oodfilter.engines.ray_engine import score_files_with_ray
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.pretrained import RANDOM_WEIGHTS
+from oodfilter.real_path import real_path
 from oodfilter.report.class_rates import ClassRate
 from oodfilter.safe_yaml import YamlAliasError, load_yaml
 from oodfilter.scan.config import ScanConfig
@@ -261,8 +262,8 @@ def _count(summary: ScanSummary, tally: ManifestTally) -> None:
 
 def _check_output_is_free(config: ScanConfig, out: Path, files: list[Discovered]) -> None:
     """Refuse to replace anything but a manifest of ours, and never an input, even with --overwrite."""
-    resolved = out.resolve()
-    if any(isinstance(item, DiscoveredFile) and item.path.resolve() == resolved for item in files):
+    resolved = real_path(out)
+    if any(isinstance(item, DiscoveredFile) and real_path(item.path) == resolved for item in files):
         raise InputError(f"--out {out} is one of the scanned inputs; choose another manifest file")
     exists = out.exists() or any(sidecar(out, name).exists() for name in ("partial.jsonl", "calibration.json",
                                                                             "features.json", "features.f16"))
@@ -296,8 +297,11 @@ def _check_actions_are_local(config: ScanConfig, files: list[Discovered]) -> Non
 def _check_dest_outside_inputs(config: ScanConfig, files: list[Discovered]) -> None:
     if config.action == "tag" or not config.dest:
         return
-    dest = Path(config.dest).resolve()
-    for root in {item.root.resolve() for item in files if isinstance(item, DiscoveredFile)}:
+    if os.path.lexists(config.dest) and not os.path.isdir(config.dest):
+        raise InputError(f"--dest {config.dest} is not a folder (a file, or a symbolic link that leads nowhere: a "
+                         "loop or a broken link); choose a folder")
+    dest = real_path(config.dest)
+    for root in {real_path(item.root) for item in files if isinstance(item, DiscoveredFile)}:
         if dest == root or dest.is_relative_to(root):
             raise InputError(f"--dest {config.dest} is inside the scanned folder {root}; choose a folder outside it "
                              "so a later scan does not pick up the moved files")

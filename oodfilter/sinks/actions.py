@@ -6,7 +6,8 @@ fsynced *before* the file is touched, and the file is written under a temporary 
 without replacing anything (see ``file_ops``), so a kill at any moment leaves nothing the journal does
 not know about and nothing partial under a final name. Operating-system failures (full disk, no
 permission, read-only file system) stop the run with a :class:`FileActionError` naming the file and the
-fix; temporary files are removed first. ``undo_journal`` (in ``undo``) reverses a journal.
+fix; temporary files are removed first. The journal is signed with the user's own key and names the
+folders the scan read (see ``journal``); ``undo_journal`` (in ``undo``) reverses it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,15 @@ from pathlib import Path
 
 from oodfilter.errors import InputError
 from oodfilter.sinks.action_report import ActionReport
-from oodfilter.sinks.dest_root import claim_root
 from oodfilter.sinks.file_ops import ContentChangedError, copy_at, move_at, os_failure
-from oodfilter.sinks.journal import JournalEntry, JournalWriter, entry_problem, read_journal
+from oodfilter.sinks.journal import (
+    JournalEntry,
+    JournalHeader,
+    JournalWriter,
+    entry_problem,
+    read_journal,
+    trust_problem,
+)
 from oodfilter.sinks.safe_paths import (
     At,
     FileActionError,
@@ -37,6 +44,7 @@ from oodfilter.sinks.safe_paths import (
     user_folder,
 )
 from oodfilter.sinks.undo import undo_journal
+from oodfilter.sinks.user_key import journal_key
 
 __all__ = [
     "ACTIONS",
@@ -84,24 +92,29 @@ def apply_actions(actions: list[PlannedAction], journal: Path) -> ActionReport:
     """Carry out ``actions``, journaling each one first; existing destinations are never overwritten.
 
     Actions a previous (interrupted) run already carried out are recognised by their journaled
-    fingerprint and counted in ``already_done``.
+    fingerprint and counted in ``already_done`` (only lines that verify under the user's key count).
 
     Raises:
         FileActionError: the file system refused (full disk, permission, read-only): the message names
             the file and the fix; completed actions stay journaled, so a rerun resumes.
+        JournalKeyError: the user's journal key cannot be made or trusted (nothing was acted on).
 
     """
     report = ActionReport()
+    key = journal_key(create=True) if actions else None  # made (or refused) before anything is touched
     previous: dict[tuple[str, Path, Path], list[JournalEntry]] = {}
     for entry in read_journal(journal) if journal.is_file() else []:
-        previous.setdefault((entry.op, entry.src, entry.dst), []).append(entry)
-    roots: dict[Path, str] = {}
-    with JournalWriter(journal) as writer:
-        for action in actions:
-            src, dst = action.source.absolute(), action.destination.absolute()
+        if trust_problem(entry, key) is None:
+            previous.setdefault((entry.op, entry.src, entry.dst), []).append(entry)
+    placed = [(action, action.source.absolute(), action.destination.absolute(),
+               Path(os.path.realpath(action.dest_root))) for action in actions]
+    roots = {root for _, src, dst, dest_root in placed if (root := _input_root(src, dst, dest_root)) is not None}
+    header = JournalHeader.new(roots)
+    made: set[Path] = set()
+    with JournalWriter(journal, header if key is None else header.signed(key)) as writer:
+        for action, src, dst, dest_root in placed:
             try:
-                outcome = _apply_one(action.op, src, dst, Path(os.path.realpath(action.dest_root)), previous,
-                                     roots, writer)
+                outcome = _apply_one(action.op, src, dst, dest_root, previous, made, writer, key)
             except (ContentChangedError, UnsafePathError, FileExistsError) as reason:
                 outcome = f"{action.op} of {src} skipped: {reason}"
             except OSError as error:
@@ -115,16 +128,26 @@ def apply_actions(actions: list[PlannedAction], journal: Path) -> ActionReport:
     return report
 
 
+def _input_root(src: Path, dst: Path, dest_root: Path) -> Path | None:
+    """Return the folder the scan read ``src`` from: ``src`` less ``dst``'s path inside the root (None: no such)."""
+    if not dst.is_relative_to(dest_root) or dst == dest_root:
+        return None
+    relative = dst.relative_to(dest_root).parts
+    return Path(*src.parts[: -len(relative)]) if src.parts[-len(relative) :] == relative else None
+
+
 def _apply_one(
     op: str, src: Path, dst: Path, root: Path, previous: dict[tuple[str, Path, Path], list[JournalEntry]],
-    roots: dict[Path, str], writer: JournalWriter,
+    made: set[Path], writer: JournalWriter, key: bytes | None,
 ) -> str:
     """Carry out one action; return ``_DONE``, ``_ALREADY`` or the message of a skip."""
     if op not in ACTIONS or op == "tag":
         raise InputError(f"unknown file action '{op}'; choose move, copy or link")
-    if root not in roots:
-        roots[root] = claim_root(root)
-    unsigned = JournalEntry(op, src, dst, root, secrets.token_hex(8), Fingerprint("file", ""))
+    if root not in made:
+        with naming(root):
+            root.mkdir(parents=True, exist_ok=True)
+        made.add(root)
+    unsigned = JournalEntry(writer.header, op, src, dst, root, secrets.token_hex(8), Fingerprint("file", ""))
     problem = entry_problem(unsigned)
     if problem is not None:
         return f"{op} of {src} to {dst} skipped: {problem}"
@@ -143,7 +166,9 @@ def _apply_one(
         result = None if source is None else _source_fingerprint(op, source)
         if source is None or result is None:
             return f"{src} no longer exists (or is not a file); {op} skipped"
-        entry = replace(unsigned, result=result).signed(roots[root])
+        if key is None:
+            raise FileActionError("no journal key to sign the journal with; nothing was acted on")
+        entry = replace(unsigned, result=result).signed(key)
         with naming(writer.path):
             writer.append(entry)
         _carry_out(entry, source, target)

@@ -17,6 +17,7 @@ import numpy as np
 from oodfilter.errors import InputError
 from oodfilter.sinks.features import load_features
 from oodfilter.sinks.manifest import _require_pyarrow, read_manifest
+from oodfilter.sinks.names import arrow_text_column, from_arrow_value
 from oodfilter.sinks.row_paths import resolved_paths
 
 PATH_COLUMNS = ("image_path", "url", "key")  # the first one present names each row
@@ -48,7 +49,7 @@ def write_clip_retrieval(
         block = np.asarray(features[start : start + shard_rows], dtype=np.float16)  # (n, D)
         target = root / "img_emb" / f"img_emb_{shard}.npy"
         np.save(target, block)
-        table = pa.table({"image_path": paths[start : start + shard_rows]})
+        table = pa.table({"image_path": arrow_text_column(pa, paths[start : start + shard_rows])})
         pq.write_table(table, root / "metadata" / f"metadata_{shard}.parquet")
         written.append(target)
     return written
@@ -89,7 +90,7 @@ def read_clip_retrieval(folder: str | Path) -> tuple[list[str], np.ndarray]:
             raise InputError(f"{path} holds {block.shape} embeddings but {meta} has {table.num_rows} rows")
         if blocks and block.shape[1] != blocks[0].shape[1]:
             raise InputError(f"{path} has dimension {block.shape[1]}, the other shards {blocks[0].shape[1]}")
-        ids += [str(value) for value in table.column(column).to_pylist()]
+        ids += [str(from_arrow_value(value)) for value in table.column(column).to_pylist()]
         blocks.append(block.astype(np.float32))
     features = np.concatenate(blocks)
     if not np.isfinite(features).all():

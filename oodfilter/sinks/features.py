@@ -32,6 +32,7 @@ from oodfilter.config import PRECISIONS
 from oodfilter.errors import InputError
 from oodfilter.messages import excerpt
 from oodfilter.outputs import os_error
+from oodfilter.real_path import real_path
 from oodfilter.sinks.manifest import read_manifest, sidecar
 
 FORMAT = "oodfilter-features/1"
@@ -85,7 +86,7 @@ def _resolve(manifest: str | Path, data: str) -> Path:
 
 def relative_data(manifest: str | Path, data: Path) -> str:
     """Return how ``manifest``'s header names ``data``: relative to the header's folder (movable together)."""
-    return os.path.relpath(data.resolve(), header_path(manifest).parent.resolve())
+    return os.path.relpath(real_path(data), real_path(header_path(manifest).parent))
 
 
 def read_header(manifest: str | Path) -> FeatureHeader:
@@ -242,8 +243,8 @@ def remove_features(manifest: str | Path) -> None:
         return
     try:
         data = _resolve(manifest, read_header(manifest).data)
-        if data.name.startswith(f"{Path(manifest).name}.features.") and data.parent.resolve() == \
-                path.parent.resolve():
+        if data.name.startswith(f"{Path(manifest).name}.features.") and real_path(data.parent) == \
+                real_path(path.parent):
             data.unlink(missing_ok=True)
     except InputError:
         pass  # a damaged header: remove it all the same

@@ -1,14 +1,19 @@
 """The file-action journal: one JSON line per action, written and fsynced before the action runs.
 
-A line records what ``undo`` needs to recognise the action's result and nothing else: the operation,
-both paths, the resolved destination root, the token of the temporary names used, the fingerprint of
-what lands at ``dst`` (a file's SHA-256, or a link's target), and an HMAC of all that under the key
-kept in the root's marker (see ``dest_root``), so a line edited by hand no longer verifies. Because
-the fingerprint is known before the action starts, a kill at any moment leaves a state ``undo`` can
-tell apart by looking at the files: nothing done, done, or (a move) both names identical.
+Each run of file actions first writes a header line: a random id and the folders the scan read from (its
+input roots). Each action line records what ``undo`` needs to recognise the action's result and nothing
+else: the header's id, the operation, both paths, the resolved destination root, the token of the
+temporary names used, and the fingerprint of what lands at ``dst`` (a file's SHA-256, or a link's
+target). Every line carries an HMAC under the user's own journal key (:mod:`oodfilter.sinks.user_key`,
+kept in the user's state folder, never beside the files), so a line edited by hand, a line moved under
+another header, or a journal another user (or an attacker who controls the folder) wrote does not
+verify. Because the fingerprint is known before the action starts, a kill at any moment leaves a state
+``undo`` can tell apart by looking at the files: nothing done, done, or (a move) both names identical.
 
 Every line is checked before anything is acted on: its schema and types as a whole (a malformed
-journal is refused outright), and then each entry's paths (:func:`entry_problem`).
+journal is refused outright), then each entry's signature (:func:`trust_problem`) and paths
+(:func:`entry_problem`): ``src`` must be the entry's path inside the destination root, below one of the
+header's input roots. Names that are not UTF-8 are stored with JSON's escapes (see ``names``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import hmac
 import json
 import os
 import re
+import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -26,18 +33,60 @@ from typing import IO, Any
 from oodfilter.errors import InputError
 from oodfilter.messages import excerpt
 from oodfilter.sinks.safe_paths import Fingerprint
+from oodfilter.sinks.user_key import key_path
 
-JOURNAL_VERSION = 2
+JOURNAL_VERSION = 3
 FILE_OPS = ("move", "copy", "link")
 _TOKEN = re.compile(r"[0-9a-f]{16}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TAIL_BLOCK = 1 << 16
+_BY_HAND = ("undo it by hand: each line names the file's original place (src) and where it went (dst); move "
+            "each file back from dst to src, or remove a copy or link at dst")
+
+
+def _mac(key: bytes, fields: dict[str, Any]) -> str:
+    payload = json.dumps(fields, ensure_ascii=True, sort_keys=True).encode("ascii")  # every name, as JSON escapes
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class JournalHeader:
+    """The line a run of file actions starts with: its id and the folders the scan read its files from."""
+
+    id: str
+    inputs: tuple[Path, ...]
+    mac: str = ""
+
+    @classmethod
+    def new(cls, inputs: Iterable[Path]) -> JournalHeader:
+        """Return an unsigned header with a fresh id for a run that read from the folders ``inputs``.
+
+        The folders are kept as the scan named them (made absolute, ``..`` kept), as its files' paths are.
+        """
+        return cls(secrets.token_hex(8), tuple(sorted({Path(path).absolute() for path in inputs})))
+
+    def to_json(self) -> str:
+        """Return the header as one JSON line (without the newline)."""
+        return json.dumps({**self._fields(), "mac": self.mac})
+
+    def signed(self, key: bytes) -> JournalHeader:
+        """Return the header with its HMAC under the user's journal key."""
+        return replace(self, mac=_mac(key, self._fields()))
+
+    def verifies(self, key: bytes) -> bool:
+        """Whether the header's HMAC matches ``key``: this user's oodfilter wrote it, unchanged."""
+        return hmac.compare_digest(self.mac, _mac(key, self._fields()))
+
+    def _fields(self) -> dict[str, Any]:
+        return {"version": JOURNAL_VERSION, "record": "header", "id": self.id,
+                "inputs": [str(path) for path in self.inputs]}
 
 
 @dataclass(frozen=True)
 class JournalEntry:
-    """One journaled file action and the fingerprint of what it puts at ``dst``."""
+    """One journaled file action, the header of its run, and the fingerprint of what it puts at ``dst``."""
 
+    header: JournalHeader
     op: str
     src: Path
     dst: Path
@@ -48,43 +97,61 @@ class JournalEntry:
 
     def to_json(self) -> str:
         """Return the entry as one JSON line (without the newline)."""
-        return json.dumps({**self._fields(), "mac": self.mac}, ensure_ascii=False)
+        return json.dumps({**self._fields(), "mac": self.mac})
 
-    def signed(self, key: str) -> JournalEntry:
-        """Return the entry with its HMAC under ``key`` (the hex key of the root's marker)."""
-        return replace(self, mac=self._mac(key))
+    def signed(self, key: bytes) -> JournalEntry:
+        """Return the entry with its HMAC under the user's journal key."""
+        return replace(self, mac=_mac(key, self._fields()))
 
-    def verifies(self, key: str) -> bool:
-        """Whether the entry's HMAC matches ``key``: the line is as the scan wrote it."""
-        return hmac.compare_digest(self.mac, self._mac(key))
+    def verifies(self, key: bytes) -> bool:
+        """Whether the entry's HMAC matches ``key``: the line is as this user's scan wrote it, in its run."""
+        return hmac.compare_digest(self.mac, _mac(key, self._fields()))
 
     def _fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
-            "version": JOURNAL_VERSION, "op": self.op, "src": str(self.src), "dst": str(self.dst),
-            "dest_root": str(self.dest_root), "token": self.token, "kind": self.result.kind,
+            "version": JOURNAL_VERSION, "record": "action", "journal": self.header.id, "op": self.op,
+            "src": str(self.src), "dst": str(self.dst), "dest_root": str(self.dest_root), "token": self.token,
+            "kind": self.result.kind,
         }
         fields["sha256" if self.result.kind == "file" else "target"] = self.result.value
         return fields
 
-    def _mac(self, key: str) -> str:
-        payload = json.dumps(self._fields(), ensure_ascii=False, sort_keys=True).encode("utf-8")
-        return hmac.new(bytes.fromhex(key), payload, hashlib.sha256).hexdigest()
 
-
-def parse_entry(entry: Any, where: str) -> JournalEntry:
-    """Check one decoded line's schema and types and build the entry.
+def parse_header(record: dict[str, Any], where: str) -> JournalHeader:
+    """Check one decoded header line's schema and types and build the header.
 
     Raises:
         InputError: a field is missing, of the wrong type or malformed (``where`` names the line).
 
     """
+    inputs = record.get("inputs")
+    if not isinstance(inputs, list) or not all(_is_absolute(path) for path in inputs):
+        raise InputError(f"{where}: 'inputs' must be a list of absolute paths")
+    identity = _match_field(record, "id", _TOKEN, where)
+    mac = _match_field(record, "mac", _SHA256, where)
+    return JournalHeader(identity, tuple(Path(path) for path in inputs), mac)
+
+
+def parse_entry(entry: Any, where: str, headers: dict[str, JournalHeader] | None = None) -> JournalEntry:
+    """Check one decoded action line's schema and types and build the entry.
+
+    ``headers`` are the journal's headers read so far, by id: the line must name one of them.
+
+    Raises:
+        InputError: a field is missing, of the wrong type or malformed, the version is another one, or the
+            line names no header before it (``where`` names the line).
+
+    """
     if not isinstance(entry, dict):
         raise InputError(f"{where} is not a journal entry (a JSON object)")
-    if entry.get("version") != JOURNAL_VERSION:
-        raise InputError(
-            f"{where} was written by another version of oodfilter (no content hashes); undo it by hand: "
-            "each line names the file's original place (src) and where it went (dst)"
-        )
+    _check_version(entry, where)
+    if entry.get("record") != "action":
+        raise InputError(f"{where}: 'record' must be 'action' (or 'header')")
+    identity = _match_field(entry, "journal", _TOKEN, where)
+    header = (headers or {}).get(identity)
+    if header is None:
+        raise InputError(f"{where} names a journal header ({identity}) that no line before it holds; restore the "
+                         "journal (nothing was undone)")
     paths = {name: _path_field(entry, name, where) for name in ("src", "dst", "dest_root")}
     op, kind = entry.get("op"), entry.get("kind")
     if op not in FILE_OPS:
@@ -101,13 +168,30 @@ def parse_entry(entry: Any, where: str) -> JournalEntry:
             raise InputError(f"{where}: a link entry's 'target' must be its 'src'")
     else:
         raise InputError(f"{where}: 'kind' {excerpt(kind)} does not fit the operation {excerpt(op)}")
-    return JournalEntry(op, paths["src"], paths["dst"], paths["dest_root"], entry["token"],
+    return JournalEntry(header, op, paths["src"], paths["dst"], paths["dest_root"], entry["token"],
                         Fingerprint(kind, value), entry["mac"])
+
+
+def _check_version(record: dict[str, Any], where: str) -> None:
+    version = record.get("version")
+    if version == JOURNAL_VERSION:
+        return
+    if version == 2:
+        raise InputError(
+            f"{where} was written by an older oodfilter, which signed journals with a key kept beside the files, "
+            "so anyone who can write that folder could have written this journal: undo will not act on it. "
+            f"If you made this scan yourself, {_BY_HAND}"
+        )
+    raise InputError(f"{where} was written by another version of oodfilter (no content hashes); {_BY_HAND}")
+
+
+def _is_absolute(value: Any) -> bool:
+    return isinstance(value, str) and "\0" not in value and os.path.isabs(value)
 
 
 def _path_field(entry: dict[str, Any], name: str, where: str) -> Path:
     value = entry.get(name)
-    if not isinstance(value, str) or "\0" in value or not os.path.isabs(value):
+    if not isinstance(value, str) or not _is_absolute(value):
         raise InputError(f"{where}: '{name}' must be an absolute path")
     return Path(value)
 
@@ -119,12 +203,26 @@ def _match_field(entry: dict[str, Any], name: str, pattern: re.Pattern[str], whe
     return value
 
 
+def trust_problem(entry: JournalEntry, key: bytes | None) -> str | None:
+    """Why the entry cannot be trusted as this user's own (None when its header and line verify under ``key``)."""
+    if key is None:
+        return (f"you have no journal key ({key_path()}), so no journal can be verified as one your oodfilter "
+                "wrote (another user's, or a forged one)")
+    if not entry.header.verifies(key):
+        return (f"its journal header does not verify under your key {key_path()} (another user's oodfilter wrote "
+                "it, or it was edited or forged)")
+    if not entry.verifies(key):
+        return (f"the journal line does not verify under your key {key_path()} (it was edited, forged, or moved "
+                "from another journal)")
+    return None
+
+
 def entry_problem(entry: JournalEntry) -> str | None:
     """Why the entry's paths cannot be trusted, or None.
 
     ``dst`` must lie strictly inside ``dest_root`` (which must be a resolved path), without ``.`` or
-    ``..``; ``src`` must lie outside the root and end with the same relative path (the scan keeps
-    relative paths), so an edited line cannot aim at an unrelated file.
+    ``..``; ``src`` must lie outside the root, and be that same relative path below one of the folders the
+    scan read (its header's input roots), so undo restores only into places the scan read from.
     """
     root, dst, src = entry.dest_root, entry.dst, entry.src
     if os.path.normpath(root) != str(root) or root == Path(root.anchor):
@@ -133,21 +231,28 @@ def entry_problem(entry: JournalEntry) -> str | None:
         return f"it lies outside the destination root {root}"
     if src.is_relative_to(root):
         return f"its original place {src} lies inside the destination root {root}"
-    relative = dst.relative_to(root).parts
-    if src.parts[-len(relative) :] != relative:
-        return f"its original place {src} does not end with its path inside the destination root"
+    relative = dst.relative_to(root)
+    if not any(src == folder / relative for folder in entry.header.inputs):
+        read = ", ".join(str(folder) for folder in entry.header.inputs) or "none"
+        return f"its original place {src} is not below a folder the scan read ({read}) at its path in the destination"
     return None
 
 
 def read_journal(path: Path) -> list[JournalEntry]:
     """Read and check every complete line of a journal (a torn last line, from a kill, is ignored).
 
+    Returns:
+        The action entries, in journal order, each with its run's header (signatures not yet checked:
+        see :func:`trust_problem`).
+
     Raises:
-        InputError: the journal is missing, or a line is not valid JSON or not a valid entry.
+        InputError: the journal is missing, or a line is not valid JSON, not a valid header or entry, of
+            another version, or names no header before it.
 
     """
     if not path.is_file():
         raise InputError(f"journal {path} does not exist; pass the <manifest>.journal.jsonl a scan wrote")
+    headers: dict[str, JournalHeader] = {}
     entries = []
     lines = path.read_bytes().split(b"\n")[:-1]
     for number, line in enumerate(lines, start=1):
@@ -158,15 +263,28 @@ def read_journal(path: Path) -> list[JournalEntry]:
             decoded = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise InputError(f"{where} is not valid JSON; restore the journal (nothing was undone)") from error
-        entries.append(parse_entry(decoded, where))
+        if isinstance(decoded, dict) and decoded.get("record") == "header":
+            _check_version(decoded, where)
+            header = parse_header(decoded, where)
+            if headers.setdefault(header.id, header) != header:
+                raise InputError(f"{where} repeats the id of an earlier header; restore the journal (nothing was "
+                                 "undone)")
+            continue
+        entries.append(parse_entry(decoded, where, headers))
     return entries
 
 
 class JournalWriter:
-    """Append entries to a journal, each fsynced before the action it describes runs."""
+    """Append a run's entries to a journal, each fsynced before the action it describes runs.
 
-    def __init__(self, path: Path) -> None:
+    The run's (signed) header is written with its first entry, so a run that acts on nothing leaves the
+    journal as it was.
+    """
+
+    def __init__(self, path: Path, header: JournalHeader) -> None:
         self.path = path
+        self.header = header
+        self._header_written = False
         path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.exists()
         self._handle: IO[bytes] = open(path, "ab")  # noqa: SIM115 (closed by close())
@@ -175,10 +293,15 @@ class JournalWriter:
             _fsync_folder(path.parent)
 
     def append(self, entry: JournalEntry) -> None:
-        """Write ``entry`` as one line and make it durable."""
-        self._handle.write(entry.to_json().encode("utf-8") + b"\n")
+        """Write ``entry`` (after the run's header, the first time) as one line and make it durable."""
+        if entry.header.id != self.header.id:
+            raise ValueError("a journal entry of another run cannot be appended")
+        lines = [] if self._header_written else [self.header.to_json()]
+        lines.append(entry.to_json())
+        self._handle.write("".join(line + "\n" for line in lines).encode("ascii"))
         self._handle.flush()
         os.fsync(self._handle.fileno())
+        self._header_written = True
 
     def close(self) -> None:
         """Close the journal file."""

@@ -3,7 +3,8 @@
 Formats by suffix: ``.jsonl`` (default), ``.csv``, ``.parquet`` (needs the ``parquet`` extra). JSONL and
 CSV are appended and flushed batch by batch; a line cut short by a crash is dropped when the manifest is
 reopened. Parquet cannot be appended safely, so its rows go to ``<out>.partial.jsonl`` while the scan runs
-and are written to the Parquet file (atomically) when it finishes.
+and are written to the Parquet file (atomically) when it finishes. File names that are not UTF-8 keep
+their exact bytes in every format (see :mod:`oodfilter.sinks.names`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from oodfilter.errors import InputError, MissingDependencyError
 from oodfilter.finite import is_finite
 from oodfilter.messages import excerpt
 from oodfilter.outputs import os_error
+from oodfilter.sinks.names import ENCODING, ERRORS, arrow_text_column, from_arrow_value
 from oodfilter.sinks.rows import COLUMNS, ManifestRow, row_from_record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
@@ -133,7 +135,8 @@ class ManifestWriter:
             _truncate_torn_tail(self._journal)
         mode = "a" if append else "w"
         try:
-            self._handle: IO[str] = open(self._journal, mode, encoding="utf-8", newline="")  # noqa: SIM115
+            self._handle: IO[str] = open(self._journal, mode, encoding=ENCODING, errors=ERRORS,  # noqa: SIM115
+                                         newline="")
         except OSError as error:
             raise os_error("open the manifest", self._journal, error) from error
         self._csv: Any = None
@@ -178,7 +181,7 @@ def rewrite_manifest(path: str | Path, rows: list[ManifestRow]) -> Path:
         return out
 
     def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+        with open(tmp, "w", encoding=ENCODING, errors=ERRORS, newline="") as handle:
             if fmt == ".csv":
                 writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
                 writer.writeheader()
@@ -200,27 +203,22 @@ def _truncate_torn_tail(path: Path) -> None:
     that holds newlines.
     """
     data = path.read_bytes()
-    keep = _complete_csv_length(data) if path.suffix.lower() == ".csv" else data.rfind(b"\n") + 1
+    keep = _complete_csv_length(data, path) if path.suffix.lower() == ".csv" else data.rfind(b"\n") + 1
     if keep < len(data):
         with open(path, "rb+") as handle:
             handle.truncate(keep)
 
 
-def _decoded_prefix(data: bytes) -> str:
-    """Decode UTF-8, dropping a multi-byte character that a crash cut at the very end."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        if error.start < len(data) - 3:
-            raise
-        return data[: error.start].decode("utf-8")
-
-
-def _complete_csv_records(text: str) -> tuple[list[list[str]], int]:
+def _complete_csv_records(text: str, path: Path) -> tuple[list[list[str]], int]:
     """Parse the complete CSV records of ``text``: (records, characters they span).
 
-    A record counts only when its terminating newline was written; a quoted field left open by a crash
-    ends the parse.
+    A record counts only when its terminating newline was written outside quotes: the last record is
+    dropped when it lacks its newline, or when the text ends inside a quoted field (a crash right after a
+    newline that a field holds, which the parser would otherwise close at the end of the text).
+
+    Raises:
+        InputError: a record the CSV parser refuses (a field over its size limit); the message names it.
+
     """
     buffer = io.StringIO(text, newline="")
     reader = csv.reader(buffer)
@@ -229,18 +227,44 @@ def _complete_csv_records(text: str) -> tuple[list[list[str]], int]:
     while True:
         try:
             record = next(reader)
-        except (StopIteration, csv.Error):
+        except StopIteration:
             return records, end
+        except csv.Error as error:
+            raise InputError(f"manifest {path} record {len(records) + 1} is not valid CSV ({error}); fix or remove "
+                             "it") from error
         position = buffer.tell()
         if not text[:position].endswith("\n"):
+            return records, end
+        if position == len(text) and _ends_inside_quotes(text[end:position]):
             return records, end
         records.append(record)
         end = position
 
 
-def _complete_csv_length(data: bytes) -> int:
-    text = _decoded_prefix(data)
-    return len(text[: _complete_csv_records(text)[1]].encode("utf-8"))
+def _ends_inside_quotes(record: str) -> bool:
+    """Whether one CSV record's text ends inside a quoted field.
+
+    The parser's rules: a quote opens a field only at its start, and a doubled quote inside one is a quote.
+    """
+    quoted, field_start, index = False, True, 0
+    while index < len(record):
+        char = record[index]
+        if quoted:
+            if char == '"':
+                if record.startswith('"', index + 1):
+                    index += 1  # an escaped quote: still inside
+                else:
+                    quoted = False
+        elif char == '"' and field_start:
+            quoted = True
+        field_start = not quoted and char in ",\r\n"
+        index += 1
+    return quoted
+
+
+def _complete_csv_length(data: bytes, path: Path) -> int:
+    text = data.decode(ENCODING, ERRORS)  # every byte is kept: a name's own bytes, or a character torn by a crash
+    return len(text[: _complete_csv_records(text, path)[1]].encode(ENCODING, ERRORS))
 
 
 def _iter_jsonl(path: Path) -> Iterator[ManifestRow]:
@@ -263,11 +287,8 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestRow]:
 
 
 def _read_csv(path: Path) -> list[ManifestRow]:
-    try:
-        text = _decoded_prefix(path.read_bytes())
-    except UnicodeDecodeError as error:
-        raise InputError(f"manifest {path} is not UTF-8 text ({error})") from error
-    records, _ = _complete_csv_records(text)
+    text = path.read_bytes().decode(ENCODING, ERRORS)  # names that are not UTF-8 are stored as their bytes
+    records, _ = _complete_csv_records(text, path)
     if not records:
         return []
     header, rows = records[0], []
@@ -318,7 +339,8 @@ def _iter_parquet(path: Path) -> Iterator[ManifestRow]:
         for batch in batches:
             for record in batch.to_pylist():
                 number += 1
-                yield row_from_record(record, f"{path} row {number}")
+                yield row_from_record({key: from_arrow_value(value) for key, value in record.items()},
+                                      f"{path} row {number}")
     except InputError:
         raise
     except Exception as error:  # pyarrow raises its own error types for damaged files
@@ -329,16 +351,14 @@ def _write_parquet_atomically(path: Path, rows: list[ManifestRow]) -> None:
     pa = _require_pyarrow()
     import pyarrow.parquet as pq
 
-    schema = pa.schema(
-        [
-            ("path", pa.string()),
-            ("status", pa.string()),
-            ("error", pa.string()),
-            ("ood_score", pa.float64()),
-            ("is_ood", pa.bool_()),
-            ("top_class", pa.string()),
-            ("top_prob", pa.float64()),
-        ]
-    )
-    table = pa.Table.from_pylist([row.to_dict() for row in rows], schema=schema)
+    columns = {
+        "path": arrow_text_column(pa, [row.path for row in rows]),
+        "status": pa.array([row.status for row in rows], type=pa.string()),
+        "error": arrow_text_column(pa, [row.error for row in rows]),
+        "ood_score": pa.array([row.ood_score for row in rows], type=pa.float64()),
+        "is_ood": pa.array([row.is_ood for row in rows], type=pa.bool_()),
+        "top_class": arrow_text_column(pa, [row.top_class for row in rows]),
+        "top_prob": pa.array([row.top_prob for row in rows], type=pa.float64()),
+    }
+    table = pa.table(columns)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))

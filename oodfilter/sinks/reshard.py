@@ -24,6 +24,7 @@ from typing import IO
 from oodfilter.data.remote import is_url
 from oodfilter.data.shards import open_shard, sample_name, shard_index, split_member_name, split_sample_name
 from oodfilter.errors import InputError
+from oodfilter.real_path import real_path
 from oodfilter.sinks.manifest import iter_manifest
 
 RESHARD = "reshard"
@@ -92,7 +93,7 @@ def plan_reshard(samples: Iterable[str], dest: str | Path) -> list[ShardOutput]:
         destination = folder / base
         if os.path.lexists(destination):
             raise InputError(f"{destination} already exists and is never overwritten; choose an empty --dest")
-        if not is_url(shard) and Path(shard).resolve() == destination.resolve():
+        if not is_url(shard) and real_path(shard) == real_path(destination):
             raise InputError(f"--dest {dest} holds the input shard {shard}; choose another folder")
         outputs[shard] = ShardOutput(shard, destination, scanned=1)
     return list(outputs.values())

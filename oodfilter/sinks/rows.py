@@ -18,6 +18,7 @@ import numpy as np
 from oodfilter.deprecation import warn_deprecated
 from oodfilter.errors import InputError
 from oodfilter.messages import excerpt
+from oodfilter.sinks.names import is_storable
 
 if TYPE_CHECKING:  # rows sit below scoring: no runtime import, so either may be imported first
     from oodfilter.scoring.result import ScoreResult
@@ -183,6 +184,9 @@ def _checked(column: str, value: Any, where: str) -> Any:
     if (isinstance(value, bool) and bool not in expected) or not isinstance(value, expected):
         raise InputError(f"manifest {where}: column '{column}' holds {excerpt(value)} ({type(value).__name__}); "
                          f"expected {' or '.join(t.__name__ for t in expected)}")
+    if isinstance(value, str) and not is_storable(value):
+        raise InputError(f"manifest {where}: column '{column}' holds text that no file name decodes to (a lone "
+                         "surrogate); fix or remove the row")
     if column in ("ood_score", "top_prob"):
         try:
             number = float(cast(float, value))

@@ -1,9 +1,10 @@
 """Reverse a file-action journal, trusting neither the journal nor the files.
 
 The whole journal is checked first (schema and types; a malformed one is refused before anything is
-touched). Each entry is then refused, with its reason, unless its paths lie inside its destination
-root, that root carries the scan's marker, no folder between the root and the file is a symbolic link,
-and the files are exactly what the scan left:
+touched). Each entry is then refused, with its reason, unless it and its run's header verify under the
+user's own journal key (this user's oodfilter wrote them), its ``dst`` lies inside its destination root
+and its ``src`` below a folder the scan read, no folder between the root and the file is a symbolic
+link, and the files are exactly what the scan left:
 
 - a copy (or link) is removed only while it holds the bytes the scan wrote (is a link to the same
   target) and its original is still present and identical (for a link: present);
@@ -22,9 +23,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from oodfilter.sinks.action_report import ActionReport
-from oodfilter.sinks.dest_root import MARKER, release_root, root_key
 from oodfilter.sinks.file_ops import move_at, os_failure
-from oodfilter.sinks.journal import JournalEntry, entry_problem, read_journal
+from oodfilter.sinks.journal import JournalEntry, entry_problem, read_journal, trust_problem
 from oodfilter.sinks.safe_paths import (
     At,
     FileActionError,
@@ -36,6 +36,7 @@ from oodfilter.sinks.safe_paths import (
     temp_name,
     user_folder,
 )
+from oodfilter.sinks.user_key import journal_key
 
 _RETRY = "run 'oodfilter undo' on the same journal again"
 
@@ -52,55 +53,33 @@ def undo_journal(journal: str | Path) -> ActionReport:
         ``skipped``, one "path: reason" message per refused entry.
 
     Raises:
-        InputError: the journal is missing or malformed (then nothing at all is touched).
+        InputError: the journal is missing or malformed, or of an older version (then nothing at all is
+            touched).
+        JournalKeyError: the user's journal key could be read or replaced by others (nothing is touched).
 
     """
     entries = read_journal(Path(journal))
-    problems = [entry_problem(entry) for entry in entries]
-    keys = {root: root_key(root) for root in {entry.dest_root for entry in entries}}
-    refused_roots = set()
+    key = journal_key(create=False)
     report = ActionReport()
-    for entry, problem in reversed(list(zip(entries, problems, strict=True))):
-        distrust = _distrust(entry, keys[entry.dest_root])
+    for entry in reversed(entries):
         try:
+            problem = entry_problem(entry) or trust_problem(entry, key)
             if problem is not None:
                 raise RefusedError(f"refused: {problem}; nothing touched")
-            acted = _undo_entry(entry, distrust)
+            acted = _undo_entry(entry)
         except (RefusedError, FileActionError) as reason:
             report.skipped.append(f"{entry.dst}: {reason}")
-            refused_roots.add(entry.dest_root)
             continue
         except OSError as error:
             report.skipped.append(f"{entry.dst}: {os_failure(error, f'undo the {entry.op} of {entry.src}', _RETRY)}")
-            refused_roots.add(entry.dest_root)
             continue
         report.done += acted
         report.already_done += not acted
-        if distrust is None:
-            _prune(entry)
-    for root, key in keys.items():
-        if key is not None and root not in refused_roots:
-            release_root(root, key)
+        _prune(entry)
     return report
 
 
-def _distrust(entry: JournalEntry, key: str | None) -> str | None:
-    """Say why the line cannot be verified against its root's marker (None when it verifies).
-
-    An unverified line is still read: when its files need nothing done (a repeated undo after the
-    marker went, or lines of an earlier scan into a folder since re-marked) it counts as already undone;
-    any step that would touch a file is refused (see ``_require``).
-    """
-    if key is None:
-        return (f"the destination root {entry.dest_root} has no {MARKER} marker, so the journal line cannot be "
-                "verified (it names the wrong folder, or was edited)")
-    if not entry.verifies(key):
-        return (f"the journal line does not verify under the key in {entry.dest_root / MARKER} (it was edited, "
-                "or comes from an earlier scan into this folder)")
-    return None
-
-
-def _undo_entry(entry: JournalEntry, distrust: str | None) -> bool:
+def _undo_entry(entry: JournalEntry) -> bool:
     """Undo one entry; True when something was restored or removed, False when nothing was left to do."""
     with ExitStack() as stack:
         try:
@@ -109,14 +88,14 @@ def _undo_entry(entry: JournalEntry, distrust: str | None) -> bool:
             folder = None
         dst = None if folder is None else At(folder, entry.dst.name, entry.dst)
         if dst is not None:
-            _drop_temp(dst, entry, distrust)
+            _drop_temp(dst, entry)
         now = None if dst is None else fingerprint_at(dst)
         if entry.op == "move":
-            return _undo_move(entry, dst, now, distrust)
-        return _undo_copy_or_link(entry, dst, now, distrust)
+            return _undo_move(entry, dst, now)
+        return _undo_copy_or_link(entry, dst, now)
 
 
-def _undo_copy_or_link(entry: JournalEntry, dst: At | None, now: Fingerprint | None, distrust: str | None) -> bool:
+def _undo_copy_or_link(entry: JournalEntry, dst: At | None, now: Fingerprint | None) -> bool:
     what = "copy" if entry.op == "copy" else "link"
     if dst is None or now is None:
         return False
@@ -127,36 +106,31 @@ def _undo_copy_or_link(entry: JournalEntry, dst: At | None, now: Fingerprint | N
         raise RefusedError(f"refused: its original {entry.src} is missing, so the {what} is kept")
     if original != entry.result:
         raise RefusedError(f"refused: its original {entry.src} changed since the scan, so this copy is kept")
-    _require(distrust)
     remove_at(dst)
     return True
 
 
-def _undo_move(entry: JournalEntry, dst: At | None, now: Fingerprint | None, distrust: str | None) -> bool:
+def _undo_move(entry: JournalEntry, dst: At | None, now: Fingerprint | None) -> bool:
     if dst is None or now is None:  # nothing here to put back; the original place need not be read
-        if _original(entry.src, follow=False, entry=entry, distrust=distrust, read=False) is not None:
+        if _original(entry.src, follow=False, entry=entry, read=False) is not None:
             return False
         raise RefusedError(f"refused: it is gone and nothing is at its original place {entry.src}; nothing to restore")
     if now != entry.result:
         raise RefusedError(
             f"refused: it is no longer the file the scan moved here from {entry.src} ({_how(now)}); kept"
         )
-    original = _original(entry.src, follow=False, entry=entry, distrust=distrust)
+    original = _original(entry.src, follow=False, entry=entry)
     if original is not None:
         if original != entry.result:
             raise RefusedError(f"refused: {entry.src} exists again with other content; both kept")
-        _require(distrust)  # a half-finished move (or restore): the original place already holds it
-        remove_at(dst)
+        remove_at(dst)  # a half-finished move (or restore): the original place already holds it
         return True
-    _require(distrust)
     with user_folder(entry.src.parent, create=True) as folder:
         move_at(dst, At(folder, entry.src.name, entry.src), entry.token, entry.result)
     return True
 
 
-def _original(
-    src: Path, follow: bool, entry: JournalEntry | None = None, distrust: str | None = None, read: bool = True
-) -> Fingerprint | None:
+def _original(src: Path, follow: bool, entry: JournalEntry | None = None, read: bool = True) -> Fingerprint | None:
     """Fingerprint the original place (None if empty; without ``read``, only whether something is there).
 
     For a move (``entry`` given) a temporary file a killed restore left beside it is removed first.
@@ -164,7 +138,7 @@ def _original(
     try:
         with user_folder(src.parent) as folder:
             if entry is not None:
-                _drop_temp(At(folder, src.name, src), entry, distrust)
+                _drop_temp(At(folder, src.name, src), entry)
             if not read:
                 return None if lstat_at(At(folder, src.name, src)) is None else Fingerprint("other", "")
             return fingerprint_at(At(folder, src.name, src), follow=follow)
@@ -183,18 +157,12 @@ def _present(src: Path) -> Fingerprint | None:
     return Fingerprint("symlink", str(src)) if os.path.exists(src) else None
 
 
-def _drop_temp(beside: At, entry: JournalEntry, distrust: str | None) -> None:
+def _drop_temp(beside: At, entry: JournalEntry) -> None:
     """Remove the temporary file a killed action or undo left next to ``beside`` (its name is journaled)."""
     name = temp_name(beside.name, entry.token)
     tmp = At(beside.folder, name, beside.path.with_name(name))
     if lstat_at(tmp) is not None:
-        _require(distrust)
         remove_at(tmp)
-
-
-def _require(distrust: str | None) -> None:
-    if distrust is not None:
-        raise RefusedError(f"refused: {distrust}; nothing touched")
 
 
 def _prune(entry: JournalEntry) -> None:

@@ -159,7 +159,7 @@ def split_pairs(pairs: list[CaptionedImage], val_fraction: float) -> tuple[list[
 
     def bucket(pair: CaptionedImage) -> int:
         key = pair.key or pair.path
-        return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10_000
+        return int(hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:8], 16) % 10_000  # odd names too
 
     val = [p for p in pairs if bucket(p) < cut]
     val_paths = {p.path for p in val}

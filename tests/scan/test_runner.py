@@ -180,7 +180,8 @@ def test_actions_and_undo_restore_the_tree(tmp_path, inputs, action):
         assert (dest / relative).exists() or (dest / relative).is_symlink()
         assert Path(row.path).exists() == (action != "move")
     journal = out.with_name(out.name + ".journal.jsonl")
-    assert len(journal.read_text().splitlines()) == len(flagged)
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [line["record"] for line in lines] == ["header"] + ["action"] * len(flagged)  # one line per file acted on
     result = CliRunner().invoke(cli, ["undo", str(journal)])
     assert result.exit_code == 0, result.output
     assert f"undone: {len(flagged)}" in result.output
