@@ -68,8 +68,8 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
 def iter_manifest(path: str | Path) -> Iterator[ManifestRow]:
     """Yield every complete row of a manifest, validated, in file order, each path's first row only.
 
-    JSONL manifests are read line by line and Parquet ones batch by batch, so memory grows only by about
-    32 bytes per path (its digest, to tell a repeated path: :class:`PathSet`); a CSV manifest is parsed
+    JSONL manifests are read line by line and Parquet ones batch by batch, so memory grows only by 32-64
+    bytes per path (its digest, to tell a repeated path: :class:`PathSet`); a CSV manifest is parsed
     whole first (a record torn by a crash can only be told by reading to its end). A repeated path is
     warned about once per reading.
     Raises as :func:`read_manifest`, when the bad record is reached.
