@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,11 @@ from oodfilter.sinks.clip_retrieval import read_clip_retrieval
 from oodfilter.sinks.features import (
     FeatureHeader,
     data_path,
-    header_path,
     load_features,
     matching_features,
     read_header,
-    relative_data,
     remove_features,
+    share_features,
     write_features,
 )
 from oodfilter.sinks.lock import ManifestLock
@@ -130,7 +129,7 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None) -> RescoreSumm
         if not rows:
             raise InputError(f"manifest {source} is missing or has no rows; scan first (with --save-features)")
         header = read_header(source)
-        features = load_features(source, sum(row.ok for row in rows))
+        features = load_features(source, [row.path for row in rows if row.ok])
         pretrained = config.pretrained if config.model else header.pretrained  # the stored model, as loaded
         if model is None:
             model = load_model(config.model or header.model, pretrained, device=config.device,
@@ -151,21 +150,24 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None) -> RescoreSumm
     scorer = build_scorer(spec, model=model)
     fitted = _calibrate(config, scorer) if config.id_recall is not None else None
     with ManifestLock(out):
-        remove_features(out)  # --overwrite: the replaced manifest's own features and header
+        # --overwrite: the replaced manifest's own features and header (never the ones being read)
+        remove_features(out, keep=[] if config.clip_retrieval else [data_path(source)])
         sidecar(out, "calibration.json").unlink(missing_ok=True)
         if fitted is not None:
             scorer.threshold = fitted.threshold
             fitted.save(sidecar(out, "calibration.json"))
-        _write_side_files(config, scorer, source, out, header, fitted)
+        _write_side_files(config, scorer, source, out, fitted)
         writer = ManifestWriter(out, append=False)
         kept: list[bool] = []  # per source ok row: still ok (a non-finite score makes an error row)
         try:
             for batch in _rescored(rows, features, scorer, config.keep_fraction is not None, kept):
                 writer.write(batch)
-        finally:
-            writer.close()
-        if header.data and not all(kept):  # the new manifest's ok rows must map onto its feature rows one to one
-            write_features(out, np.asarray(features)[np.array(kept, dtype=bool)], header)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        if header.data:  # the new manifest's own feature rows, bound to its ok rows
+            _store_features(source, out, header, rows, features, kept)
         if config.keep_fraction is not None:
             meta = read_meta(out)
             meta["keep_boundary"] = decide_keep_fraction(out, config.keep_fraction)
@@ -262,9 +264,23 @@ def _rescored(rows: Sequence[ManifestRow], features: np.ndarray, scorer: Scorer,
         yield built
 
 
-def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: Path, header: FeatureHeader,
+def _store_features(source: Path, out: Path, header: FeatureHeader, rows: Sequence[ManifestRow],
+                    features: np.ndarray, kept: list[bool]) -> None:
+    """Give ``out`` feature rows of its own: a link to the source's if every ok row stayed ok, else a copy.
+
+    The copy holds the rows that stayed ok (a non-finite score made an error row, which has no feature).
+    """
+    paths = [row.path for row in rows if row.ok]
+    if all(kept):
+        share_features(out, data_path(source), header, paths)
+        return
+    mask = np.array(kept, dtype=bool)
+    write_features(out, np.asarray(features)[mask], header, [path for path, ok in zip(paths, kept, strict=True) if ok])
+
+
+def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: Path,
                       fitted: Calibration | None = None) -> None:
-    """Write the new manifest's meta (paths stay relative to the source scan's folder) and feature header."""
+    """Write the new manifest's meta (paths stay relative to the source scan's folder)."""
     previous = read_meta(source)
     method = scorer.method
     names = list(scorer.class_vectors.class_names)
@@ -282,7 +298,3 @@ def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: 
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
-    if header.data:  # the same feature rows (none to point at for clip-retrieval input), named from out's folder
-        data = relative_data(out, data_path(source))
-        shared = replace(header, data=data)
-        atomic_write_text(header_path(out), json.dumps(shared.to_dict(), indent=1))

@@ -43,8 +43,8 @@ from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
 from oodfilter.sinks.features import FeatureWriter, header_path, remove_features
 from oodfilter.sinks.lock import ManifestLock
-from oodfilter.sinks.manifest import ManifestWriter, read_meta, sidecar
-from oodfilter.sinks.readback import ManifestTally, done_paths, ok_row_count, tally_manifest
+from oodfilter.sinks.manifest import ManifestWriter, finish_manifest, read_meta, sidecar
+from oodfilter.sinks.readback import ManifestTally, done_paths, ok_paths, tally_manifest
 from oodfilter.sinks.reshard import RESHARD, ReshardReport, plan_reshard, reshard
 from oodfilter.sinks.row_paths import is_relative_row
 from oodfilter.sinks.rows import ManifestRow
@@ -146,13 +146,20 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
         scored = _row_batches(config, spec, scorer, readable, features) if readable else iter([])
         if plan.keep_fraction is not None:  # decided once every score is known
             scored = (undecided(rows) for rows in scored)
-        batches = chain([unreadable] if unreadable else [], scored)
+        batches: Iterator[list[ManifestRow]] = chain([unreadable] if unreadable else [], scored)
+        if features is not None:  # each batch's row keys reach the disk after its features, before its rows
+            batches = features.bound(batches)
         writer = ManifestWriter(out, append=config.resume)
         try:
             _write_rows(batches, writer, progress, len(wanted), len(wanted) - len(remaining))
-        finally:
+        except BaseException:
             if features is not None:
-                features.close()
+                features.abort()
+            raise
+        if features is not None:
+            features.close()
+    elif config.resume:  # nothing left to score: a Parquet manifest a kill left unfinished is finished now
+        finish_manifest(out)
     if plan.keep_fraction is not None:
         meta["keep_boundary"] = decide_keep_fraction(out, plan.keep_fraction)
         atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
@@ -211,13 +218,13 @@ def _feature_writer(config: ScanConfig, out: Path, scorer: Scorer, done: set[str
         remove_features(out)
     if not config.save_features:
         return None
-    keep = ok_row_count(out) if resuming else None
+    keep = ok_paths(out) if resuming else None
     source = scorer.model.source
     name = str(Path(source.name).resolve()) if Path(source.name).exists() else source.name  # a bundle folder
     pretrained = source.pretrained
     if pretrained is None and source.kind == "open_clip" and not source.name.startswith(("hf-hub:", "local-dir:")):
         pretrained = RANDOM_WEIGHTS  # an open_clip name loaded without weights: rescore must not fetch its default
-    return FeatureWriter(out, scorer.model.embed_dim, scorer.model.image_fingerprint(), name, keep_rows=keep,
+    return FeatureWriter(out, scorer.model.embed_dim, scorer.model.image_fingerprint(), name, keep_paths=keep,
                          precision=scorer.precision,
                          pretrained=pretrained)
 
@@ -238,7 +245,11 @@ def _row_batches(config: ScanConfig, spec: ScorerSpec, scorer: Scorer, paths: li
 def _write_rows(
     batches: Iterator[list[ManifestRow]], writer: ManifestWriter, progress: Progress | None, total: int, done: int
 ) -> None:
-    """Append each batch of rows, flush, report progress: the one writer loop of every engine."""
+    """Append each batch of rows, flush, report progress: the one writer loop of every engine.
+
+    On a failure the manifest keeps the rows flushed so far (for a resume) and the failure is what is
+    raised; a Parquet manifest is finished only when every batch was written.
+    """
     if progress is not None:
         progress(done, total)
     try:
@@ -247,8 +258,10 @@ def _write_rows(
             done += len(rows)
             if progress is not None:
                 progress(done, total)
-    finally:
-        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
 
 
 def _count(summary: ScanSummary, tally: ManifestTally) -> None:

@@ -112,6 +112,6 @@ def export_manifest_features(manifest: str | Path, folder: str | Path, shard_row
     if not Path(manifest).is_file():
         raise InputError(f"manifest {manifest} does not exist")
     rows = [row for row in read_manifest(manifest) if row.ok]
-    features = load_features(manifest, len(rows))
+    features = load_features(manifest, [row.path for row in rows])
     paths = resolved_paths(manifest, rows)
     return write_clip_retrieval(folder, paths, features, shard_rows=shard_rows)

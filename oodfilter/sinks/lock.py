@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from oodfilter.errors import InputError
+from oodfilter.outputs import os_error
 
 try:
     import fcntl
@@ -34,6 +35,7 @@ class ManifestLock:
     Raises:
         InputError: another process holds the lock (the message names it), or the lock file cannot be
             created (the message names the folder).
+        OutputError: the lock file cannot be written (a full disk; the message names it and the fix).
 
     """
 
@@ -43,8 +45,8 @@ class ManifestLock:
         self._descriptor: int | None = None
 
     def __enter__(self) -> ManifestLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
             raise InputError(f"cannot create the lock file {self.path} ({error.strerror}); check that the folder "
@@ -57,9 +59,13 @@ class ManifestLock:
                 os.close(descriptor)
                 raise InputError(f"manifest {self.path.with_suffix('')} is being written by another scan ({holder}); "
                                  "wait for it to finish, or choose another --out") from error
-        os.ftruncate(descriptor, 0)
-        os.write(descriptor, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                         "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        try:
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                             "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        except OSError as error:  # a full disk: say so before any work is done
+            os.close(descriptor)
+            raise os_error("write the lock file", self.path, error) from error
         self._descriptor = descriptor
         return self
 

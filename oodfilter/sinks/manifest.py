@@ -5,15 +5,26 @@ CSV are appended and flushed batch by batch; a line cut short by a crash is drop
 reopened. Parquet cannot be appended safely, so its rows go to ``<out>.partial.jsonl`` while the scan runs
 and are written to the Parquet file (atomically) when it finishes. File names that are not UTF-8 keep
 their exact bytes in every format (see :mod:`oodfilter.sinks.names`).
+
+and are written to the Parquet file (atomically) when it finishes. The Parquet file records the size and
+digest of the journal it took in, so a kill between its rename and the journal's removal leaves a journal
+that every reader knows is already merged (and the next writer removes).
+
+A path has one row: every reader yields each path's first row only, and warns when a manifest repeats
+one (a hand-edited file, or one an older version left after such a kill). The first row is the one the
+scan acted on: a resume skips a path that has a row, and the scan's own tally counts a path's first row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,6 +34,7 @@ from oodfilter.finite import is_finite
 from oodfilter.messages import excerpt
 from oodfilter.outputs import os_error
 from oodfilter.sinks.names import ENCODING, ERRORS, arrow_text_column, from_arrow_value
+from oodfilter.sinks.path_set import PathSet
 from oodfilter.sinks.rows import COLUMNS, ManifestRow, row_from_record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
@@ -59,18 +71,40 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
 
 
 def iter_manifest(path: str | Path) -> Iterator[ManifestRow]:
-    """Yield every complete row of a manifest, validated, in file order, holding one record at a time.
+    """Yield every complete row of a manifest, validated, in file order, each path's first row only.
 
-    JSONL manifests are read line by line and Parquet ones batch by batch, so memory does not grow with
-    the manifest; a CSV manifest is parsed whole first (a record torn by a crash can only be told by
-    reading to its end). Raises as :func:`read_manifest`, when the bad record is reached.
+    JSONL manifests are read line by line and Parquet ones batch by batch, so memory grows only by 32-64
+    bytes per path (its digest, to tell a repeated path: :class:`PathSet`); a CSV manifest is parsed
+    whole first (a record torn by a crash can only be told by reading to its end). A repeated path is
+    warned about once per reading.
+    Raises as :func:`read_manifest`, when the bad record is reached.
     """
-    out = Path(path)
+    yield from first_row_per_path(_all_rows(Path(path)), path)
+
+
+def first_row_per_path(rows: Iterable[ManifestRow], where: str | Path) -> Iterator[ManifestRow]:
+    """Yield the first row of each path of ``rows``; warn (once) that ``where`` repeats a path, if it does."""
+    seen = PathSet()
+    warned = False
+    for row in rows:
+        if seen.add(row.path):
+            yield row
+        elif not warned:
+            warned = True
+            warnings.warn(f"manifest {where} has more than one row for {row.path!r}: only its first row is used "
+                          "(a path is never counted twice); remove the repeated rows to silence this", stacklevel=3)
+
+
+def _all_rows(out: Path) -> Iterator[ManifestRow]:
+    """Yield every complete row in file order, repeats included (a merged Parquet journal is not read)."""
     fmt = manifest_format(out)
     if fmt == ".parquet":
+        journal = sidecar(out, "partial.jsonl")
         if out.is_file():
             yield from _iter_parquet(out)
-        yield from _iter_jsonl(sidecar(out, "partial.jsonl"))
+            if _journal_merged(out, journal):  # a kill came between the Parquet file's rename and its removal
+                return
+        yield from _iter_jsonl(journal)
     elif out.is_file():
         yield from _iter_jsonl(out) if fmt == ".jsonl" else _read_csv(out)
 
@@ -129,12 +163,17 @@ class ManifestWriter:
         if self.format == ".parquet":
             _require_pyarrow()
         self._journal = sidecar(self.path, "partial.jsonl") if self.format == ".parquet" else self.path
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._append = append
-        if append and self._journal.is_file():
-            _truncate_torn_tail(self._journal)
-        mode = "a" if append else "w"
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.format == ".parquet" and self.path.is_file():
+                if not append:  # replaced from the start, as a JSONL one is: its rows never mix with the new ones
+                    self.path.unlink()
+                elif _journal_merged(self.path, self._journal):  # finish a finalisation a kill interrupted
+                    self._journal.unlink()
+            if append and self._journal.is_file():
+                _truncate_torn_tail(self._journal)
+            mode = "a" if append else "w"
             self._handle: IO[str] = open(self._journal, mode, encoding=ENCODING, errors=ERRORS,  # noqa: SIM115
                                          newline="")
         except OSError as error:
@@ -159,12 +198,46 @@ class ManifestWriter:
 
     def close(self) -> None:
         """Close the file; for Parquet, write all rows to the Parquet file and drop the journal."""
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError as error:  # the last buffered rows did not reach the disk
+            raise os_error("write the manifest", self._journal, error) from error
         if self.format == ".parquet":
-            kept = list(_iter_parquet(self.path)) if self._append and self.path.is_file() else []
-            rows = kept + list(_iter_jsonl(self._journal))
-            _write_parquet_atomically(self.path, rows)
-            self._journal.unlink(missing_ok=True)
+            _finalise_parquet(self.path, list(iter_manifest(self.path)))
+
+    def abort(self) -> None:
+        """Close after a failure, raising nothing: the rows flushed so far stay, for a resume to continue.
+
+        A Parquet manifest keeps its rows in the journal (no Parquet file is written on a failing disk).
+        """
+        with contextlib.suppress(OSError):  # the failure being reported already names this file
+            self._handle.close()
+
+
+def finish_manifest(path: str | Path) -> None:
+    """Finish a Parquet manifest that a kill left with rows in its journal (JSONL and CSV need nothing).
+
+    Raises:
+        OutputError: the Parquet file cannot be written (names it and the fix).
+
+    """
+    out = Path(path)
+    if manifest_format(out) == ".parquet" and sidecar(out, "partial.jsonl").is_file():
+        ManifestWriter(out, append=True).close()
+
+
+def _finalise_parquet(path: Path, rows: list[ManifestRow]) -> None:
+    """Write ``rows`` (the Parquet file's and its journal's) as the Parquet file, then drop the journal.
+
+    The Parquet file records the journal it took in, so a kill between the two steps leaves a journal that
+    readers skip and the next writer removes: each row is read once whenever the process stops.
+    """
+    journal = sidecar(path, "partial.jsonl")
+    _write_parquet_atomically(path, rows, merged=_journal_identity(journal))
+    try:
+        journal.unlink(missing_ok=True)
+    except OSError as error:
+        raise os_error("remove the merged journal", journal, error) from error
 
 
 def rewrite_manifest(path: str | Path, rows: list[ManifestRow]) -> Path:
@@ -176,8 +249,7 @@ def rewrite_manifest(path: str | Path, rows: list[ManifestRow]) -> Path:
     out = Path(path)
     fmt = manifest_format(out)
     if fmt == ".parquet":
-        _write_parquet_atomically(out, rows)  # rows read with read_manifest include the partial journal's
-        sidecar(out, "partial.jsonl").unlink(missing_ok=True)
+        _finalise_parquet(out, rows)  # rows read with read_manifest include the partial journal's
         return out
 
     def write(tmp: str) -> None:
@@ -347,7 +419,43 @@ def _iter_parquet(path: Path) -> Iterator[ManifestRow]:
         raise InputError(f"manifest {path} is not a readable Parquet file ({error})") from error
 
 
-def _write_parquet_atomically(path: Path, rows: list[ManifestRow]) -> None:
+_MERGED_KEY = b"oodfilter.merged_journal"
+
+
+def _journal_identity(journal: Path) -> dict[str, Any] | None:
+    """Return the size and sha256 of a partial journal (None when there is none)."""
+    if not journal.is_file():
+        return None
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(journal, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+    except OSError as error:
+        raise os_error("read the journal", journal, error) from error
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def _journal_merged(path: Path, journal: Path) -> bool:
+    """Whether the Parquet file ``path`` already holds every row of ``journal`` (recorded when it was written)."""
+    if not journal.is_file() or not path.is_file():
+        return False
+    _require_pyarrow()
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+        recorded = json.loads(metadata[_MERGED_KEY]) if _MERGED_KEY in metadata else None
+    except Exception:  # a damaged file: reading its rows says so, naming it
+        return False
+    if not isinstance(recorded, dict) or recorded.get("size") != journal.stat().st_size:
+        return False
+    return recorded == _journal_identity(journal)
+
+
+def _write_parquet_atomically(path: Path, rows: list[ManifestRow], merged: dict[str, Any] | None = None) -> None:
     pa = _require_pyarrow()
     import pyarrow.parquet as pq
 
@@ -361,4 +469,6 @@ def _write_parquet_atomically(path: Path, rows: list[ManifestRow]) -> None:
         "top_prob": pa.array([row.top_prob for row in rows], type=pa.float64()),
     }
     table = pa.table(columns)
+    if merged is not None:
+        table = table.replace_schema_metadata({_MERGED_KEY: json.dumps(merged).encode()})
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))

@@ -25,6 +25,11 @@ def ok_row_count(manifest: str | Path) -> int:
     return sum(row.ok for row in iter_manifest(manifest))
 
 
+def ok_paths(manifest: str | Path) -> list[str]:
+    """Return the paths of a manifest's ok rows, in order (the rows its stored features belong to)."""
+    return [row.path for row in iter_manifest(manifest) if row.ok]
+
+
 @dataclass
 class ManifestTally:
     """The rows of a scan's files, counted.

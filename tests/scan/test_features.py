@@ -86,7 +86,9 @@ def test_rescore_equals_a_scan_with_the_same_settings(tmp_path, scanned, names, 
             assert a.is_ood == b.is_ood and a.top_class == b.top_class
     meta = read_meta(rescored)
     assert meta["method"] == method and meta["rescored_from"] == str(out.resolve())
-    assert read_header(rescored).data == read_header(out).data  # a rescored manifest can be rescored again
+    # a rescored manifest can be rescored again: it has the same feature rows, as a file of its own (a hard link)
+    assert data_path(rescored).name.startswith("rescored.jsonl.features.")
+    assert data_path(rescored).samefile(data_path(out))
 
 
 def test_rescore_refuses_features_of_another_image_tower(tmp_path, scanned):
@@ -218,13 +220,21 @@ def test_rescore_calibrates_on_stored_features_without_encoding_images(tmp_path,
     assert meta["threshold"] == recall_threshold(scores, 0.9)
 
 
-def test_a_manifest_rescored_from_a_replaced_scan_refuses_instead_of_reading_other_features(tmp_path, scanned):
+def test_a_manifest_rescored_from_a_replaced_scan_keeps_its_own_features_instead_of_reading_other_ones(
+        tmp_path, scanned):
     _, out = scanned
     classes = _classes(tmp_path, "h.txt", ["hen", "tench"])
     rescored = tmp_path / "r.jsonl"
     _run(tmp_path, "rescore", out, "--classes", classes, "--out", rescored, "--cache-dir", tmp_path / "cache", "-q")
     _scan(tmp_path, _images(tmp_path / "other", 14), classes, out, "--save-features", "--overwrite")  # same count
-    result = _run(tmp_path, "rescore", rescored, "--classes", classes, "--out", tmp_path / "rr.jsonl", "--cache-dir",
+    _run(tmp_path, "rescore", rescored, "--classes", classes, "--out", tmp_path / "rr.jsonl", "--cache-dir",
+         tmp_path / "cache", "-q")
+    replaced = {row.path: row.ood_score for row in read_manifest(out)}
+    again = read_manifest(tmp_path / "rr.jsonl")
+    assert [(r.path, r.ood_score) for r in again] == [(r.path, r.ood_score) for r in read_manifest(rescored)]
+    assert not any(row.path in replaced for row in again)  # the replacing scan's features were not read
+    data_path(rescored).unlink()  # with its features gone, it says so
+    result = _run(tmp_path, "rescore", rescored, "--classes", classes, "--out", tmp_path / "r3.jsonl", "--cache-dir",
                   tmp_path / "cache", expect=1)
     assert "are gone: the scan they came from was replaced" in str(result.exception)
 
