@@ -56,19 +56,23 @@ class EncodePlan:
         captions: The captions, in the caller's order.
         batch_size: Captions per encoder call.
         first_batch: At most this many captions in the first batch (default ``batch_size``).
+        tokens: The captions' token ids (N, L) on the CPU, if already tokenized (the other tower's plan).
 
     """
 
     def __init__(
-        self, model: CLIPN, tower: str, captions: Sequence[str], batch_size: int, first_batch: int | None = None
+        self, model: CLIPN, tower: str, captions: Sequence[str], batch_size: int, first_batch: int | None = None,
+        tokens: torch.Tensor | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.model = model
         self.tower = tower
-        chunks = [model.tokenize(captions[start : start + _TOKENIZE_CHUNK], device="cpu")
-                  for start in range(0, len(captions), _TOKENIZE_CHUNK)]
-        tokens = torch.cat(chunks) if chunks else torch.zeros(0, 0, dtype=torch.long)  # (N, L)
+        self.captions = captions
+        if tokens is None:
+            chunks = [model.tokenize(captions[start : start + _TOKENIZE_CHUNK], device="cpu")
+                      for start in range(0, len(captions), _TOKENIZE_CHUNK)]
+            tokens = torch.cat(chunks) if chunks else torch.zeros(0, 0, dtype=torch.long)  # (N, L)
         lengths = model.token_lengths(tokens, tower) if len(captions) else None
         self.cut = lengths is not None
         if lengths is None:
@@ -150,8 +154,12 @@ def encode_caption_sets(
     """
     hooks = as_hooks(progress)
     dtype = precision_dtype(text_precision(model.device, precision))
-    plans = [EncodePlan(model, tower, captions, batch_size, first_batch=CALIBRATION_CAPTIONS if i == 0 else None)
-             for i, (tower, captions) in enumerate(jobs)]
+    plans: list[EncodePlan] = []
+    for tower, captions in jobs:
+        # the towers share a tokenizer: the same captions (a cold build's two towers) are tokenized once
+        same = next((plan.tokens for plan in plans if list(plan.captions) == list(captions)), None)
+        plans.append(EncodePlan(model, tower, captions, batch_size, first_batch=None if plans else CALIBRATION_CAPTIONS,
+                                tokens=same))
     total = sum(len(plan) for plan in plans)
     if not total:
         return [np.zeros((0, model.embed_dim), np.float32) for _ in plans]

@@ -15,6 +15,7 @@ from oodfilter.model.registration import TINY_HF_CONTEXT_LENGTH, TINY_HF_MODEL_N
 from oodfilter.model.text_cut import hf_token_lengths, is_causal_mask
 from oodfilter.model.text_parts import encode_with_parts, text_parts
 from oodfilter.text.encoding import EncodePlan, encode_captions
+from oodfilter.text.templates import resolve_templates
 
 # Varied lengths: an empty caption (start and end tokens only), short and long ones, and one longer than
 # any context, which the tokenizer truncates to the full context.
@@ -165,3 +166,22 @@ def test_every_hf_architecture_that_is_cut_gives_the_full_context_features(kind,
     with torch.no_grad():
         full, cut = tower(tokens), tower(tokens[:, : int(lengths.max())])
     assert (full - cut).abs().max() < 1e-5
+
+
+def test_a_cold_build_tokenizes_its_captions_once_for_both_towers(tiny_model, cache_dir, monkeypatch):
+    tokenized: list[int] = []
+    original = tiny_model.tokenize
+
+    def counting(texts, device=None):
+        tokenized.append(len(texts))
+        return original(texts, device=device)
+
+    monkeypatch.setattr(tiny_model, "tokenize", counting)
+    names = ["tench", "goldfish", "hen"]
+    vectors = oodfilter.build_class_vectors(tiny_model, names, templates="ensemble", cache_dir=cache_dir)
+    assert sum(tokenized) == 7 * len(names)  # not once per tower
+    for tower, matrix in (("yes", vectors.yes), ("no", vectors.no)):  # and both towers got their own vectors
+        captions = [template.format(name) for template in resolve_templates("ensemble") for name in names]
+        full = torch.from_numpy(_full_context(tiny_model, tower, captions)).view(7, len(names), -1)
+        expected = torch.nn.functional.normalize(full.mean(dim=0), dim=-1)
+        assert (matrix - expected).abs().max() < 1e-5
