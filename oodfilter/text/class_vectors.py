@@ -168,15 +168,18 @@ def _look_up(model: CLIPN, tower: str, names: list[str], templates: tuple[str, .
 
 def _encode_missing(model: CLIPN, lookups: list[_TowerLookup], batch_size: int, precision: str,
                     progress: EncodeProgress | None) -> None:
-    """Encode every tower's missing captions as one piece of work (one count, one estimate); fill and cache them."""
+    """Encode every tower's missing captions as one piece of work (one count, one estimate); fill and cache them.
+
+    Each tower's vectors are cached as soon as that tower is done, so an interrupted build keeps them.
+    """
     todo = [lookup for lookup in lookups if lookup.captions]
     if not todo:
         return
     for lookup in todo:
         _warn_if_long(model, lookup.tower, len(lookup.captions))
-    encoded = encode_caption_sets(model, [(lookup.tower, lookup.captions) for lookup in todo], batch_size,
-                                  precision=precision, progress=as_hooks(progress))
-    for lookup, vectors in zip(todo, encoded, strict=True):
+
+    def keep(index: int, vectors: np.ndarray) -> None:
+        lookup = todo[index]
         by_key = dict(zip(lookup.unique, vectors, strict=True))
         lookup.vectors[lookup.missing] = np.stack([by_key[lookup.keys[i]] for i in lookup.missing])
         if lookup.store is not None:
@@ -184,6 +187,9 @@ def _encode_missing(model: CLIPN, lookups: list[_TowerLookup], batch_size: int, 
             lookup.store.save()
         found = len(lookup.keys) - len(lookup.missing)
         logger.info("encoded %d %s-tower captions (%d from cache)", len(lookup.captions), lookup.tower, found)
+
+    encode_caption_sets(model, [(lookup.tower, lookup.captions) for lookup in todo], batch_size, precision=precision,
+                        progress=as_hooks(progress), on_encoded=keep)
 
 
 def _class_matrix(vectors: np.ndarray, templates: int, names: int) -> torch.Tensor:

@@ -147,10 +147,12 @@ def encode_caption_sets(
     *,
     precision: str = "auto",
     progress: EncodeProgress | None = None,
+    on_encoded: Callable[[int, np.ndarray], None] | None = None,
 ) -> list[np.ndarray]:
     """Encode several (tower, captions) lists as one piece of work: one count, one estimate.
 
-    Returns one (N, D) float32 array per job, as :func:`encode_captions` would.
+    Returns one (N, D) float32 array per job, as :func:`encode_captions` would. ``on_encoded(index,
+    vectors)`` is called as soon as each job is done (to cache its vectors before the next job starts).
     """
     hooks = as_hooks(progress)
     dtype = precision_dtype(text_precision(model.device, precision))
@@ -166,12 +168,13 @@ def encode_caption_sets(
     was_training = model.training
     model.eval()
     try:
-        return _run(plans, dtype, hooks, total)
+        return _run(plans, dtype, hooks, total, on_encoded)
     finally:
         model.train(was_training)
 
 
-def _run(plans: list[EncodePlan], dtype: torch.dtype | None, hooks: EncodeHooks, total: int) -> list[np.ndarray]:
+def _run(plans: list[EncodePlan], dtype: torch.dtype | None, hooks: EncodeHooks, total: int,
+         on_encoded: Callable[[int, np.ndarray], None] | None) -> list[np.ndarray]:
     all_positions = sum(plan.positions for plan in plans)
     offset = 0
     start = time.perf_counter()
@@ -192,9 +195,11 @@ def _run(plans: list[EncodePlan], dtype: torch.dtype | None, hooks: EncodeHooks,
     if hooks.advance is not None:
         hooks.advance(0, total)
     results = []
-    for plan in plans:
+    for index, plan in enumerate(plans):
         results.append(plan.run(dtype, step))
         offset += len(plan)
+        if on_encoded is not None:
+            on_encoded(index, results[-1])
     logger.debug("encoded %d captions in %.1f s (%s)", total, time.perf_counter() - start,
                  ", ".join(f"{plan.tower}: {'cut' if plan.cut else 'full context'}" for plan in plans))
     return results

@@ -129,3 +129,21 @@ def test_a_cold_scan_prints_the_estimate_and_the_count_and_a_warm_one_does_not(t
 @pytest.mark.parametrize("seconds, text", [(0.2, "1 s"), (42.4, "42 s"), (600, "10 min"), (7200, "2.0 h")])
 def test_durations_read_naturally(seconds, text):
     assert encoding_module._duration(seconds) == text
+
+
+def test_a_build_interrupted_in_the_no_tower_keeps_the_yes_vectors(fresh_tiny_model, cache_dir, monkeypatch):
+    model = fresh_tiny_model
+    real_no = model.encode_text_no
+
+    def interrupted(tokens, choice=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "encode_text_no", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_class_vectors(model, NAMES, templates="ensemble", cache_dir=cache_dir, include_no=True)
+    monkeypatch.setattr(model, "encode_text_no", real_no)
+    record = Recorder()
+    build_class_vectors(model, NAMES, templates="ensemble", cache_dir=cache_dir, include_no=True,
+                        progress=record.hooks)
+    assert record.counts[-1] == (7 * len(NAMES), 7 * len(NAMES))  # the no tower's captions only
+    assert record.lines[0].startswith(f"encoding {7 * len(NAMES)} captions with the no tower, about ")
