@@ -25,7 +25,7 @@ class EncodeHooks:
     Attributes:
         advance: Called as ``advance(done, total)`` before the first batch (``done`` = 0) and after each
             batch, with ``done`` increasing up to ``total``, the captions to encode (all towers together).
-        announce: Called once, after the first (small) batch has been timed, with a line saying how many
+        announce: Called once, after the first batch has been timed, with a line saying how many
             captions will be encoded with which towers and about how long that takes.
 
     """

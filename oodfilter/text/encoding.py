@@ -7,7 +7,7 @@ longest first, and each batch is encoded cut to its longest caption. The vectors
 context (to float rounding), in the caller's order. A tower that needs every position (see
 :mod:`oodfilter.model.text_cut`) is encoded at the full context, in the caller's order.
 
-Before the bulk of the work, the first batch (a small one) is timed and the whole encode estimated
+Before the bulk of the work, the first batch (at most 256 captions) is timed and the whole encode estimated
 from it, in token positions: logged, and passed to the ``announce`` hook (:mod:`oodfilter.encode_progress`).
 """
 
@@ -27,8 +27,9 @@ from oodfilter.model.clipn import CLIPN
 
 logger = logging.getLogger(__name__)
 
-# Captions in the first batch, which is timed for the estimate: small, so that the estimate comes early.
-CALIBRATION_CAPTIONS = 64
+# At most this many captions in the first batch, which is timed for the estimate: a batch of the usual size
+# (smaller ones run slower per caption on a CPU), capped so that the estimate comes early with large batches.
+CALIBRATION_CAPTIONS = 256
 # Captions tokenized per tokenizer call while planning.
 _TOKENIZE_CHUNK = 4096
 
