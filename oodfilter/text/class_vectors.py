@@ -206,7 +206,7 @@ def _warn_if_long(model: CLIPN, tower: str, count: int) -> None:
     if count > LONG_ENCODE_CAPTIONS and model.device.type == "cpu":
         warnings.warn(
             f"encoding {count} {tower}-tower captions on the CPU: a one-time cost (cached afterwards) that can take "
-            "hours for a ViT-B text tower (measured: ~13 captions/s per tower on 2 busy cores); the 128-template "
+            "hours for a ViT-B text tower (measured: 13-25 captions/s per tower on 2 busy cores); the 128-template "
             "'clipn' set makes 128 captions per class, so pass --templates photo (templates='photo') for a build "
             "128 times cheaper, or run on a GPU",
             stacklevel=4,
