@@ -55,7 +55,10 @@ def eval_command(ctx: click.Context, **options: Any) -> None:
             overrides["attack_eps"] = [float(e) for e in overrides["attack_eps"].split(",") if e.strip()]
         except ValueError as error:
             raise click.BadParameter(f"--attack-eps takes numbers separated by commas ({error})") from error
-    report = evaluate(load_eval_config(options["config_file"], overrides))
+    from oodfilter.cli.progress import TaskProgress
+
+    with TaskProgress("evaluating", quiet=False) as display, display.encodes():  # shows the caption encodes
+        report = evaluate(load_eval_config(options["config_file"], overrides))
     _print(report)
 
 

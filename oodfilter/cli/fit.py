@@ -24,6 +24,13 @@ class FitterGroup(click.Group):
         """Return the fitter ``cmd_name``, or None if no plugin provides it."""
         return fitters.get(cmd_name) if cmd_name in fitters else None
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the fitter, showing the caption encodes it makes (class vectors) and their estimate."""
+        from oodfilter.cli.progress import TaskProgress
+
+        with TaskProgress("fitting", quiet=False) as display, display.encodes():
+            return super().invoke(ctx)
+
 
 @click.group("fit", cls=FitterGroup)
 def fit_group() -> None:

@@ -29,7 +29,7 @@ import click
 @click.option("--device", default="auto", help="Where the text encoder and the scoring run.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Text-vector cache folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing manifest of ours at --out.")
-@click.option("--quiet", "-q", is_flag=True, help="No summary.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
 def rescore_command(manifest: str, quiet: bool, **options: Any) -> None:
     """Score MANIFEST's stored image features (scan --save-features) against a new class list or method.
 
@@ -42,7 +42,10 @@ def rescore_command(manifest: str, quiet: bool, **options: Any) -> None:
     given = {key: value for key, value in options.items() if value is not None and value != ()}
     if "calibrate_on" in given:
         given["calibrate_on"] = list(given["calibrate_on"])
-    summary = rescore(RescoreConfig(manifest=manifest, **given))
+    from oodfilter.cli.progress import TaskProgress
+
+    with TaskProgress("rescoring", quiet=quiet) as display, display.encodes():  # shows the caption encodes
+        summary = rescore(RescoreConfig(manifest=manifest, **given))
     if not quiet:
         click.echo(f"rescored {summary.ok} of {summary.total} rows ({summary.method}) in {summary.seconds:.1f} s: "
                    f"{summary.ood} OOD -> {Path(summary.manifest)}", err=True)

@@ -76,7 +76,7 @@ def scan_command(ctx: click.Context, **options: Any) -> None:
     config = load_scan_config(options["config_file"], overrides)
     from oodfilter.cli.progress import TaskProgress
 
-    with TaskProgress("scanning", quiet=options["quiet"]) as progress:
+    with TaskProgress("scanning", quiet=options["quiet"]) as progress, progress.encodes():
         summary = scan(config, progress=progress)
     if not options["quiet"]:
         _print_summary(summary)

@@ -14,6 +14,8 @@ from torch import nn
 from oodfilter.model.fingerprint import tensors_fingerprint
 from oodfilter.model.hf_text import hf_text_tower, hf_tokenizer_digest
 from oodfilter.model.no_prompts import DEFAULT_NUM_PROMPTS, PromptedNoTower
+from oodfilter.model.text_cut import yes_token_lengths
+from oodfilter.model.text_parts import encode_with_parts, text_parts
 from oodfilter.model.towers import build_no_tower, yes_tower_identity
 
 Tokenizer = Callable[..., torch.Tensor]
@@ -113,16 +115,23 @@ class CLIPN(nn.Module):
         size = getattr(self.clip.visual, "image_size", 224)
         return int(size[0] if isinstance(size, tuple | list) else size)
 
-    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """Tokenize texts with the model's tokenizer, (N, L) on the model's device."""
-        return self.tokenizer(list(texts)).to(self.device)
+    def tokenize(self, texts: Sequence[str], device: torch.device | str | None = None) -> torch.Tensor:
+        """Tokenize texts with the model's tokenizer, (N, L) on ``device`` (default: the model's)."""
+        return self.tokenizer(list(texts)).to(self.device if device is None else device)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Encode preprocessed images (B, 3, H, W) to L2-normalised features (B, D)."""
         return F.normalize(self.clip.encode_image(images), dim=-1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Encode token ids (B, L) with the yes tower ψ to L2-normalised features (B, D)."""
+        """Encode token ids (B, L) with the yes tower ψ to L2-normalised features (B, D).
+
+        ``L`` may be below the context length (a batch cut to its longest text, see :meth:`token_lengths`).
+        """
+        if hf_text_tower(self.clip) is None:
+            parts = text_parts(self.clip)
+            if tokens.shape[-1] < parts.positional_embedding.shape[0]:  # open_clip's encode_text takes full contexts
+                return F.normalize(encode_with_parts(parts, tokens), dim=-1)
         return F.normalize(self.clip.encode_text(tokens), dim=-1)
 
     def encode_text_no(self, tokens: torch.Tensor, choice: torch.Tensor | None = None) -> torch.Tensor:
@@ -132,8 +141,27 @@ class CLIPN(nn.Module):
         """
         return self.no_tower(tokens, choice)
 
+    def token_lengths(self, tokens: torch.Tensor, tower: str) -> torch.Tensor | None:
+        """Return how many token positions each text of ``tokens`` (B, L) needs in ``tower``, (B,), or None.
+
+        Encoding a batch cut to its largest length gives the same features as the full context (see
+        :mod:`oodfilter.model.text_cut`); None means the tower needs every position.
+        """
+        if tower == "yes":
+            return yes_token_lengths(self.clip, tokens)
+        if tower == "no":
+            return self.no_tower.token_lengths(tokens)
+        raise ValueError(f"unknown tower '{tower}'; expected one of {TOWERS}")
+
     def encode(self, tokens: torch.Tensor, tower: str) -> torch.Tensor:
-        """Encode token ids with the ``yes`` or ``no`` tower."""
+        """Encode token ids (B, L) with the ``yes`` or ``no`` tower to L2-normalised features (B, D).
+
+        The batch is cut to the token positions its longest text needs (:meth:`token_lengths`), where
+        that gives the same features; the rest of the context is not computed.
+        """
+        lengths = self.token_lengths(tokens, tower)
+        if lengths is not None and lengths.numel():
+            tokens = tokens[:, : int(lengths.max())]
         if tower == "yes":
             return self.encode_text(tokens)
         if tower == "no":

@@ -42,6 +42,14 @@ class PromptedNoTower(nn.Module):
         """Return the settings besides the weights that decide the tower's output (part of its fingerprint)."""
         raise NotImplementedError
 
+    def token_lengths(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Return the token positions each text of ``tokens`` (B, L) needs for its exact features, (B,).
+
+        A batch cut to its texts' largest length encodes to the same features. None (this default):
+        the tower needs the whole context; subclasses that know better say so.
+        """
+        return None
+
     def prompt_options(self) -> torch.Tensor:
         """Return the ``num_prompts + 1`` prompt options: each prompt, then their mean, (P+1, L, W)."""
         return torch.cat([self.prompts, self.prompts.mean(dim=0, keepdim=True)], dim=0)

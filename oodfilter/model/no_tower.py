@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from oodfilter.model.no_prompts import DEFAULT_NUM_PROMPTS, PromptedNoTower
-from oodfilter.model.text_parts import TextParts, pool_tokens
+from oodfilter.model.text_cut import clip_style_lengths
+from oodfilter.model.text_parts import TextParts, encode_with_parts
 
 __all__ = ["DEFAULT_NUM_PROMPTS", "NoTextTower"]
 
@@ -55,26 +56,31 @@ class NoTextTower(PromptedNoTower):
         """Return the pooling settings, which with the weights decide the tower's output."""
         return f"{self.pool_type}|{self.eos_id}"
 
+    def parts(self) -> TextParts:
+        """Return the tower's own pieces, as :func:`~oodfilter.model.text_parts.text_parts` gives the yes tower's."""
+        return TextParts(
+            token_embedding=self.token_embedding,
+            positional_embedding=self.positional_embedding,
+            transformer=self.transformer,
+            ln_final=self.ln_final,
+            text_projection=self.text_projection,
+            attn_mask=self.attn_mask,  # type: ignore[arg-type]  # a registered buffer, tensor or None
+            pool_type=self.pool_type,
+            eos_id=self.eos_id,
+        )
+
+    def token_lengths(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Return the token positions each text needs for its exact features, (B,), or None when it needs all.
+
+        See :func:`oodfilter.model.text_cut.clip_style_lengths`.
+        """
+        return clip_style_lengths(self.parts(), tokens) if type(self) is NoTextTower else None
+
     def forward(self, tokens: torch.Tensor, choice: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode token ids (B, L) to L2-normalised no-text features (B, D)."""
-        cast_dtype = _cast_dtype(self.transformer)
-        x = self.token_embedding(tokens).to(cast_dtype)  # (B, L, W)
-        x = x + self.positional_embedding.to(cast_dtype)
-        x = x + self.select_prompts(tokens.shape[0], choice).to(cast_dtype)
-        x = self.transformer(x, attn_mask=self.attn_mask)
-        x = self.ln_final(x)
-        x = pool_tokens(x, tokens, self.pool_type, self.eos_id)  # (B, W)
-        if isinstance(self.text_projection, nn.Linear):
-            x = self.text_projection(x)
-        elif self.text_projection is not None:
-            x = x @ self.text_projection  # (B, D)
-        return F.normalize(x, dim=-1)
+        """Encode token ids (B, L) to L2-normalised no-text features (B, D).
 
-
-def _cast_dtype(transformer: nn.Module) -> torch.dtype:
-    getter = getattr(transformer, "get_cast_dtype", None)
-    if callable(getter):
-        dtype = getter()
-        if isinstance(dtype, torch.dtype):
-            return dtype
-    return next(transformer.parameters()).dtype
+        ``L`` may be below the context length (a batch cut to its longest text, see :meth:`token_lengths`):
+        the prompt is then cut to the same positions.
+        """
+        prompt = self.select_prompts(tokens.shape[0], choice)  # (B or 1, context, W)
+        return F.normalize(encode_with_parts(self.parts(), tokens, prompt), dim=-1)

@@ -14,6 +14,7 @@ from torch import nn
 from oodfilter.errors import InputError, UnsupportedModelError
 from oodfilter.model.hf_text import hf_tower_settings
 from oodfilter.model.no_prompts import DEFAULT_NUM_PROMPTS, PromptedNoTower
+from oodfilter.model.text_cut import hf_token_lengths
 
 
 class PromptedEmbedding(nn.Module):
@@ -97,14 +98,24 @@ class HFNoTextTower(PromptedNoTower):
         self.text.eval()
         return self
 
+    def token_lengths(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Return the token positions each text needs for its exact features, (B,), or None when it needs all.
+
+        See :func:`oodfilter.model.text_cut.hf_token_lengths`.
+        """
+        return hf_token_lengths(self.text, tokens) if type(self) is HFNoTextTower else None
+
     def forward(self, tokens: torch.Tensor, choice: torch.Tensor | None = None) -> torch.Tensor:
         """Encode token ids (B, L) to L2-normalised no-text features (B, D).
 
+        ``L`` may be below the context length (a batch cut to its longest text, see :meth:`token_lengths`):
+        the prompt is then cut to the same positions.
+
         Raises:
-            InputError: the texts were not tokenized to the context length the prompts cover.
+            InputError: the texts have more token positions than the prompts cover.
 
         """
-        if tokens.shape[-1] != self.context_length:
+        if tokens.shape[-1] > self.context_length:
             raise InputError(
                 f"the no-tower's prompts cover {self.context_length} token positions but the texts have "
                 f"{tokens.shape[-1]}; tokenize them with the model's tokenizer (CLIPN.tokenize)"
@@ -112,7 +123,8 @@ class HFNoTextTower(PromptedNoTower):
         embedding = self.text.transformer.get_input_embeddings()
         if not isinstance(embedding, PromptedEmbedding):  # replaced after construction
             raise UnsupportedModelError("the no-tower's input embeddings were replaced; rebuild the model")
-        with embedding.adding(self.select_prompts(tokens.shape[0], choice)):  # (B or 1, L, W)
+        prompt = self.select_prompts(tokens.shape[0], choice)[:, : tokens.shape[-1]]  # (B or 1, L, W)
+        with embedding.adding(prompt):
             features = self.text(tokens)
         if isinstance(features, tuple):  # towers built with output_tokens
             features = features[0]

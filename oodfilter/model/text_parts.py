@@ -61,6 +61,44 @@ def _parts_of(holder: nn.Module, *, pool_type: str, eos_id: int | None) -> TextP
     )
 
 
+def encode_with_parts(parts: TextParts, tokens: torch.Tensor, added: torch.Tensor | None = None) -> torch.Tensor:
+    """Run a CLIP-style text tower on token ids (B, L) → unnormalised features (B, D), as open_clip's ``encode_text``.
+
+    ``L`` may be shorter than the tower's context: the positional embedding, ``added`` (a prompt of
+    (B or 1, context, W) added to the input embeddings) and the attention mask are cut to the first ``L``
+    positions. With a causal mask, features pooled at a position below ``L`` are then those of the full
+    context (see :mod:`oodfilter.model.text_cut`); at the full context every slice is the whole tensor.
+    """
+    length = tokens.shape[-1]
+    cast_dtype = cast_dtype_of(parts.transformer)
+    x = parts.token_embedding(tokens).to(cast_dtype)  # (B, L, W)
+    x = x + parts.positional_embedding[:length].to(cast_dtype)
+    if added is not None:
+        x = x + added[:, :length].to(cast_dtype)
+    mask = parts.attn_mask
+    if mask is not None and mask.shape[-1] != length:
+        mask = mask[:length, :length].contiguous()  # (L, L)
+    x = parts.transformer(x, attn_mask=mask)
+    x = parts.ln_final(x)
+    x = pool_tokens(x, tokens, parts.pool_type, parts.eos_id)  # (B, W)
+    projection = parts.text_projection
+    if isinstance(projection, nn.Linear):
+        return projection(x)
+    if projection is not None:
+        return x @ projection  # (B, D)
+    return x
+
+
+def cast_dtype_of(transformer: nn.Module) -> torch.dtype:
+    """Return the dtype a text transformer computes in (its ``get_cast_dtype()``, else its weights' dtype)."""
+    getter = getattr(transformer, "get_cast_dtype", None)
+    if callable(getter):
+        dtype = getter()
+        if isinstance(dtype, torch.dtype):
+            return dtype
+    return next(transformer.parameters()).dtype
+
+
 def pool_tokens(x: torch.Tensor, tokens: torch.Tensor, pool_type: str, eos_id: int | None) -> torch.Tensor:
     """Pool per-token features to one vector per text, as CLIP does.
 

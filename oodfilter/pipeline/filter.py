@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, IterableDataset
 from oodfilter.data.decode import load_rgb_image
 from oodfilter.decision.advice import decision_advice
 from oodfilter.decision.calibration import Calibration
+from oodfilter.encode_progress import EncodeProgress, as_hooks, reporting_encodes
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.pipeline.batches import ClipViewed, select_samples, split_clip_view
@@ -112,6 +113,12 @@ class OODFilter:
         warn_fraction: Warn once per pass when more than this fraction of samples is dropped (a wrong class
             list usually shows up this way).
         min_seen: Samples to see before that warning may fire.
+        progress: Told how the class-vector encode goes (captions not yet in the cache), as
+            :func:`~oodfilter.build_class_vectors` is: an ``advance(done, total)`` callback or
+            :class:`~oodfilter.encode_progress.EncodeHooks`. The command line's display is one:
+            ``with TaskProgress("filter", quiet=False) as bar, bar.encodes(): OODFilter(...)``
+            (``oodfilter.cli.progress``) shows a bar and the estimate. Default: the hooks installed by
+            :func:`~oodfilter.encode_progress.reporting_encodes`, if any; else only logging.
 
     """
 
@@ -130,6 +137,7 @@ class OODFilter:
         precision: str = "auto",
         warn_fraction: float = 0.5,
         min_seen: int = 64,
+        progress: EncodeProgress | None = None,
     ) -> None:
         if mode not in MODES:
             raise InputError(f"mode must be 'tag' or 'drop', got '{mode}'")
@@ -141,7 +149,8 @@ class OODFilter:
             device=str(device) if device is not None else "auto", precision=precision, batch_size=1024,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
         )
-        self.scorer = build_scorer(spec, model=None if isinstance(model, str) else model)
+        with reporting_encodes(as_hooks(progress)):
+            self.scorer = build_scorer(spec, model=None if isinstance(model, str) else model)
         rule_decides = self.scorer.threshold is None and self.scorer.method.threshold_free
         for message in decision_advice(self.scorer.method.name, len(self.scorer.class_vectors),
                                        rule_decides=rule_decides):

@@ -45,6 +45,7 @@ def positive(cell: str) -> float:
 
 
 def check_class_vectors(stdout: str) -> None:
+    check_caption_encoding(stdout)
     rows = table(stdout, "names")
     assert [row["names"] for row in rows] == ["20", "100"]
     assert [row["captions"] for row in rows] == ["20", "100"]  # one "photo" template
@@ -58,6 +59,32 @@ def check_class_vectors(stdout: str) -> None:
         faiss, matmul = positive(row["top5 FAISS ms"]), positive(row["top5 matmul ms"])
         assert positive(row["matmul/FAISS"]) == pytest.approx(matmul / faiss, rel=0.1, abs=0.01)
         assert float(row["agree"]) >= 0.98  # FAISS and the matrix product find the same nearest class
+
+
+def check_caption_encoding(stdout: str) -> None:
+    """The old (full context) vs new (cut batches) table: both towers, rates that agree, the same vectors."""
+    population = re.search(r"= (\d+) captions per tower; (\d+) drawn at random", stdout)
+    assert population is not None, stdout
+    assert population.groups() == ("12800", "48")  # --quick: 100 names x 128 clipn templates; the sample
+    rows = table(stdout, "tower")
+    assert [row["tower"] for row in rows] == ["yes", "no"]
+    builds = []
+    for row in rows:
+        assert row["captions"] == "48"
+        full, cut = positive(row["full cap/s"]), positive(row["cut cap/s"])
+        assert positive(row["cut/full"]) == pytest.approx(cut / full, rel=0.01, abs=0.01)
+        assert float(row["max diff"]) <= 1e-5  # the cut batches give the full context's vectors
+        sample_pos, whole_pos = positive(row["sample pos/cap"]), positive(row["whole pos/cap"])
+        assert whole_pos <= sample_pos < 77  # cut batches, tighter over the whole sorted set than in a sample
+        builds.append((12800 / full, 12800 * whole_pos / (cut * sample_pos)))
+        assert positive(row["full build h"]) == pytest.approx(builds[-1][0] / 3600, rel=0.02)  # 3 digits shown
+        assert positive(row["cut build h"]) == pytest.approx(builds[-1][1] / 3600, rel=0.02)
+    summary = re.search(r"full context ~([\d.e+-]+) h, cut ~([\d.e+-]+) h: ([\d.]+)x", stdout)
+    assert summary is not None, stdout
+    old_h, new_h, ratio = (float(group) for group in summary.groups())
+    old_s, new_s = sum(old for old, _ in builds), sum(new for _, new in builds)
+    assert old_h == pytest.approx(old_s / 3600, rel=0.02) and new_h == pytest.approx(new_s / 3600, rel=0.02)
+    assert ratio == pytest.approx(old_s / new_s, rel=0.02, abs=0.01)
 
 
 def check_scan_throughput(stdout: str) -> None:
