@@ -22,16 +22,18 @@ import os
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from oodfilter.atomic import atomic_write_text
 from oodfilter.config import PRECISIONS
 from oodfilter.errors import InputError
 from oodfilter.outputs import os_error
 from oodfilter.sinks.manifest import read_manifest, sidecar
+
+if TYPE_CHECKING:  # tensors come in from the scorer; reading features back needs no torch (rescore's checks)
+    import torch
 
 FORMAT = "oodfilter-features/1"
 DTYPE = np.dtype("<f2")
@@ -219,7 +221,7 @@ class FeatureWriter:
 
     def write(self, features: torch.Tensor) -> None:
         """Append (n, D) features (as float16) and flush them to disk."""
-        data = features.detach().to("cpu", torch.float16).numpy().astype(DTYPE, copy=False)
+        data = features.detach().half().cpu().numpy().astype(DTYPE, copy=False)
         if data.ndim != 2 or data.shape[1] != self.dim:
             raise ValueError(f"features must be (n, {self.dim}), got {tuple(data.shape)}")
         try:
