@@ -4,6 +4,8 @@ Plugins register under the entry-point group ``oodfilter.scorers``.
 
 Each method turns a :class:`FeatureBatch` (image features and their cosines to the class vectors) into a
 :class:`~oodfilter.scoring.functional.ScoreOutput`; the math lives in :mod:`oodfilter.scoring.functional`.
+This module imports neither torch nor that math until a method scores (each ``__call__`` imports it), so that
+``oodfilter plugins`` and ``--help`` list the methods without loading torch.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from oodfilter.deprecation import deprecated_attribute, warn_deprecated
 from oodfilter.errors import InputError
+from oodfilter.plugin_inspect import survey
 from oodfilter.registry import Registry
-from oodfilter.scoring import functional as fn
-from oodfilter.scoring.functional import ScoreOutput
+
+if TYPE_CHECKING:
+    import torch
+
+    from oodfilter.scoring.functional import ScoreOutput
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class ATD(ScoreMethod):
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.atd`."""
+        from oodfilter.scoring import functional as fn
+
         return fn.atd(batch.logits_yes, batch.logits_no)
 
 
@@ -128,6 +134,8 @@ class CTW(ScoreMethod):
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.ctw`."""
+        from oodfilter.scoring import functional as fn
+
         return fn.ctw(batch.logits_yes, batch.logits_no)
 
 
@@ -139,6 +147,8 @@ class MSP(ScoreMethod):
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.msp`."""
+        from oodfilter.scoring import functional as fn
+
         return fn.msp(batch.logits_yes)
 
 
@@ -150,6 +160,8 @@ class MaxLogit(ScoreMethod):
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.max_logit`."""
+        from oodfilter.scoring import functional as fn
+
         return fn.max_logit(batch.logits_yes)
 
 
@@ -161,6 +173,8 @@ class Energy(ScoreMethod):
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.energy`."""
+        from oodfilter.scoring import functional as fn
+
         return fn.energy(batch.logits_yes)
 
 
@@ -172,6 +186,8 @@ class MCM(ScoreMethod):
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.mcm`."""
+        from oodfilter.scoring import functional as fn
+
         return fn.mcm(batch.cosines_yes)
 
 
@@ -187,12 +203,18 @@ def choose_method(method: str | None, *, no_branch_trained: bool, model_name: st
         return method.lower()
     if no_branch_trained:
         return "atd"
-    plain = ", ".join(name for name in score_methods.list() if not score_methods.get(name).needs_no_branch)
+    plain = ", ".join(plain_methods())
     raise InputError(
         f"model '{model_name}' has no trained CLIPN no-branch, so the default method (atd) cannot run: "
         f"pass --method with one of {plain}, or --model a CLIPN model (clipn-vitb16, see 'oodfilter models', "
         "or a bundle from 'oodfilter convert-clipn')"
     )
+
+
+def plain_methods() -> list[str]:
+    """Return the methods that need no trained no-branch (for messages; plugins are read, not imported)."""
+    found = survey(score_methods, ("needs_no_branch",))
+    return [name for name, (_, attributes) in found.entries.items() if not attributes.get("needs_no_branch", False)]
 
 
 _DEPRECATED = {"scorers": "score_methods"}
