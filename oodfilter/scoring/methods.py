@@ -11,6 +11,7 @@ This module imports neither torch nor that math until a method scores (each ``__
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -85,6 +86,24 @@ class ScoringContext:
         return self.class_vectors
 
 
+@dataclass(frozen=True)
+class PrerequisiteContext:
+    """What a method may check before any text is encoded (see :meth:`ScoreMethod.check_prerequisites`).
+
+    Attributes:
+        model: The loaded CLIPN model.
+        class_names: The ID class names.
+        cache_dir: Cache root for prepared state (None: the default cache folder).
+        reference_features: Whether :meth:`ScoreMethod.prepare` will be given unlabelled ID features.
+
+    """
+
+    model: Any
+    class_names: Sequence[str]
+    cache_dir: Path | None = None
+    reference_features: bool = False
+
+
 class ScoreMethod(ABC):
     """A zero-shot OOD score over shared image features (higher = more OOD).
 
@@ -96,6 +115,17 @@ class ScoreMethod(ABC):
     name: ClassVar[str]
     needs_no_branch: ClassVar[bool] = False
     threshold_free: ClassVar[bool] = False
+
+    def check_prerequisites(self, context: PrerequisiteContext) -> None:  # noqa: B027 - optional hook
+        """Refuse now what :meth:`prepare` would refuse for a reason known before any text is encoded.
+
+        Called once the model is loaded and before the class vectors are built (minutes for a long class
+        list on a CPU), so that a missing prerequisite (PLP's fitted probe) fails at once. Default: nothing.
+
+        Raises:
+            InputError: the method cannot run; the message says what to do.
+
+        """
 
     def prepare(self, context: ScoringContext) -> None:  # noqa: B027 - optional hook, empty by default
         """Build any state the method needs before scoring (default: nothing)."""
