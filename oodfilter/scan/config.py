@@ -11,7 +11,6 @@ from typing import Any
 from oodfilter.config import ModelOptions, build_config
 from oodfilter.errors import InputError
 from oodfilter.sinks.actions import ACTIONS
-from oodfilter.sinks.manifest import manifest_format
 from oodfilter.sinks.reshard import RESHARD
 from oodfilter.text.templates import DEFAULT_TEMPLATES
 
@@ -78,7 +77,6 @@ class ScanConfig(ModelOptions):
             raise InputError("no inputs: pass image files, folders or glob patterns to scan")
         if not self.classes:
             raise InputError("no class list: pass --classes FILE (one in-distribution class per line)")
-        manifest_format(self.out)  # a known suffix, before anything is loaded or written
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers < 0:

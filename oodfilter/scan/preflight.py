@@ -25,7 +25,7 @@ from oodfilter.scan.decision_rule import decision_rule
 from oodfilter.scoring.checks import check_spec
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.lock import ManifestLock
-from oodfilter.sinks.manifest import read_meta, sidecar
+from oodfilter.sinks.manifest import manifest_format, read_meta, sidecar
 from oodfilter.sinks.readback import done_paths
 from oodfilter.sinks.reshard import RESHARD, plan_reshard
 
@@ -108,6 +108,7 @@ def _prepared(config: ScanConfig, lock: ManifestLock, model_given: bool) -> Prep
     _check_actions_are_local(config, files)
     _check_dest_outside_inputs(config, files)
     _check_output_is_free(config, out, files)
+    manifest_format(out)  # a known suffix (it was refused only when the first rows were written)
     checked = check_spec(scorer_spec(config), model_known=model_given)  # class list, templates, method
     if config.calibration:
         Calibration.load(config.calibration)  # a file that does not parse fails now (its fit: once scores exist)
