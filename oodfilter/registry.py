@@ -69,12 +69,47 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"unknown {self.point} '{name}'; registered: {known}")
         return self._items[key]
 
+    def check_known(self, name: str) -> None:
+        """Refuse a name that nothing registers, without loading any plugin (an entry point's name counts).
+
+        Raises:
+            UnknownNameError: ``name`` is neither registered nor the name of an installed entry point; the
+                message names the choices.
+
+        """
+        key = name.lower()
+        declared = {entry_point.name.lower() for entry_point in self.entry_points()}
+        if key not in self._items and key not in declared:
+            known = ", ".join(sorted(set(self._items) | declared)) or "none"
+            raise UnknownNameError(f"unknown {self.point} '{name}'; registered: {known}")
+
+    def peek(self, name: str) -> T | None:
+        """Return ``name``'s entry when it is known without loading a plugin, else None.
+
+        That is a registered entry (a built-in, or a plugin already loaded) that no installed plugin
+        would replace under the same name.
+        """
+        key = name.lower()
+        if key not in self._items:
+            return None
+        if not self._discovered and any(entry_point.name.lower() == key for entry_point in self.entry_points()):
+            return None
+        return self._items[key]
+
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call the factory registered as ``name`` with the given arguments and return its result."""
         factory = self.get(name)
         if not callable(factory):
             raise TypeError(f"{self.point} '{name}' is not callable")
         return factory(*args, **kwargs)
+
+    def registered(self) -> dict[str, tuple[T, str]]:
+        """Return name → (entry, source) for what is registered so far, without discovering plugins."""
+        return {name: (item, self._sources[name]) for name, item in sorted(self._items.items())}
+
+    def entry_points(self) -> list[metadata.EntryPoint]:
+        """Return the installed entry points of this registry's group, without loading them."""
+        return list(metadata.entry_points(group=self.group))
 
     def list(self) -> list[str]:
         """Return the registered names, sorted."""
@@ -97,7 +132,7 @@ class Registry(Generic[T]):
         if self._discovered:
             return
         self._discovered = True
-        for entry_point in metadata.entry_points(group=self.group):
+        for entry_point in self.entry_points():
             dist = entry_point.dist.name if entry_point.dist is not None else "unknown distribution"
             try:
                 item = entry_point.load()

@@ -29,6 +29,10 @@ def convert_clipn(checkpoint: Path, out_dir: Path, arch: str, overwrite: bool) -
     with `--model OUT_DIR` (or oodfilter.load_model) without the network. An existing OUT_DIR is refused
     unless it is empty, or holds a bundle and --overwrite is given.
     """
+    from oodfilter.model.file_checks import check_bundle_destination, check_checkpoint_file
+
+    check_bundle_destination(out_dir, overwrite=overwrite)  # both before torch is imported
+    check_checkpoint_file(checkpoint)
     from oodfilter.model.convert import convert_reference_checkpoint
 
     bundle = convert_reference_checkpoint(checkpoint, out_dir, architecture=arch, overwrite=overwrite)

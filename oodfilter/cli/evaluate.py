@@ -40,8 +40,8 @@ def eval_command(ctx: click.Context, **options: Any) -> None:
     accepted at the threshold that keeps 95% of the ID images; openood: the share of ID images rejected
     at the threshold that catches 95% of the OOD images.
     """
+    from oodfilter.evaluate.checks import check_eval
     from oodfilter.evaluate.config import load_eval_config
-    from oodfilter.evaluate.runner import evaluate
 
     overrides = explicit_options(ctx, options, skip=("config_file",))
     if "id_" in overrides:
@@ -55,10 +55,13 @@ def eval_command(ctx: click.Context, **options: Any) -> None:
             overrides["attack_eps"] = [float(e) for e in overrides["attack_eps"].split(",") if e.strip()]
         except ValueError as error:
             raise click.BadParameter(f"--attack-eps takes numbers separated by commas ({error})") from error
+    config = load_eval_config(options["config_file"], overrides)
+    checked = check_eval(config)  # every check that needs no model, before torch is imported
     from oodfilter.cli.progress import TaskProgress
+    from oodfilter.evaluate.runner import evaluate
 
     with TaskProgress("evaluating", quiet=False) as display, display.encodes():  # shows the caption encodes
-        report = evaluate(load_eval_config(options["config_file"], overrides))
+        report = evaluate(config, checked=checked)
     _print(report)
 
 

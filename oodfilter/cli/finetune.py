@@ -48,10 +48,13 @@ def finetune_command(ctx: click.Context, **options: Any) -> None:
     The image tower, yes tower and logit scale stay frozen. Under `torchrun --nproc_per_node N` the
     features are gathered across processes. The result in --out loads with `oodfilter scan --model OUT`.
     """
-    from oodfilter.cli.progress import TaskProgress
-    from oodfilter.train import finetune, load_finetune_config
+    from oodfilter.train.config import load_finetune_config
 
     config = load_finetune_config(options["config_file"], explicit_options(ctx, options, skip=("config_file", "quiet")))
+    config.validate()  # option errors before torch is imported
+    from oodfilter.cli.progress import TaskProgress
+    from oodfilter.train.loop import finetune
+
     with TaskProgress("training", quiet=options["quiet"]) as progress:
         result = finetune(config, progress=progress)
     if not options["quiet"]:

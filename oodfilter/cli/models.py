@@ -49,6 +49,11 @@ def download_command(name: str, cache_dir: Path | None) -> None:
     is network, then copy the cache folder (models/NAME) to the same place on the other machine. A model
     already cached is only checked. hf-hub:ORG/REPO[@REVISION] fetches a bundle into the hub's own cache.
     """
+    from oodfilter.model.catalogue import require_catalogue_entry
+    from oodfilter.model.names import HUB_PREFIX
+
+    if not name.startswith(HUB_PREFIX):
+        require_catalogue_entry(name)  # an unknown name fails before torch and the downloaders are imported
     from oodfilter.model.download import ensure_catalogue_bundle
     from oodfilter.model.hub import fetch_hub_bundle, hub_bundle_manifest, parse_hub_name
     from oodfilter.model.manifest import read_manifest, verify_files

@@ -6,19 +6,27 @@ import click
 
 
 @click.command("plugins")
-def plugins() -> None:
-    """List registered score methods and fitters, where each came from, and plugins that failed to load."""
+@click.option("--load", is_flag=True, help="Import every plugin, as a scan does, to also report errors that only "
+              "running its code shows (imports torch: seconds).")
+def plugins(load: bool) -> None:
+    """List registered score methods and fitters, where each came from, and plugins that failed to load.
+
+    Plugins are read from their source without importing them (a plugin that imports torch would take
+    seconds): a missing module or dependency, a syntax error or a missing entry-point target is reported.
+    With --load every plugin is imported instead.
+    """
     from oodfilter.cli.fit import fitters
+    from oodfilter.plugin_inspect import survey
     from oodfilter.scoring.methods import score_methods
 
+    methods, fit = survey(score_methods, ("needs_no_branch",), load=load), survey(fitters, load=load)
     click.echo("scorers:")
-    for name in score_methods.list():
-        method = score_methods.get(name)
-        needs = "needs no-branch" if getattr(method, "needs_no_branch", False) else ""
-        click.echo(f"  {name:12s} {score_methods.source(name):20s} {needs}".rstrip())
+    for name, (source, attributes) in methods.entries.items():
+        needs = "needs no-branch" if attributes.get("needs_no_branch", False) else ""
+        click.echo(f"  {name:12s} {source:20s} {needs}".rstrip())
     click.echo("fitters (oodfilter fit NAME):")
-    for name in fitters.list():
-        click.echo(f"  {name:12s} {fitters.source(name)}")
-    for registry in (score_methods, fitters):
-        for name, reason in sorted(registry.failures.items()):
+    for name, (source, _) in fit.entries.items():
+        click.echo(f"  {name:12s} {source}")
+    for found in (methods, fit):
+        for name, reason in found.failures.items():
             click.echo(f"  {name:12s} FAILED to load: {reason}")

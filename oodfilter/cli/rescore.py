@@ -37,15 +37,18 @@ def rescore_command(manifest: str, quiet: bool, **options: Any) -> None:
     image tower is the one they were stored with (for --clip-retrieval input, only the dimension can be
     checked).
     """
-    from oodfilter.scan.rescore import RescoreConfig, rescore
+    from oodfilter.scan.rescore_checks import RescoreConfig, check_rescore
 
     given = {key: value for key, value in options.items() if value is not None and value != ()}
     if "calibrate_on" in given:
         given["calibrate_on"] = list(given["calibrate_on"])
+    config = RescoreConfig(manifest=manifest, **given)
+    checked = check_rescore(config)  # every check that needs no model, before torch is imported
     from oodfilter.cli.progress import TaskProgress
+    from oodfilter.scan.rescore import rescore
 
     with TaskProgress("rescoring", quiet=quiet) as display, display.encodes():  # shows the caption encodes
-        summary = rescore(RescoreConfig(manifest=manifest, **given))
+        summary = rescore(config, checked=checked)
     if not quiet:
         click.echo(f"rescored {summary.ok} of {summary.total} rows ({summary.method}) in {summary.seconds:.1f} s: "
                    f"{summary.ood} OOD -> {Path(summary.manifest)}", err=True)

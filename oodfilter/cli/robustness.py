@@ -44,7 +44,7 @@ def robustness_command(ctx: click.Context, **options: Any) -> None:
     float32 on the model's resized and cropped pixels; the manipulated images are saved as PNGs that
     'oodfilter scan' scores exactly as measured.
     """
-    from oodfilter.evaluate.robustness import markdown_table, robustness
+    from oodfilter.evaluate.checks import check_robustness
     from oodfilter.evaluate.robustness_config import load_robustness_config
 
     overrides = explicit_options(ctx, options, skip=("config_file",))
@@ -58,8 +58,11 @@ def robustness_command(ctx: click.Context, **options: Any) -> None:
             overrides["eps"] = [float(e) for e in overrides["eps"].split(",") if e.strip()]
         except ValueError as error:
             raise click.BadParameter(f"--eps takes numbers separated by commas ({error})") from error
-    report = robustness(load_robustness_config(options["config_file"], overrides),
-                        progress=lambda line: click.echo(line, err=True))
+    config = load_robustness_config(options["config_file"], overrides)
+    checked = check_robustness(config)  # every check that needs no model, before torch is imported
+    from oodfilter.evaluate.robustness import markdown_table, robustness
+
+    report = robustness(config, progress=lambda line: click.echo(line, err=True), checked=checked)
     click.echo(markdown_table(report))
     for name, reason in report.skipped.items():
         click.echo(f"skipped {name}: {reason}")

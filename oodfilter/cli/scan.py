@@ -69,15 +69,18 @@ def scan_command(ctx: click.Context, **options: Any) -> None:
     local files under --dest and records a journal that 'oodfilter undo' reverses; --action reshard writes
     new shards without the selected samples.
     """
-    from oodfilter.scan import load_scan_config, scan
+    from oodfilter.scan.config import load_scan_config
+    from oodfilter.scan.preflight import prepare_scan
     from oodfilter.sinks.names import printable
 
     overrides = _explicit_options(ctx, options)
     config = load_scan_config(options["config_file"], overrides)
-    from oodfilter.cli.progress import TaskProgress
+    with prepare_scan(config) as prepared:  # every check that needs no model, before torch is imported
+        from oodfilter.cli.progress import TaskProgress
+        from oodfilter.scan.runner import scan
 
-    with TaskProgress("scanning", quiet=options["quiet"]) as progress, progress.encodes():
-        summary = scan(config, progress=progress)
+        with TaskProgress("scanning", quiet=options["quiet"]) as progress, progress.encodes():
+            summary = scan(config, progress=progress, prepared=prepared)
     if not options["quiet"]:
         _print_summary(summary)
     if summary.planned:

@@ -25,7 +25,8 @@ from oodfilter.errors import MissingDependencyError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.scoring.factory import build_scorer
 from oodfilter.scoring.spec import ScorerSpec
-from oodfilter.sinks.rows import ManifestRow, build_rows, rows_from_columns, rows_to_columns
+from oodfilter.sinks.row_columns import rows_from_columns, rows_to_columns
+from oodfilter.sinks.rows import ManifestRow, build_rows
 
 logger = logging.getLogger(__name__)
 

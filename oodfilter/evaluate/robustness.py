@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,16 +32,14 @@ from PIL import Image
 
 from oodfilter.atomic import atomic_write_text
 from oodfilter.data.decode import ImageDecodeError, load_rgb_image
-from oodfilter.data.remote import check_url, is_url
 from oodfilter.data.split_transform import SplitTransform, split_transform
 from oodfilter.decision.calibration import recall_threshold
 from oodfilter.errors import InputError, OODFilterError
+from oodfilter.evaluate.checks import CheckedRobustness, check_robustness, robustness_spec
 from oodfilter.evaluate.metrics import auroc, fpr_at_95_tpr
 from oodfilter.evaluate.robustness_config import RobustnessConfig
-from oodfilter.evaluate.runner import read_image_set
 from oodfilter.evaluate.trend_plot import save_trend_png
 from oodfilter.model.clipn import CLIPN
-from oodfilter.real_path import real_path
 from oodfilter.robustness.objectives import feature_loss, image_features, method_scores, score_loss
 from oodfilter.robustness.pgd import Loss, perturbation_norms, pgd_minimise, to_pixel_grid
 from oodfilter.scoring.factory import load_spec_model, read_spec_classes
@@ -107,7 +104,8 @@ class _Images:
 
 def robustness(config: RobustnessConfig, *, model: CLIPN | None = None,
                method_objects: dict[str, ScoreMethod] | None = None,
-               reference_features: torch.Tensor | None = None, progress: Progress | None = None) -> RobustnessReport:
+               reference_features: torch.Tensor | None = None, progress: Progress | None = None,
+               checked: CheckedRobustness | None = None) -> RobustnessReport:
     """Attack the OOD images and measure every method against them; see the module docstring.
 
     Args:
@@ -116,31 +114,30 @@ def robustness(config: RobustnessConfig, *, model: CLIPN | None = None,
         method_objects: Configured method instances for some method names (e.g. a NegLabel vocabulary).
         reference_features: Unlabelled ID features for methods that fit on them (PLP); default the ID set's.
         progress: Called with a line of text as each attack finishes.
+        checked: :func:`~oodfilter.evaluate.checks.check_robustness` of ``config``, when the caller ran it
+            (the CLI does, before importing torch); run here otherwise, before the model loads.
 
     Raises:
         InputError: bad options, empty sets, an ``out`` folder that holds results (without ``overwrite``), or
             a method asked for by name that cannot run.
 
     """
-    config.validate()
+    if checked is None:
+        checked = check_robustness(config, method_names=method_objects or {}, model_given=model is not None)
     out = Path(config.out) if config.out else None
-    if out is not None:
-        _check_out(out, config.overwrite, [config.id, config.ood])
-    spec = ScorerSpec(model=config.model, classes=config.classes, pretrained=config.pretrained,
-                      templates=config.templates, device=config.device, precision="fp32",
-                      batch_size=config.batch_size, cache_dir=config.cache_dir)
+    spec = robustness_spec(config)
     clipn = (model if model is not None else load_spec_model(spec)).eval()
     split = split_transform(clipn.preprocess)
     if split is None:
         raise InputError("the model's preprocessing does not end in ToTensor + Normalize, so its pixels cannot be "
                          "attacked before normalisation")
     errors: dict[str, str] = {}
-    id_images = _decode(_listed(config.id), split, errors, "in-distribution", None)
-    ood_images = _decode(_listed(config.ood), split, errors, "OOD", config.limit)
+    id_images = _decode(checked.id_images, split, errors, "in-distribution", None)
+    ood_images = _decode(checked.ood_images, split, errors, "OOD", config.limit)
     device = clipn.device
     id_features = _encode(clipn, split, id_images.pixels, config.batch_size, device)  # (N_id, D)
     reference = reference_features if reference_features is not None else id_features
-    scorers, skipped = _scorers(config, clipn, spec, method_objects, reference)
+    scorers, skipped = _scorers(config, clipn, spec, method_objects, reference, checked.class_names)
     id_scores = {name: method_scores(scorer, id_features.to(device))[0].detach().cpu().double()
                  for name, scorer in scorers.items()}
     thresholds, calibration_note = _thresholds(id_scores, config.id_recall)
@@ -188,7 +185,7 @@ def _thresholds(id_scores: dict[str, torch.Tensor], id_recall: float) -> tuple[d
 
 
 def _scorers(config: RobustnessConfig, model: CLIPN, spec: ScorerSpec, given: dict[str, ScoreMethod] | None,
-             reference: torch.Tensor) -> tuple[dict[str, Scorer], dict[str, str]]:
+             reference: torch.Tensor, class_names: list[str] | None = None) -> tuple[dict[str, Scorer], dict[str, str]]:
     """One float32 scorer per method, sharing one set of class vectors; methods that cannot run are skipped.
 
     Methods that fit on unlabelled ID features (PLP, when no fitted probe is cached) fit on ``reference``.
@@ -197,7 +194,8 @@ def _scorers(config: RobustnessConfig, model: CLIPN, spec: ScorerSpec, given: di
     requested = [m.lower() for m in config.methods] or score_methods.list()
     methods = {name: objects.get(name) or score_methods.create(name) for name in requested}
     needs_no = model.no_branch_trained and any(m.needs_no_branch for m in methods.values())
-    vectors = build_class_vectors(model, read_spec_classes(spec), templates=spec.templates, cache_dir=spec.cache_dir,
+    names = class_names if class_names is not None else read_spec_classes(spec)
+    vectors = build_class_vectors(model, names, templates=spec.templates, cache_dir=spec.cache_dir,
                                   include_no=needs_no, precision="fp32")
     scorers, skipped = {}, {}
     for name, method in methods.items():
@@ -211,15 +209,6 @@ def _scorers(config: RobustnessConfig, model: CLIPN, spec: ScorerSpec, given: di
     if not scorers:
         raise InputError(f"no method can run with this model: {skipped}")
     return scorers, skipped
-
-
-def _listed(source: str | list[str]) -> list[str]:
-    """Return the images of a set: a list as given, else a folder's, a glob's, a URL's or a manifest's ok rows."""
-    paths = [str(path) for path in source] if isinstance(source, list) else read_image_set(source)
-    for path in paths:
-        if is_url(path):
-            check_url(path)  # a password would be written to images.jsonl
-    return paths
 
 
 def _decode(paths: list[str], split: SplitTransform, errors: dict[str, str], what: str,
@@ -291,41 +280,6 @@ def _row(objective: str, name: str, eps: float, scorer: Scorer, id_scores: torch
         accepted_calibrated=None if threshold is None else float((ood <= threshold).mean()),
         accepted_own_rule=None if own is None else float((~own.cpu()).double().mean()),
         mean_linf=float(linf.mean()), mean_l2=float(l2.mean()), mean_ood_score=float(ood.mean()))
-
-
-_OUTPUTS = ("robustness.json", "images.jsonl", "images", "auroc_vs_eps_feature.png", "auroc_vs_eps_score.png")
-
-
-def _check_out(out: Path, overwrite: bool, sets: list[str | list[str]]) -> None:
-    """Refuse an --out that is a file, lies inside an image set, or holds outputs (without --overwrite)."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; pass a folder")
-    resolved = real_path(out)
-    for source in sets:
-        for folder in _local_folders(source):
-            if resolved == folder or resolved.is_relative_to(folder):
-                raise InputError(f"--out {out} is inside the image set {folder}, so a later run would read the "
-                                 "manipulated images as inputs; choose a folder outside it")
-    existing = [name for name in _OUTPUTS if os.path.lexists(out / name)]
-    if existing and not overwrite:
-        raise InputError(f"{out} already holds {', '.join(existing)}: pass --overwrite to replace them, or another "
-                         "--out")
-    images = out / "images"
-    if os.path.lexists(images) and (images.is_symlink() or not images.is_dir()):
-        raise InputError(f"{images} is not a folder of ours; choose another --out")
-
-
-def _local_folders(source: str | list[str]) -> list[Path]:
-    """Return the local folders an image set reads: a folder, a glob's fixed part, a manifest's folder."""
-    texts = [source] if isinstance(source, str) else []
-    folders = []
-    for text in texts:
-        if is_url(text):
-            continue
-        fixed = Path(text.split("*")[0].split("?")[0].split("[")[0])
-        folder = fixed if fixed.is_dir() else fixed.parent
-        folders.append(real_path(folder))
-    return folders
 
 
 def _save(out: Path, objective: str, attacker: str | None, eps: float, images: _Images, manipulated: torch.Tensor,

@@ -15,7 +15,6 @@ the no-tower holds finite numbers; saving replaces only a folder that holds a bu
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 import tempfile
@@ -27,12 +26,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from oodfilter.errors import CheckpointError, InputError, ModelLoadError
+from oodfilter.errors import CheckpointError, ModelLoadError
 from oodfilter.model.build import build_from_open_clip
 from oodfilter.model.clipn import CLIPN, ModelSource
+from oodfilter.model.file_checks import check_bundle_destination as check_bundle_destination  # re-exported
 from oodfilter.model.hf_text import write_hf_text_files
 from oodfilter.model.manifest import (
-    BUNDLE_FILES,
     BUNDLE_MANIFEST,
     NO_TOWER_FILE,
     YES_CONFIG_FILE,
@@ -47,10 +46,6 @@ from oodfilter.model.manifest import (
     write_manifest,
 )
 from oodfilter.model.state import load_state_strict
-
-# What a folder that holds a bundle and nothing else contains; only such a folder is ever replaced.
-_BUNDLE_ENTRIES = frozenset((BUNDLE_MANIFEST, YES_DIR, *BUNDLE_FILES))
-_SHOW = 3
 
 
 def save_bundle(
@@ -89,43 +84,6 @@ def save_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
-
-
-def check_bundle_destination(out: Path, *, overwrite: bool) -> None:
-    """Refuse a destination whose content a new bundle would destroy.
-
-    ``out`` may be missing or an empty folder; with ``overwrite`` it may also be a folder holding a
-    bundle (recognised by its ``oodfilter.json``) and nothing else.
-
-    Raises:
-        InputError: ``out`` is a link or a file, a non-empty folder that is not a bundle, a bundle
-            folder that holds other files too, or a bundle while ``overwrite`` is False.
-
-    """
-    if out.is_symlink():
-        raise InputError(f"{out} is a symbolic link; give the bundle a real folder path (links are never replaced)")
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise InputError(f"{out} is a file, not a bundle folder; choose another path (a file is never replaced)")
-    if not any(out.iterdir()):
-        return
-    if not (out / BUNDLE_MANIFEST).is_file():
-        raise InputError(
-            f"{out} is not empty and is not an oodfilter bundle (it has no {BUNDLE_MANIFEST}); choose a new "
-            "folder. Overwriting replaces only a bundle folder, never other files."
-        )
-    if not overwrite:
-        raise InputError(
-            f"{out} already holds a bundle and is not empty; choose a new folder or pass overwrite=True "
-            "(CLI: --overwrite) to replace it"
-        )
-    foreign = _foreign_entries(out)
-    if foreign:
-        raise InputError(
-            f"{out} holds files that are not part of a bundle ({', '.join(foreign)}); overwriting replaces only "
-            "a folder that holds a bundle and nothing else. Choose a new folder or move those files away."
-        )
 
 
 def write_bundle_into(model: CLIPN, folder: str | Path, *, training_config: dict[str, Any] | None = None) -> Path:
@@ -229,13 +187,6 @@ def _write_bundle_files(model: CLIPN, folder: Path, training_config: dict[str, A
     write_hf_text_files(model.clip, model.tokenizer, folder / YES_DIR)
     save_file(_cpu_tensors(model.no_tower.state_dict()), str(folder / NO_TOWER_FILE))
     write_manifest(model, folder, training_config)
-
-
-def _foreign_entries(folder: Path) -> list[str]:
-    """Up to a few paths inside ``folder`` that are not bundle files (sorted, relative)."""
-    known = _BUNDLE_ENTRIES | listed_files(folder)
-    entries = (path.relative_to(folder).as_posix() for path in folder.rglob("*"))
-    return sorted(itertools.islice((name for name in entries if name not in known), _SHOW))
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from oodfilter.errors import InputError
+from oodfilter.errors import InputError, ModelDownloadError
 
 CATALOGUE_ENV = "OODFILTER_CATALOGUE"
 FORMAT = "oodfilter-catalogue"
@@ -106,6 +106,19 @@ def load_catalogue(extra: str | Path | None = None) -> Catalogue:
 def catalogue_entry(name: str) -> CatalogueEntry | None:
     """Return the catalogue entry ``name`` names (directly or as an alias), or None."""
     return load_catalogue().get(name)
+
+
+def require_catalogue_entry(name: str) -> CatalogueEntry:
+    """Return the catalogue entry ``name`` names.
+
+    Raises:
+        ModelDownloadError: ``name`` is not in the catalogue.
+
+    """
+    entry = catalogue_entry(name)
+    if entry is None:
+        raise ModelDownloadError(f"'{name}' is not in the model catalogue; 'oodfilter models' lists the names")
+    return entry
 
 
 def _read_json(path: Path) -> Any:

@@ -10,8 +10,9 @@ import torch
 
 from oodfilter.errors import CheckpointError
 from oodfilter.model.build import build_from_open_clip
-from oodfilter.model.bundle import check_bundle_destination, save_bundle
+from oodfilter.model.bundle import save_bundle
 from oodfilter.model.clipn import CLIPN, ModelSource
+from oodfilter.model.file_checks import check_bundle_destination, check_checkpoint_file
 from oodfilter.model.fingerprint import file_sha256
 from oodfilter.model.state import load_state_strict
 
@@ -60,9 +61,7 @@ def read_reference_checkpoint(path: str | Path) -> dict[str, Any]:
             objects that a safe load refuses, or has no state dict.
 
     """
-    file = Path(path)
-    if not file.is_file():
-        raise CheckpointError(f"checkpoint {file} does not exist")
+    file = check_checkpoint_file(path)
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds on garbage input; all mean "not loadable"
@@ -111,7 +110,7 @@ def convert_reference_checkpoint(
     """Convert a reference CLIPN checkpoint into a bundle folder and return its path.
 
     The destination is checked before the (large) checkpoint is read: ``overwrite`` replaces only a
-    folder holding a bundle (see :func:`~oodfilter.model.bundle.check_bundle_destination`).
+    folder holding a bundle (see :func:`~oodfilter.model.file_checks.check_bundle_destination`).
 
     Args:
         checkpoint: The ``.pt`` file of the reference release.

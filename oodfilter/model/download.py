@@ -28,7 +28,7 @@ import requests
 from oodfilter.cache_dir import default_cache_dir
 from oodfilter.errors import CheckpointError, InputError, ModelDownloadError
 from oodfilter.model.bundle import load_bundle
-from oodfilter.model.catalogue import CatalogueEntry, catalogue_entry
+from oodfilter.model.catalogue import CatalogueEntry, require_catalogue_entry
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.convert import convert_reference_checkpoint
 from oodfilter.model.manifest import BUNDLE_MANIFEST, read_manifest
@@ -74,9 +74,7 @@ def ensure_catalogue_bundle(name: str, *, cache_dir: str | Path | None = None, q
         CheckpointError: the file or the cached bundle differs from the trusted sha256.
 
     """
-    entry = catalogue_entry(name)
-    if entry is None:
-        raise ModelDownloadError(f"'{name}' is not in the model catalogue; 'oodfilter models' lists the names")
+    entry = require_catalogue_entry(name)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder, bundle = entry.folder(root), entry.bundle_dir(root)
     if not (bundle / BUNDLE_MANIFEST).is_file():

@@ -4,8 +4,9 @@ It dispatches over bundle folders, reference checkpoints, the tiny test models, 
 (``clipn-vitb16``), model-hub bundles and open_clip names; the building blocks live in lower modules
 (:mod:`~oodfilter.model.build`, :mod:`~oodfilter.model.tiny`, :mod:`~oodfilter.model.bundle`,
 :mod:`~oodfilter.model.convert`, :mod:`~oodfilter.model.download`, :mod:`~oodfilter.model.hub`), none of
-which imports this one. :func:`model_has_trained_no_branch` answers from the name alone, before any
-weights are fetched, so that a method the model cannot run fails at once.
+which imports this one. :func:`model_has_trained_no_branch` (defined in the torch-free
+:mod:`~oodfilter.model.no_branch`) answers from the name alone, before any weights are fetched, so that a
+method the model cannot run fails at once.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from oodfilter.model.catalogue import catalogue_entry
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.convert import load_reference_checkpoint
 from oodfilter.model.download import load_catalogue_model
-from oodfilter.model.hub import fetch_hub_bundle, hub_bundle_manifest, hub_no_branch_trained, parse_hub_name
-from oodfilter.model.manifest import BUNDLE_MANIFEST, read_manifest
+from oodfilter.model.hub import fetch_hub_bundle, hub_bundle_manifest, parse_hub_name
+from oodfilter.model.manifest import BUNDLE_MANIFEST
+from oodfilter.model.no_branch import model_has_trained_no_branch as model_has_trained_no_branch  # re-exported
 from oodfilter.model.pretrained import resolve_pretrained
 from oodfilter.model.registration import TINY_HF_MODEL_NAME, TINY_MODEL_NAME
 from oodfilter.model.tiny import build_tiny_hf_model, build_tiny_model
@@ -93,24 +95,3 @@ def _load(model: str | Path, pretrained: str | None, cache_dir: str | Path | Non
         return load_bundle(fetch_hub_bundle(hub, manifest))
     return build_from_open_clip(name, resolve_pretrained(name, pretrained))
 
-
-def model_has_trained_no_branch(model: str | Path) -> bool:
-    """Whether ``model`` (anything :func:`load_model` takes) comes with a trained no-branch, from its name.
-
-    Nothing but a manifest is read: a bundle folder's ``oodfilter.json``, a hub repository's
-    ``oodfilter.json`` (a few kB). Reference checkpoints, catalogue names and ``test-tiny`` have one;
-    open_clip names and hub repositories without a manifest have none.
-
-    Raises:
-        CheckpointError: a bundle folder's manifest is malformed.
-        ModelLoadError: a hub repository or revision does not exist.
-
-    """
-    path = Path(model)
-    name = str(model)
-    if path.is_dir() and (path / BUNDLE_MANIFEST).is_file():
-        return read_manifest(path).no_branch_trained
-    if path.is_file() or name in (TINY_MODEL_NAME, TINY_HF_MODEL_NAME) or catalogue_entry(name) is not None:
-        return True
-    hub = parse_hub_name(name)
-    return hub is not None and hub_no_branch_trained(hub)

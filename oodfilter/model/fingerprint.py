@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
+
+from oodfilter.model.file_digest import file_sha256
+
+__all__ = ["file_sha256", "tensors_fingerprint"]  # file_sha256 moved to a torch-free module; still importable here
 
 
 def tensors_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]], *, extra: str = "") -> str:
@@ -20,13 +23,4 @@ def tensors_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]], *, ex
         data = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}".encode())
         digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path, chunk_size: int = 1 << 22) -> str:
-    """Return the sha256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
     return digest.hexdigest()

@@ -18,8 +18,8 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidat
 
 from oodfilter.errors import ModelLoadError
 from oodfilter.model.manifest import BUNDLE_FILES, BUNDLE_MANIFEST, read_manifest
+from oodfilter.model.names import HUB_PREFIX
 
-HUB_PREFIX = "hf-hub:"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 

@@ -17,12 +17,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oodfilter.errors import CheckpointError
 from oodfilter.messages import excerpt
-from oodfilter.model.clipn import CLIPN
-from oodfilter.model.fingerprint import file_sha256
+from oodfilter.model.file_digest import file_sha256
+
+if TYPE_CHECKING:
+    from oodfilter.model.clipn import CLIPN
 
 BUNDLE_MANIFEST = "oodfilter.json"
 FORMAT = "oodfilter-clipn-bundle"

@@ -9,9 +9,9 @@ from typing import Any
 
 import open_clip
 
+from oodfilter.model.names import TINY_HF_MODEL_NAME, TINY_MODEL_NAME
+
 CONFIG_DIR = Path(__file__).parent / "configs"
-TINY_MODEL_NAME = "test-tiny"
-TINY_HF_MODEL_NAME = "test-tiny-hf"
 # A 2-layer, width-32 BERT config and a ~170-entry WordPiece vocabulary (characters, word pieces and the
 # words of the prompt templates): the Hugging Face text tower of test-tiny-hf, built offline.
 TINY_HF_TEXT_DIR = Path(__file__).parent / "tiny_hf_text"

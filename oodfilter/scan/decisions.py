@@ -9,8 +9,6 @@ so rows are written undecided while scoring and decided after it, before any fil
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import warnings
 from dataclasses import dataclass, replace
@@ -19,18 +17,15 @@ from typing import Any
 
 import torch
 
-from oodfilter.data.discovery import discover_images
-from oodfilter.data.remote import is_url
 from oodfilter.decision.calibration import Calibration
 from oodfilter.decision.identity import score_identity
 from oodfilter.decision.keep_fraction import keep_fraction_decisions
 from oodfilter.errors import InputError
-from oodfilter.model.fingerprint import file_sha256
 from oodfilter.scan.config import ScanConfig
+from oodfilter.scan.decision_rule import calibration_paths
 from oodfilter.scoring.calibrate import calibrate
 from oodfilter.scoring.scorer import Scorer
-from oodfilter.sinks.manifest import FORMATS, read_manifest, rewrite_manifest, sidecar
-from oodfilter.sinks.row_paths import resolved_paths
+from oodfilter.sinks.manifest import read_manifest, rewrite_manifest, sidecar
 from oodfilter.sinks.rows import ManifestRow
 
 
@@ -73,37 +68,6 @@ class DecisionPlan:
         if self.threshold is not None:
             return f"ood_score > {self.threshold}"
         return f"{method} threshold-free rule" if threshold_free else None
-
-
-def decision_rule(config: ScanConfig, previous_meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Return what the user asked for as the decision rule, compared on resume (cheap: nothing is scored).
-
-    A resumed ``--id-recall`` scan whose ``--calibrate-on`` images are gone keeps the rule (and the stored
-    calibration) it was made with, with a warning: the threshold its rows were decided with is on disk.
-
-    Raises:
-        InputError: ``--calibrate-on`` names no image, or ``--calibration`` cannot be read.
-
-    """
-    if config.keep_fraction is not None:
-        return {"keep_fraction": config.keep_fraction}
-    if config.calibration:
-        try:
-            return {"calibration_sha256": file_sha256(config.calibration)}
-        except OSError as error:
-            raise InputError(f"calibration file {config.calibration} cannot be read: {error}") from None
-    if config.id_recall is not None:
-        try:
-            digest = _files_digest(calibration_paths(config.calibrate_on))
-        except InputError:
-            previous = (previous_meta or {}).get("decision_rule") or {}
-            if previous.get("id_recall") != config.id_recall or not sidecar(config.out, "calibration.json").is_file():
-                raise
-            warnings.warn(f"the --calibrate-on images are gone; resuming {config.out} with the calibration it was "
-                          "made with (stored beside it)", stacklevel=3)
-            return dict(previous)
-        return {"id_recall": config.id_recall, "calibrate_on_sha256": digest}
-    return {"threshold": config.threshold}
 
 
 def plan_decisions(config: ScanConfig, scorer: Scorer, rule: dict[str, Any],
@@ -159,30 +123,6 @@ def plan_decisions(config: ScanConfig, scorer: Scorer, rule: dict[str, Any],
     return DecisionPlan(calibration.threshold, rule, calibration=calibration)
 
 
-def calibration_paths(items: list[str]) -> list[str]:
-    """Return the image files of ``--calibrate-on``: files, folders and globs, or an oodfilter manifest's ok rows.
-
-    Raises:
-        InputError: nothing given, or no image found.
-
-    """
-    if not items:
-        raise InputError("--id-recall needs --calibrate-on ID_IMAGES: a folder, glob or manifest of images you "
-                         "know are in-distribution (unlabelled)")
-    paths: list[str] = []
-    images: list[str] = []
-    for item in items:
-        if Path(item).suffix.lower() in FORMATS and sidecar(item, "meta.json").is_file():
-            paths += resolved_paths(item, (row for row in read_manifest(item) if row.ok))
-        else:
-            images.append(item)
-    if images:
-        paths += [found.name for found in discover_images(images) if found.error is None]
-    if not paths:
-        raise InputError(f"--calibrate-on {' '.join(items)}: no image found to calibrate on")
-    return sorted({path if is_url(path) else os.path.normpath(os.path.abspath(path)) for path in paths})
-
-
 def undecided(rows: list[ManifestRow]) -> list[ManifestRow]:
     """Return ``rows`` without decisions (``--keep-fraction`` decides after scoring)."""
     return [replace(row, is_ood=None) for row in rows]
@@ -202,15 +142,3 @@ def decide_keep_fraction(out: Path, keep_fraction: float) -> float | None:
         rows[index] = replace(rows[index], is_ood=bool(is_ood[position]))
     rewrite_manifest(out, rows)
     return boundary
-
-
-def _files_digest(paths: list[str]) -> str:
-    """sha256 over the calibration files' paths, sizes and modification times (not their bytes)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        try:
-            stat = Path(path).stat()
-            digest.update(json.dumps([path, stat.st_size, stat.st_mtime_ns]).encode())
-        except OSError:
-            digest.update(json.dumps([path, None]).encode())
-    return digest.hexdigest()

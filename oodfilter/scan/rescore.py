@@ -9,12 +9,11 @@ they were) and points at the same feature file, so it can be rescored again.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,70 +29,30 @@ from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.factory import load_model
 from oodfilter.real_path import real_path
-from oodfilter.scan.config import check_decision_options
-from oodfilter.scan.decisions import DecisionPlan, calibration_paths, decide_keep_fraction
+from oodfilter.scan.decision_rule import calibration_paths
+from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction
+from oodfilter.scan.rescore_checks import CheckedRescore, check_rescore
+from oodfilter.scan.rescore_checks import RescoreConfig as RescoreConfig  # re-exported
 from oodfilter.scoring.calibrate import calibrate
 from oodfilter.scoring.factory import build_scorer
 from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
-from oodfilter.sinks.clip_retrieval import read_clip_retrieval
 from oodfilter.sinks.features import (
     FeatureHeader,
     data_path,
-    load_features,
     matching_features,
-    read_header,
     remove_features,
     share_features,
     write_features,
 )
 from oodfilter.sinks.lock import ManifestLock
-from oodfilter.sinks.manifest import ManifestWriter, manifest_format, read_manifest, read_meta, sidecar
+from oodfilter.sinks.manifest import ManifestWriter, read_manifest, read_meta, sidecar
 from oodfilter.sinks.row_paths import manifest_base
 from oodfilter.sinks.rows import ManifestRow, build_rows
-from oodfilter.text.templates import DEFAULT_TEMPLATES, templates_digest
+from oodfilter.text.templates import templates_digest
 
 CHUNK = 4096  # features scored per step
-
-
-@dataclass
-class RescoreConfig:
-    """What to rescore with; see ``oodfilter rescore --help``.
-
-    Attributes:
-        manifest: A manifest scanned with ``--save-features`` (or rescored from one).
-        clip_retrieval: Instead of ``manifest``: a folder of embeddings in clip-retrieval's layout (needs
-            ``model``; only the dimension can be checked against it).
-        classes: The new class-list file, or the names.
-        out: The new manifest.
-        model: The model; default the one the features were stored with (its image tower must match).
-        pretrained: Pretrained tag or weights file for an open_clip name.
-        method, templates, threshold, calibration, keep_fraction: As for ``scan``.
-        id_recall, calibrate_on: Fit a threshold keeping this share of known-ID images, as for ``scan``; a
-            ``calibrate_on`` manifest with stored features of the same image tower is read, not re-encoded.
-        device: Where the text encoder and the scoring run.
-        cache_dir: Text-vector cache folder.
-        overwrite: Replace an existing manifest of ours at ``out``.
-
-    """
-
-    manifest: str = ""
-    clip_retrieval: str | None = None
-    classes: str | list[str] = ""
-    out: str = "oodfilter-rescore.jsonl"
-    model: str | None = None
-    pretrained: str | None = None
-    method: str | None = None
-    templates: str | list[str] = DEFAULT_TEMPLATES
-    threshold: float | None = None
-    calibration: str | None = None
-    id_recall: float | None = None
-    calibrate_on: list[str] = field(default_factory=list)
-    keep_fraction: float | None = None
-    device: str = "auto"
-    cache_dir: str | None = None
-    overwrite: bool = False
 
 
 @dataclass
@@ -108,10 +67,13 @@ class RescoreSummary:
     method: str = ""
 
 
-def rescore(config: RescoreConfig, *, model: CLIPN | None = None) -> RescoreSummary:
+def rescore(config: RescoreConfig, *, model: CLIPN | None = None,
+            checked: CheckedRescore | None = None) -> RescoreSummary:
     """Score a manifest's stored features against a new class list / method / rule; write a new manifest.
 
     ``model`` is an already loaded model to use instead of loading one (its image tower is still checked).
+    Every check that needs no model runs first (:func:`~oodfilter.scan.rescore_checks.check_rescore`; pass
+    its result as ``checked`` when the caller ran it, as the CLI does before importing torch).
 
     Raises:
         InputError: no stored features, features of another image tower, an existing ``out`` without
@@ -119,17 +81,15 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None) -> RescoreSumm
 
     """
     started = time.perf_counter()
+    if checked is None:
+        checked = check_rescore(config, model_given=model is not None)
     source = Path(config.clip_retrieval or config.manifest)
     out = Path(config.out)
-    _check_options(config, source, out)
-    if config.clip_retrieval:
-        rows, features, header, model = _clip_retrieval_source(config, model)
+    rows, features = checked.rows, checked.features
+    if checked.header is None:
+        header, model = _clip_retrieval_model(config, model, features)
     else:
-        rows = read_manifest(source)
-        if not rows:
-            raise InputError(f"manifest {source} is missing or has no rows; scan first (with --save-features)")
-        header = read_header(source)
-        features = load_features(source, [row.path for row in rows if row.ok])
+        header = checked.header
         pretrained = config.pretrained if config.model else header.pretrained  # the stored model, as loaded
         if model is None:
             model = load_model(config.model or header.model, pretrained, device=config.device,
@@ -144,7 +104,7 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None) -> RescoreSumm
     if header.precision is not None and precision != header.precision:
         warnings.warn(f"the features of {source} were encoded in {header.precision}, which {device} cannot run: "
                       f"class vectors in {precision}", stacklevel=2)
-    spec = ScorerSpec(model=model.source.name, classes=config.classes, method=config.method,
+    spec = ScorerSpec(model=model.source.name, classes=checked.class_names, method=config.method,
                       templates=config.templates, threshold=config.threshold, calibration=config.calibration,
                       device=config.device, cache_dir=config.cache_dir, precision=precision)
     scorer = build_scorer(spec, model=model)
@@ -177,14 +137,9 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None) -> RescoreSumm
                           time.perf_counter() - started, scorer.method.name)
 
 
-def _clip_retrieval_source(
-    config: RescoreConfig, model: CLIPN | None
-) -> tuple[list[ManifestRow], np.ndarray, FeatureHeader, CLIPN]:
-    """Rows, features and a header for embeddings in clip-retrieval's layout, checked against the model."""
-    if not config.model and model is None:
-        raise InputError("--clip-retrieval embeddings carry no model: pass --model (and --pretrained) naming the "
-                         "model whose image tower computed them")
-    ids, features = read_clip_retrieval(config.clip_retrieval or "")
+def _clip_retrieval_model(config: RescoreConfig, model: CLIPN | None,
+                          features: np.ndarray) -> tuple[FeatureHeader, CLIPN]:
+    """Return a header for clip-retrieval embeddings and their model (loaded unless given), checked by dimension."""
     if model is None:
         model = load_model(str(config.model), config.pretrained, device=config.device, cache_dir=config.cache_dir)
     if features.shape[1] != model.embed_dim:
@@ -193,8 +148,7 @@ def _clip_retrieval_source(
     warnings.warn(f"embeddings from {config.clip_retrieval} carry no fingerprint: only their dimension was checked; "
                   f"they must come from the image tower of '{model.source.name}' for the scores to mean anything",
                   stacklevel=3)
-    header = FeatureHeader(model.embed_dim, "", model.source.name, "", config.pretrained)
-    return [ManifestRow(path=i, status="ok") for i in ids], features, header, model
+    return FeatureHeader(model.embed_dim, "", model.source.name, "", config.pretrained), model
 
 
 def _calibrate(config: RescoreConfig, scorer: Scorer) -> Calibration:
@@ -216,31 +170,6 @@ def _calibrate(config: RescoreConfig, scorer: Scorer) -> Calibration:
             pass
     features = torch.cat(blocks) if blocks else torch.zeros(0, scorer.model.embed_dim)
     return calibrate(scorer, features, config.id_recall or 0.0, source=" ".join(config.calibrate_on))
-
-
-def _check_options(config: RescoreConfig, source: Path, out: Path) -> None:
-    """Refuse bad options before anything is loaded or written."""
-    if config.clip_retrieval and config.manifest:
-        raise InputError("rescore either a manifest or a --clip-retrieval folder, not both")
-    if not config.clip_retrieval and not config.manifest:
-        raise InputError("name the manifest to rescore (scanned with --save-features), or --clip-retrieval DIR")
-    manifest_format(out)  # a known suffix, before any side file is written
-    if config.threshold is not None and not math.isfinite(config.threshold):
-        raise InputError("--threshold must be a finite number")
-    check_decision_options(config.threshold, config.id_recall, config.calibrate_on, config.calibration,
-                           config.keep_fraction)
-    sides = [sidecar(out, name) for name in ("meta.json", "features.json", "calibration.json")]
-    if not config.overwrite and not out.exists() and any(side.exists() for side in sides):
-        raise InputError(f"side files of {out} already exist (e.g. {next(x for x in sides if x.exists()).name}): pass "
-                         "--overwrite to replace them, or --out another file")
-    if not config.classes:
-        raise InputError("no class list: pass --classes FILE (one in-distribution class per line)")
-    if real_path(out) == real_path(source):
-        raise InputError(f"--out {out} is the manifest being rescored; choose another file")
-    if out.exists() and not config.overwrite:
-        raise InputError(f"manifest {out} already exists: pass --overwrite to replace it, or --out another file")
-    if out.exists() and not sidecar(out, "meta.json").is_file():
-        raise InputError(f"--overwrite replaces only an oodfilter manifest, and {out} is not one; choose another --out")
 
 
 def _rescored(rows: Sequence[ManifestRow], features: np.ndarray, scorer: Scorer,

@@ -23,7 +23,7 @@ import yaml
 
 from oodfilter import __version__
 from oodfilter.atomic import atomic_write_text
-from oodfilter.data.discovery import Discovered, DiscoveredFile, discover_images
+from oodfilter.data.discovery import Discovered, DiscoveredFile
 from oodfilter.decision.advice import decision_advice
 from oodfilter.decision.identity import classes_digest
 from oodfilter.device import inference_precision
@@ -31,24 +31,22 @@ from oodfilter.engines.ray_engine import score_files_with_ray
 from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.pretrained import RANDOM_WEIGHTS
-from oodfilter.real_path import real_path
 from oodfilter.report.class_rates import ClassRate
 from oodfilter.safe_yaml import YamlAliasError, load_yaml
 from oodfilter.scan.config import ScanConfig
-from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction, decision_rule, plan_decisions, undecided
+from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction, plan_decisions, undecided
+from oodfilter.scan.preflight import RESUME_WORDS, PreparedScan, prepare_scan, resume_refused, scorer_spec
 from oodfilter.scoring.factory import build_scorer
 from oodfilter.scoring.files import score_files
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
 from oodfilter.sinks.features import FeatureWriter, header_path, remove_features
-from oodfilter.sinks.lock import ManifestLock
-from oodfilter.sinks.manifest import ManifestWriter, finish_manifest, read_meta, sidecar
-from oodfilter.sinks.readback import ManifestTally, done_paths, ok_paths, tally_manifest
-from oodfilter.sinks.reshard import RESHARD, ReshardReport, plan_reshard, reshard
-from oodfilter.sinks.row_paths import is_relative_row
+from oodfilter.sinks.manifest import ManifestWriter, finish_manifest, sidecar
+from oodfilter.sinks.readback import ManifestTally, ok_paths, tally_manifest
+from oodfilter.sinks.reshard import RESHARD, ReshardReport, reshard
 from oodfilter.sinks.rows import ManifestRow
-from oodfilter.text.templates import TEMPLATE_SETS, resolve_template_choice, templates_digest
+from oodfilter.text.templates import resolve_template_choice, templates_digest
 
 logger = logging.getLogger(__name__)
 
@@ -96,38 +94,35 @@ class ScanSummary:
         return self.scanned / self.seconds if self.seconds > 0 else 0.0
 
 
-def scan(config: ScanConfig, *, progress: Progress | None = None, model: CLIPN | None = None) -> ScanSummary:
+def scan(config: ScanConfig, *, progress: Progress | None = None, model: CLIPN | None = None,
+         prepared: PreparedScan | None = None) -> ScanSummary:
     """Run a scan as configured and return its summary.
 
     Args:
         config: The scan configuration.
         progress: Called as ``progress(done, total)`` after every batch.
         model: An already loaded model to use instead of ``config.model`` (for library callers).
+        prepared: :func:`~oodfilter.scan.preflight.prepare_scan` of ``config``, when the caller ran it (the
+            CLI does, before importing torch); its lock is the caller's to release. Run here otherwise.
 
     Raises:
         InputError: bad inputs or options, an existing manifest without ``resume``/``overwrite``, or a
             resume against a manifest made with another model, method, class list or threshold.
 
     """
-    config.validate()
-    with ManifestLock(config.out):
-        return _locked_scan(config, progress, model)
+    if prepared is not None:
+        return _locked_scan(prepared, progress, model)
+    with prepare_scan(config, model_given=model is not None) as ready:  # every check that needs no model
+        return _locked_scan(ready, progress, model)
 
 
-def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | None) -> ScanSummary:
-    out = Path(config.out)
-    files = discover_images(config.inputs, include=config.include, exclude=config.exclude, recursive=config.recursive)
-    _check_actions_are_local(config, files)
-    _check_dest_outside_inputs(config, files)
-    _check_output_is_free(config, out, files)
+def _locked_scan(prepared: PreparedScan, progress: Progress | None, model: CLIPN | None) -> ScanSummary:
+    config, out, files, previous, rule = prepared.config, prepared.out, prepared.files, prepared.previous, prepared.rule
     spec = scorer_spec(config)
     scorer = build_scorer(spec, model=model)
-    previous = _previous_meta(config, out)
-    rule = decision_rule(config, previous)
-    done = _resume_state(config, out, _identity(config, scorer, rule), previous, scorer)  # before any file changes
+    done = _resume_state(config, out, _identity(config, scorer, rule), previous, scorer, prepared.done)
     wanted = [item.name for item in files]
     remaining = [path for path in wanted if path not in done]
-    _check_keep_fraction_resume(config, out, remaining)
     plan = plan_decisions(config, scorer, rule, previous,
                           {os.path.abspath(item.name) if item.local else item.name for item in files})
     scorer.threshold = plan.threshold
@@ -176,27 +171,11 @@ def _locked_scan(config: ScanConfig, progress: Progress | None, model: CLIPN | N
     return summary
 
 
-def scorer_spec(config: ScanConfig) -> ScorerSpec:
-    """Return the scorer a scan configuration asks for (decisions required when files are moved, copied, linked)."""
-    return ScorerSpec(
-        model=config.model, classes=config.classes, pretrained=config.pretrained, method=config.method,
-        templates=config.templates, threshold=config.threshold,
-        require_decisions=config.action != "tag" and not _decides_later(config),
-        decisions_for=f"--action {config.action}", device=config.device, precision=config.precision,
-        batch_size=config.batch_size, cache_dir=config.cache_dir,
-    )
-
-
 def _advise(scorer: Scorer, plan: DecisionPlan) -> None:
     """Warn, with the measured consequence, about a rule that does poorly with this class-list length."""
     rule_decides = plan.threshold is None and plan.keep_fraction is None and scorer.method.threshold_free
     for message in decision_advice(scorer.method.name, len(scorer.class_vectors), rule_decides=rule_decides):
         warnings.warn(message, stacklevel=3)
-
-
-def _decides_later(config: ScanConfig) -> bool:
-    """Whether the decision comes from a calibration or a keep fraction rather than the method or --threshold."""
-    return any(value is not None for value in (config.id_recall, config.calibration, config.keep_fraction))
 
 
 def _feature_writer(config: ScanConfig, out: Path, scorer: Scorer, done: set[str]) -> FeatureWriter | None:
@@ -273,53 +252,6 @@ def _count(summary: ScanSummary, tally: ManifestTally) -> None:
     summary.per_class = tally.per_class
 
 
-def _check_output_is_free(config: ScanConfig, out: Path, files: list[Discovered]) -> None:
-    """Refuse to replace anything but a manifest of ours, and never an input, even with --overwrite."""
-    resolved = real_path(out)
-    if any(isinstance(item, DiscoveredFile) and real_path(item.path) == resolved for item in files):
-        raise InputError(f"--out {out} is one of the scanned inputs; choose another manifest file")
-    exists = out.exists() or any(sidecar(out, name).exists() for name in ("partial.jsonl", "calibration.json",
-                                                                            "features.json", "features.f16"))
-    if exists and not (config.resume or config.overwrite):
-        raise InputError(f"manifest {out} (or one of its side files) already exists: pass --resume to continue it, "
-                         "--overwrite to replace it, or --out another file")
-    if exists and config.overwrite and not _is_manifest(out):
-        raise InputError(f"--overwrite replaces only an oodfilter manifest, and {out} is not one (no "
-                         f"{sidecar(out, 'meta.json').name} beside it, or not a file); choose another --out")
-
-
-def _is_manifest(out: Path) -> bool:
-    if out.exists() and (out.is_symlink() or not out.is_file()):
-        return False
-    return sidecar(out, "meta.json").is_file()
-
-
-def _check_actions_are_local(config: ScanConfig, files: list[Discovered]) -> None:
-    """Refuse to move, copy or link what is not a local file, before anything is scored."""
-    if config.action == RESHARD:
-        plan_reshard([item.name for item in files if item.error is None], str(config.dest))  # refuses early
-        return
-    remote = next((item for item in files if not item.local), None)
-    if config.action == "tag" or remote is None:
-        return
-    raise InputError(f"--action {config.action} works on local image files only, and {remote.name} is not one "
-                     "(a URL or a shard's sample); use --action tag and act on the manifest, or --action "
-                     "reshard --dest DIR to write shards without the selected samples")
-
-
-def _check_dest_outside_inputs(config: ScanConfig, files: list[Discovered]) -> None:
-    if config.action == "tag" or not config.dest:
-        return
-    if os.path.lexists(config.dest) and not os.path.isdir(config.dest):
-        raise InputError(f"--dest {config.dest} is not a folder (a file, or a symbolic link that leads nowhere: a "
-                         "loop or a broken link); choose a folder")
-    dest = real_path(config.dest)
-    for root in {real_path(item.root) for item in files if isinstance(item, DiscoveredFile)}:
-        if dest == root or dest.is_relative_to(root):
-            raise InputError(f"--dest {config.dest} is inside the scanned folder {root}; choose a folder outside it "
-                             "so a later scan does not pick up the moved files")
-
-
 def _run_identity(config: ScanConfig, scorer: Scorer, plan: DecisionPlan) -> dict[str, Any]:
     """Return the manifest meta: what a resume must share (:func:`_identity`), the decision, provenance."""
     method = scorer.method
@@ -343,17 +275,6 @@ def _identity(config: ScanConfig, scorer: Scorer, rule: dict[str, Any]) -> dict[
             "templates_sha256": templates_digest(scorer.class_vectors.templates)}
 
 
-def _check_keep_fraction_resume(config: ScanConfig, out: Path, remaining: list[str]) -> None:
-    """Refuse to re-decide a keep-fraction scan whose files were already moved by its decisions."""
-    journal = sidecar(out, "journal.jsonl")
-    if config.keep_fraction is None or not config.resume or not remaining or config.action == "tag":
-        return
-    if journal.is_file() and journal.stat().st_size > 0:
-        raise InputError(f"cannot resume {out} with new inputs: --keep-fraction decides over all rows, so new rows "
-                         "change earlier decisions, and files were already acted on (journal "
-                         f"{journal.name}); undo them first (oodfilter undo {journal}) or scan into another --out")
-
-
 def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str | list[str]:
     """Return the template set a scan used, ``auto`` resolved, as JSON-ready data."""
     choice = resolve_template_choice(templates, clipn_model=clipn_model)
@@ -362,40 +283,6 @@ def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str
 
 # The templates' name is recorded for people; what a resume compares is the digest of their text.
 _IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates_sha256", "precision")
-_IDENTITY_WORDS = {
-    "fingerprints": "model", "classes_sha256": "class list", "templates_sha256": "prompt templates",
-    "decision_rule": "threshold or decision rule (--threshold, --id-recall and its --calibrate-on images, "
-    "--calibration, --keep-fraction)",
-}
-
-
-def _previous_meta(config: ScanConfig, out: Path) -> dict[str, Any] | None:
-    """Return the meta of the manifest a resumed scan continues (None when not resuming or nothing is there yet)."""
-    if not config.resume:
-        return None
-    previous_file = sidecar(out, "meta.json")
-    if not previous_file.is_file():
-        if out.exists():
-            raise InputError(f"cannot resume {out}: its {previous_file.name} is missing, so its settings are unknown")
-        return None
-    previous = read_meta(out)
-    if "decision_rule" not in previous:  # written before decision rules were recorded: only a threshold
-        previous["decision_rule"] = {"threshold": previous.get("threshold")}
-    if "templates_sha256" not in previous:  # written before templates were recorded by their text
-        previous["templates_sha256"] = _legacy_templates_digest(previous.get("templates"))
-    return previous
-
-
-def _legacy_templates_digest(recorded: Any) -> str | None:
-    """Return the digest of the templates a manifest from before ``templates_sha256`` names.
-
-    Such a manifest recorded a set's name or the list itself; its ``clipn`` was the quote-stripped set that is
-    ``clipn-clean`` now. A name no longer known gives None, which matches nothing.
-    """
-    if isinstance(recorded, list):
-        return templates_digest(recorded) if all(isinstance(item, str) for item in recorded) else None
-    name = "clipn-clean" if recorded == "clipn" else recorded
-    return templates_digest(TEMPLATE_SETS[name]) if isinstance(name, str) and name in TEMPLATE_SETS else None
 
 
 def _legacy_precision(previous: dict[str, Any], scorer: Scorer, out: Path) -> None:
@@ -415,35 +302,17 @@ def _legacy_precision(previous: dict[str, Any], scorer: Scorer, out: Path) -> No
 
 
 def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any], previous: dict[str, Any] | None,
-                  scorer: Scorer) -> set[str]:
+                  scorer: Scorer, done: set[str]) -> set[str]:
+    """Return ``done`` (the resumed manifest's inputs) once every setting the resume must share is the same."""
     if previous is None:
         return set()
     _legacy_precision(previous, scorer, out)
     different = [key for key in _IDENTITY_KEYS if previous.get(key) != meta[key]]
     if different:
-        words = {**_IDENTITY_WORDS, "precision": f"precision ({previous.get('precision')}, this run "
-                                                 f"{meta['precision']}: pass --precision {previous.get('precision')})"}
-        what = ", ".join(words.get(key, key) for key in different)
-        raise InputError(f"cannot resume {out}: it was made with a different {what}; use the same settings, "
-                         "or --overwrite / another --out to start again")
-    done = done_paths(out)
-    _check_resumed_from_scan_folder(out, previous, done)
+        raise resume_refused(out, different, {**RESUME_WORDS, "precision": (
+            f"precision ({previous.get('precision')}, this run {meta['precision']}: pass --precision "
+            f"{previous.get('precision')})")})
     return done
-
-
-def _check_resumed_from_scan_folder(out: Path, previous: dict[str, Any], done: set[str]) -> None:
-    """Refuse to resume, from another folder, a manifest whose rows are relative to the folder its scan ran in.
-
-    Its relative rows name files there; here the same names are other files (or none), and the new meta
-    would point every old row at them.
-    """
-    recorded, here = previous.get("cwd"), os.getcwd()
-    if not isinstance(recorded, str) or not recorded or os.path.realpath(recorded) == os.path.realpath(here):
-        return
-    relative = next((path for path in done if is_relative_row(path)), None)
-    if relative is not None:
-        raise InputError(f"cannot resume {out} from {here}: its rows (e.g. {relative}) are relative to {recorded}, "
-                         "where its scan ran; resume from there, or scan into another --out")
 
 
 def _write_beside(out: Path, meta: dict[str, Any], config: ScanConfig) -> None:

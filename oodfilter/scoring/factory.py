@@ -11,59 +11,20 @@ from pathlib import Path
 from oodfilter.decision.calibration import Calibration
 from oodfilter.decision.identity import score_identity
 from oodfilter.device import resolve_device
-from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
-from oodfilter.model.factory import load_model, model_has_trained_no_branch
-from oodfilter.scoring.methods import ScoreMethod, choose_method, score_methods
-from oodfilter.scoring.scorer import Scorer
+from oodfilter.model.factory import load_model
+from oodfilter.scoring.checks import check_decisions, check_spec
+from oodfilter.scoring.checks import check_method_fits_model as check_method_fits_model  # re-exported
+from oodfilter.scoring.checks import read_spec_classes as read_spec_classes  # re-exported
+from oodfilter.scoring.methods import PrerequisiteContext, ScoreMethod, choose_method, score_methods
+from oodfilter.scoring.scorer import Scorer, check_method_runs_on
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.text.class_vectors import ClassVectors, build_class_vectors
-from oodfilter.text.classes import ClassList, clean_class_names, read_class_names
-
-
-def read_spec_classes(spec: ScorerSpec) -> ClassList:
-    """Return the spec's class names: read from its class-list file, or cleaned from the names given.
-
-    Raises:
-        ClassListError: the file is missing or unreadable, or no name is left.
-
-    """
-    if isinstance(spec.classes, str | Path):
-        return read_class_names(spec.classes)
-    return clean_class_names(spec.classes)
 
 
 def load_spec_model(spec: ScorerSpec) -> CLIPN:
     """Load the spec's model on its device (see :func:`oodfilter.load_model`); catalogue models use its cache."""
     return load_model(spec.model, spec.pretrained, device=spec.device, cache_dir=spec.cache_dir)
-
-
-def check_method_fits_model(spec: ScorerSpec, method: ScoreMethod | None = None) -> None:
-    """Refuse, from the model's name alone, a method its model cannot run: before any weights are fetched.
-
-    A model without a trained no-branch (an open_clip name, a hub repository without a bundle) cannot
-    run the default method or any CLIPN method (``atd``, ``ctw``); this is known from the name (see
-    :func:`~oodfilter.model.factory.model_has_trained_no_branch`), so it fails here in a moment rather
-    than after a download of hundreds of megabytes.
-
-    Raises:
-        InputError: no method was given and the model has no trained no-branch, or the method needs one.
-        UnknownNameError: an unknown method name.
-
-    """
-    trained = model_has_trained_no_branch(spec.model)
-    if method is None:
-        name = choose_method(spec.method, no_branch_trained=trained, model_name=str(spec.model))
-        needs_no_branch = score_methods.get(name).needs_no_branch
-    else:
-        name, needs_no_branch = method.name, method.needs_no_branch
-    if needs_no_branch and not trained:
-        plain = ", ".join(known for known in score_methods.list() if not score_methods.get(known).needs_no_branch)
-        raise InputError(
-            f"method '{name}' needs a trained CLIPN no-branch, and model '{spec.model}' has none (use a CLIPN "
-            f"model such as clipn-vitb16, see 'oodfilter models', or a bundle from 'oodfilter convert-clipn' or "
-            f"'oodfilter finetune'); or pick a method that needs none: {plain}"
-        )
 
 
 def resolve_method(spec: ScorerSpec, model: CLIPN, method: ScoreMethod | None = None) -> ScoreMethod:
@@ -78,10 +39,7 @@ def resolve_method(spec: ScorerSpec, model: CLIPN, method: ScoreMethod | None = 
     if method is None:
         name = choose_method(spec.method, no_branch_trained=model.no_branch_trained, model_name=model.source.name)
         method = score_methods.create(name)
-    if spec.require_decisions and spec.threshold is None and spec.calibration is None and not method.threshold_free:
-        raise InputError(f"{spec.decisions_for} needs decisions, and '{method.name}' has no threshold-free rule: "
-                         "pass threshold= or calibration= (Python), or --threshold X or --id-recall R with "
-                         "--calibrate-on ID_IMAGES (command line)")
+    check_decisions(spec, method.name, threshold_free=method.threshold_free)
     return method
 
 
@@ -111,15 +69,15 @@ def build_scorer(
         ClassListError: the class list cannot be read.
 
     """
-    if spec.batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {spec.batch_size}")
-    if spec.threshold is not None and spec.calibration is not None:
-        raise InputError("a threshold and a calibration each set the decision; pass one of them")
-    names = read_spec_classes(spec) if class_vectors is None else None  # a bad list fails before any load
-    if model is None and not allow_untrained_no_branch:
-        check_method_fits_model(spec, method)  # from the name: before any download
+    checked = check_spec(spec, method=method, read_classes=class_vectors is None,  # everything that needs no model
+                         model_known=model is not None or allow_untrained_no_branch)
+    names = checked.class_names
     clipn = model if model is not None else load_spec_model(spec)
     chosen = resolve_method(spec, clipn, method)
+    check_method_runs_on(clipn, chosen, allow_untrained_no_branch)  # before any text is encoded
+    if class_vectors is None:  # a method that cannot run says so before the class vectors are encoded
+        cache = Path(spec.cache_dir) if spec.cache_dir is not None else None
+        chosen.check_prerequisites(PrerequisiteContext(clipn, names or [], cache))
     device = None if model is not None and spec.device == "auto" else spec.device
     if class_vectors is None:
         if device is not None:  # text is encoded where the scorer will run, in its precision
@@ -129,18 +87,13 @@ def build_scorer(
     scorer = Scorer(clipn, class_vectors, chosen, threshold=spec.threshold, device=device,
                     batch_size=spec.batch_size, precision=spec.precision,
                     allow_untrained_no_branch=allow_untrained_no_branch, cache_dir=spec.cache_dir)
-    if spec.calibration is not None:
-        scorer.threshold = _checked_calibration(spec.calibration, scorer).threshold
+    if checked.calibration is not None:
+        scorer.threshold = _checked_calibration(spec, checked.calibration, scorer).threshold
     return scorer
 
 
-def _checked_calibration(calibration: Calibration | str, scorer: Scorer) -> Calibration:
-    """Load (from a path) and check that a calibration was fitted on this scorer's scores."""
-    if not isinstance(calibration, Calibration | str | Path):
-        given = type(calibration).__name__
-        raise InputError(f"calibration= takes a Calibration or the path of its JSON file, got {given} "
-                         "(Calibration.from_dict(data) rebuilds one from data)")
-    loaded = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
-    where = "the calibration" if isinstance(calibration, Calibration) else f"calibration file {calibration}"
+def _checked_calibration(spec: ScorerSpec, loaded: Calibration, scorer: Scorer) -> Calibration:
+    """Check that the spec's calibration (read by :func:`check_spec`) was fitted on this scorer's scores."""
+    where = "the calibration" if isinstance(spec.calibration, Calibration) else f"calibration file {spec.calibration}"
     loaded.check_fits(scorer.method.name, score_identity(scorer), where=where)
     return loaded

@@ -4,22 +4,27 @@ Plugins register under the entry-point group ``oodfilter.scorers``.
 
 Each method turns a :class:`FeatureBatch` (image features and their cosines to the class vectors) into a
 :class:`~oodfilter.scoring.functional.ScoreOutput`; the math lives in :mod:`oodfilter.scoring.functional`.
+This module imports neither torch nor that math until a method scores (each ``__call__`` imports it), so that
+``oodfilter plugins`` and ``--help`` list the methods without loading torch.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from oodfilter.deprecation import deprecated_attribute, warn_deprecated
 from oodfilter.errors import InputError
+from oodfilter.plugin_inspect import survey
 from oodfilter.registry import Registry
-from oodfilter.scoring import functional as fn
-from oodfilter.scoring.functional import ScoreOutput
+
+if TYPE_CHECKING:
+    import torch
+
+    from oodfilter.scoring.functional import ScoreOutput
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,24 @@ class ScoringContext:
         return self.class_vectors
 
 
+@dataclass(frozen=True)
+class PrerequisiteContext:
+    """What a method may check before any text is encoded (see :meth:`ScoreMethod.check_prerequisites`).
+
+    Attributes:
+        model: The loaded CLIPN model.
+        class_names: The ID class names.
+        cache_dir: Cache root for prepared state (None: the default cache folder).
+        reference_features: Whether :meth:`ScoreMethod.prepare` will be given unlabelled ID features.
+
+    """
+
+    model: Any
+    class_names: Sequence[str]
+    cache_dir: Path | None = None
+    reference_features: bool = False
+
+
 class ScoreMethod(ABC):
     """A zero-shot OOD score over shared image features (higher = more OOD).
 
@@ -92,6 +115,17 @@ class ScoreMethod(ABC):
     name: ClassVar[str]
     needs_no_branch: ClassVar[bool] = False
     threshold_free: ClassVar[bool] = False
+
+    def check_prerequisites(self, context: PrerequisiteContext) -> None:  # noqa: B027 - optional hook
+        """Refuse now what :meth:`prepare` would refuse for a reason known before any text is encoded.
+
+        Called once the model is loaded and before the class vectors are built (minutes for a long class
+        list on a CPU), so that a missing prerequisite (PLP's fitted probe) fails at once. Default: nothing.
+
+        Raises:
+            InputError: the method cannot run; the message says what to do.
+
+        """
 
     def prepare(self, context: ScoringContext) -> None:  # noqa: B027 - optional hook, empty by default
         """Build any state the method needs before scoring (default: nothing)."""
@@ -115,6 +149,8 @@ class ATD(ScoreMethod):
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.atd`."""
+        from oodfilter.scoring import functional as fn
+
         return fn.atd(batch.logits_yes, batch.logits_no)
 
 
@@ -128,6 +164,8 @@ class CTW(ScoreMethod):
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.ctw`."""
+        from oodfilter.scoring import functional as fn
+
         return fn.ctw(batch.logits_yes, batch.logits_no)
 
 
@@ -139,6 +177,8 @@ class MSP(ScoreMethod):
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.msp`."""
+        from oodfilter.scoring import functional as fn
+
         return fn.msp(batch.logits_yes)
 
 
@@ -150,6 +190,8 @@ class MaxLogit(ScoreMethod):
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.max_logit`."""
+        from oodfilter.scoring import functional as fn
+
         return fn.max_logit(batch.logits_yes)
 
 
@@ -161,6 +203,8 @@ class Energy(ScoreMethod):
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.energy`."""
+        from oodfilter.scoring import functional as fn
+
         return fn.energy(batch.logits_yes)
 
 
@@ -172,6 +216,8 @@ class MCM(ScoreMethod):
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score with :func:`oodfilter.scoring.functional.mcm`."""
+        from oodfilter.scoring import functional as fn
+
         return fn.mcm(batch.cosines_yes)
 
 
@@ -187,12 +233,18 @@ def choose_method(method: str | None, *, no_branch_trained: bool, model_name: st
         return method.lower()
     if no_branch_trained:
         return "atd"
-    plain = ", ".join(name for name in score_methods.list() if not score_methods.get(name).needs_no_branch)
+    plain = ", ".join(plain_methods())
     raise InputError(
         f"model '{model_name}' has no trained CLIPN no-branch, so the default method (atd) cannot run: "
         f"pass --method with one of {plain}, or --model a CLIPN model (clipn-vitb16, see 'oodfilter models', "
         "or a bundle from 'oodfilter convert-clipn')"
     )
+
+
+def plain_methods() -> list[str]:
+    """Return the methods that need no trained no-branch (for messages; plugins are read, not imported)."""
+    found = survey(score_methods, ("needs_no_branch",))
+    return [name for name, (_, attributes) in found.entries.items() if not attributes.get("needs_no_branch", False)]
 
 
 _DEPRECATED = {"scorers": "score_methods"}

@@ -16,7 +16,7 @@ from oodfilter.model.clipn import CLIPN
 from oodfilter.scoring import functional as fn
 from oodfilter.scoring.files import score_files
 from oodfilter.scoring.low_precision import ImageEncoder, bf16_image_encoder, int8_image_encoder
-from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext, score_methods
+from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext, plain_methods, score_methods
 from oodfilter.scoring.result import ScoreResult
 from oodfilter.sinks.rows import ManifestRow
 from oodfilter.text.class_vectors import ClassVectors, text_precision
@@ -190,6 +190,22 @@ def _reduced_copy(model: CLIPN, device: torch.device, precision: str) -> ImageEn
     return None
 
 
+def check_method_runs_on(model: CLIPN, method: ScoreMethod, allow_untrained_no_branch: bool = False) -> None:
+    """Refuse a method that needs a trained CLIPN no-branch on a model without one (before any encoding).
+
+    Raises:
+        InputError: ``method`` needs a trained no-branch, ``model`` has none, and that is not allowed.
+
+    """
+    if method.needs_no_branch and not model.no_branch_trained and not allow_untrained_no_branch:
+        plain = ", ".join(plain_methods())
+        raise InputError(
+            f"method '{method.name}' needs a trained CLIPN no-branch, and model '{model.source.name}' has "
+            f"none (load a CLIPN bundle, convert the reference release with 'oodfilter convert-clipn', or "
+            f"train one with 'oodfilter finetune'); or pick a method that needs none: {plain}"
+        )
+
+
 def _check_compatible(
     model: CLIPN, class_vectors: ClassVectors, method: ScoreMethod, allow_untrained_no_branch: bool
 ) -> None:
@@ -199,13 +215,7 @@ def _check_compatible(
         )
     if not method.needs_no_branch:
         return
-    if not model.no_branch_trained and not allow_untrained_no_branch:
-        plain = ", ".join(name for name in score_methods.list() if not score_methods.get(name).needs_no_branch)
-        raise InputError(
-            f"method '{method.name}' needs a trained CLIPN no-branch, and model '{model.source.name}' has "
-            f"none (load a CLIPN bundle, convert the reference release with 'oodfilter convert-clipn', or "
-            f"train one with 'oodfilter finetune'); or pick a method that needs none: {plain}"
-        )
+    check_method_runs_on(model, method, allow_untrained_no_branch)
     if class_vectors.no is None:
         raise InputError(f"method '{method.name}' needs no-branch class vectors; build them with include_no=True")
     if class_vectors.fingerprints.get("no") != model.text_fingerprint("no"):

@@ -39,10 +39,9 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from oodfilter.atomic import atomic_write_text
 from oodfilter.config import PRECISIONS
@@ -52,6 +51,9 @@ from oodfilter.outputs import os_error
 from oodfilter.real_path import real_path
 from oodfilter.sinks.manifest import read_manifest, sidecar
 from oodfilter.sinks.rows import ManifestRow
+
+if TYPE_CHECKING:  # tensors come in from the scorer; reading features back needs no torch (rescore's checks)
+    import torch
 
 FORMAT = "oodfilter-features/2"
 LEGACY_FORMAT = "oodfilter-features/1"  # rows matched by position only
@@ -331,7 +333,7 @@ class FeatureWriter:
 
     def write(self, features: torch.Tensor) -> None:
         """Append (n, D) features (as float16) and flush them to disk."""
-        data = features.detach().to("cpu", torch.float16).numpy().astype(DTYPE, copy=False)
+        data = features.detach().half().cpu().numpy().astype(DTYPE, copy=False)
         if data.ndim != 2 or data.shape[1] != self.dim:
             raise ValueError(f"features must be (n, {self.dim}), got {tuple(data.shape)}")
         self._append(self._handle, self.path, data.tobytes())

@@ -217,6 +217,20 @@ def check_remote(stdout: str) -> None:
             rows["local files"]["images/s"]), abs=0.01)
 
 
+def check_startup(stdout: str) -> None:
+    assert re.search(r"^CPU: .+ \(\d+ logical cores\)", stdout, re.MULTILINE), stdout
+    baseline = re.search(r'baseline: python -c "import torch" ([\d.]+) s; python -c "pass" ([\d.]+) s', stdout)
+    assert baseline is not None, stdout
+    torch_seconds = positive(baseline.group(1))
+    rows = table(stdout, "command")
+    assert [row["command"] for row in rows] == ["oodfilter --help", "oodfilter --version", "oodfilter scan --help",
+                                                "oodfilter models", "oodfilter plugins", "scan: missing class file"]
+    for row in rows:
+        assert positive(row["vs import torch"]) == pytest.approx(positive(row["seconds"]) / torch_seconds, abs=0.002)
+        assert row["imports torch"] == "no", row  # what the script measures: none of these needs torch
+    assert re.search(r"slowest: .+ [\d.]+ s \([\d.]+x import torch\); commands that import torch: 0 of 6", stdout)
+
+
 SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "class_vectors": (False, check_class_vectors),  # WordNet names when present, generated ones otherwise
     "scan_throughput": (True, check_scan_throughput),
@@ -227,6 +241,7 @@ SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "precision": (True, check_precision),
     "scale": (False, check_scale),
     "remote": (True, check_remote),
+    "startup": (False, check_startup),
 }
 
 

@@ -95,11 +95,12 @@ def test_eps_zero_reproduces_eval_and_attacks_lower_scores_and_raise_the_cosine(
 def test_the_feature_attack_raises_the_cosine_to_its_target(sets, tiny_model, tmp_path):
     from oodfilter.data.split_transform import split_transform
     from oodfilter.evaluate import robustness as runner
+    from oodfilter.evaluate.checks import listed_images
 
     config = _config(sets, tmp_path, objectives=["feature"], methods=["msp"])
     split = split_transform(tiny_model.preprocess)
-    ood = runner._decode(runner._listed(config.ood), split, {}, "OOD", 8)
-    ids = runner._decode(runner._listed(config.id), split, {}, "ID", None)
+    ood = runner._decode(listed_images(config.ood), split, {}, "OOD", 8)
+    ids = runner._decode(listed_images(config.id), split, {}, "ID", None)
     id_features = runner._encode(tiny_model, split, ids.pixels, 8, tiny_model.device)
     scorers, _ = runner._scorers(config, tiny_model, runner.ScorerSpec(model="test-tiny", classes=CLASSES),
                                  None, id_features)

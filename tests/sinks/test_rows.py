@@ -9,7 +9,8 @@ import torch
 
 from oodfilter.errors import InputError
 from oodfilter.scoring.result import ScoreResult
-from oodfilter.sinks.rows import ManifestRow, build_rows, row_from_record, rows_from_columns, rows_to_columns
+from oodfilter.sinks.row_columns import rows_from_columns, rows_to_columns
+from oodfilter.sinks.rows import ManifestRow, build_rows, row_from_record
 
 
 def _result(scores, decisions=None):

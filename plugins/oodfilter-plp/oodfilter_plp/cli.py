@@ -25,18 +25,33 @@ def fit_plp_command(images: str, classes: str, model: str, pretrained: str | Non
     The probe is cached for (model, class list), where the `plp` scorer finds it.
     """
     from oodfilter.data.discovery import discover_images
-    from oodfilter.data.loader import encode_image_files
+    from oodfilter.errors import InputError
     from oodfilter.outputs import check_output
-    from oodfilter.scoring import ScorerSpec, build_scorer
-    from oodfilter_plp.probe import is_probe_file, probe_cache_path
-    from oodfilter_plp.scorer import PLP_TEMPLATES, fit_plp
+    from oodfilter.scoring.checks import check_spec
+    from oodfilter.scoring.spec import ScorerSpec
+    from oodfilter_plp.templates import PLP_TEMPLATES
 
+    # Every check that needs no model first, before torch is imported: output, images, class list, model.
     if out is not None:
-        check_output(out, overwrite=overwrite, kind="PLP probe", is_expected_kind=is_probe_file, inputs=[classes])
+        check_output(out, overwrite=overwrite, kind="PLP probe", is_expected_kind=_is_probe_file, inputs=[classes])
     spec = ScorerSpec(model=model, classes=classes, pretrained=pretrained, method="msp", templates=list(PLP_TEMPLATES),
                       batch_size=batch_size, cache_dir=str(cache_dir) if cache_dir is not None else None)
+    if workers < 0:
+        raise InputError(f"--workers must be 0 or more, got {workers}")
+    if epochs < 1:
+        raise InputError(f"--epochs must be at least 1, got {epochs}")
+    found = discover_images([images])
+    paths = [item.name for item in found]
+    readable = sum(item.error is None for item in found)
+    if readable < 2:
+        raise InputError(f"PLP needs at least two ID images to fit its probe, and {images} holds {readable}")
+    check_spec(spec)
+    from oodfilter.data.loader import encode_image_files
+    from oodfilter.scoring.factory import build_scorer
+    from oodfilter_plp.probe import probe_cache_path
+    from oodfilter_plp.scorer import fit_plp
+
     scorer = build_scorer(spec)
-    paths = [item.name for item in discover_images([images])]
     encoded = encode_image_files(scorer.encode_images, scorer.model.preprocess, paths, batch_size=batch_size,
                                  workers=workers)
     probe = fit_plp(scorer.model, scorer.class_vectors, encoded.features, epochs=epochs)
@@ -46,3 +61,10 @@ def fit_plp_command(images: str, classes: str, model: str, pretrained: str | Non
         probe.save(out)
     click.echo(f"PLP probe on {len(encoded.paths)} images ({len(encoded.errors)} unreadable); agreement with "
                f"pseudo-labels {probe.pseudo_label_accuracy:.3f}; saved to {out or cached}")
+
+
+def _is_probe_file(path: Path) -> bool:
+    """Whether ``path`` is a probe of ours (only then may --overwrite replace it); reads it with torch."""
+    from oodfilter_plp.probe import is_probe_file
+
+    return is_probe_file(path)

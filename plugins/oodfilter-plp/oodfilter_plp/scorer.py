@@ -16,20 +16,15 @@ from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.scoring import functional as fn
 from oodfilter.scoring.functional import ScoreOutput
-from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext
+from oodfilter.scoring.methods import FeatureBatch, PrerequisiteContext, ScoreMethod, ScoringContext
 from oodfilter.text.class_vectors import ClassVectors
 from oodfilter_plp.probe import LinearProbe, classes_sha256, fit_probe, probe_cache_path
+from oodfilter_plp.templates import PLP_TEMPLATES as PLP_TEMPLATES  # re-exported
 
 logger = logging.getLogger(__name__)
+_NO_PROBE = ("PLP has no probe for this model and class list: run 'oodfilter fit plp --images ID_DIR --classes FILE "
+             "--model MODEL' first (it trains on unlabelled ID images)")
 
-# The 5-template ensemble PLP pseudo-labels with.
-PLP_TEMPLATES = (
-    "a photo of a {}.",
-    "a blurry photo of a {}.",
-    "a photo of many {}.",
-    "a photo of the large {}.",
-    "a photo of the small {}.",
-)
 
 
 def fit_plp(
@@ -64,24 +59,31 @@ class PLP(ScoreMethod):
         self.kind = kind
         self.probe: LinearProbe | None = None
 
+    def check_prerequisites(self, context: PrerequisiteContext) -> None:
+        """Refuse, before any text is encoded, to run without a probe or ID features to fit one on."""
+        path = self._probe_file(context.model, context.class_names, context.cache_dir)
+        if not path.is_file() and not context.reference_features:
+            raise InputError(_NO_PROBE)
+
     def prepare(self, context: ScoringContext) -> None:
         """Load the cached or given probe, or fit one on the context's reference features."""
         names: Sequence[str] = context.class_vectors.class_names
         fingerprint = context.model.text_fingerprint("yes")
-        path = self.probe_path or probe_cache_path(fingerprint, list(names), context.cache_dir)
+        path = self._probe_file(context.model, names, context.cache_dir)
         if path.is_file():
             probe = LinearProbe.load(path)
         elif context.reference_features is not None:
             probe = fit_plp(context.model, context.class_vectors, context.reference_features)
             probe.save(path)
         else:
-            raise InputError(
-                "PLP has no probe for this model and class list: run 'oodfilter fit plp --images ID_DIR "
-                "--classes FILE --model MODEL' first (it trains on unlabelled ID images)"
-            )
+            raise InputError(_NO_PROBE)
         if probe.yes_fingerprint != fingerprint or probe.classes_sha256 != classes_sha256(list(names)):
             raise InputError(f"PLP probe {path} was fitted for another model or class list; fit it again")
         self.probe = probe
+
+    def _probe_file(self, model: CLIPN, class_names: Sequence[str], cache_dir: Path | None) -> Path:
+        """Return the given probe file, or where the probe for (model, class list) is cached."""
+        return self.probe_path or probe_cache_path(model.text_fingerprint("yes"), list(class_names), cache_dir)
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score a batch with the probe (needs :meth:`prepare` first)."""

@@ -92,3 +92,31 @@ def test_fit_command_then_scorer_finds_the_probe(tmp_path):
     other = oodfilter.build_class_vectors(model, ["cat", "dog"], cache_dir=cache)
     with pytest.raises(oodfilter.InputError, match="oodfilter fit plp"):
         oodfilter.Scorer(model, other, "plp", cache_dir=cache)
+
+
+def test_no_probe_is_refused_before_any_text_is_encoded(tmp_path, monkeypatch):
+    """`eval --methods neglabel,plp` and `scan --method plp` without a probe stop once the model is loaded,
+    not after the class vectors (and NegLabel's vocabulary) are encoded."""
+    from oodfilter.evaluate import runner
+    from oodfilter.evaluate.config import EvalConfig
+    from oodfilter.scan import ScanConfig, scan
+    from oodfilter.scoring import factory
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("text was encoded before PLP's probe was looked for")
+
+    monkeypatch.setattr(runner, "build_class_vectors", no_encoding)
+    monkeypatch.setattr(factory, "build_class_vectors", no_encoding)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    cache = str(tmp_path / "cache")
+    config = EvalConfig(id=str(images), ood=[str(images)], classes=["cat", "dog"], model="test-tiny",
+                        methods=["neglabel", "plp"], cache_dir=cache)
+    with pytest.raises(oodfilter.InputError, match="PLP has no probe"):
+        runner.evaluate(config)
+    with pytest.raises(oodfilter.InputError, match="PLP has no probe"):
+        scan(ScanConfig(inputs=[str(images)], classes=["cat", "dog"], model="test-tiny", method="plp", threshold=0.5,
+                        out=str(tmp_path / "m.jsonl"), cache_dir=cache, workers=0))
