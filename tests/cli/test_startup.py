@@ -7,14 +7,17 @@ asserted here (they depend on the machine); ``benchmarks/startup.py`` measures t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+import oodfilter
 from oodfilter.cli.main import COMMANDS
 
 HEAVY = ("torch", "open_clip", "transformers", "faiss", "torchvision")
@@ -32,9 +35,14 @@ print("\\n@@" + json.dumps({{"code": code, "heavy": [m for m in {HEAVY!r} if m i
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> tuple[int, list[str], str]:
-    """Run ``oodfilter ARGS`` in a fresh interpreter; return its exit code, heavy imports and output."""
-    result = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=cwd,
-                            timeout=300)
+    """Run ``oodfilter ARGS`` in a fresh interpreter; return its exit code, heavy imports and output.
+
+    The interpreter imports the same ``oodfilter`` as this test (not one found in its working folder).
+    """
+    root = str(Path(oodfilter.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True,
+                            cwd=cwd or tempfile.gettempdir(), env=env, timeout=300)
     marker = result.stdout.rfind("\n@@")
     assert marker >= 0, f"the CLI did not finish: {result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     report = json.loads(result.stdout[marker + 3:])
