@@ -242,6 +242,9 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
         raise InputError(f"config file {file} does not exist") from error
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
         raise InputError(f"config file {file} is not readable YAML: {error}") from error
+    except (ValueError, RecursionError) as error:  # an integer longer than Python converts; nesting too deep
+        what = "is nested too deeply" if isinstance(error, RecursionError) else "holds an integer too long to read"
+        raise InputError(f"config file {file} {what}; fix the file") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import json
 import os
 import tarfile
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from oodfilter.data.remote import (
     unavailable,
 )
 from oodfilter.errors import InputError
+from oodfilter.json_parse import parse_json
 
 SAMPLE_SEPARATOR = "#"
 SHARD_SUFFIX = ".tar"
@@ -262,7 +262,7 @@ def sample_caption(shard: str, fields: dict[str, ShardMember]) -> str | None:
             return read_member(shard, fields[field]).decode("utf-8", errors="replace").strip() or None
     if "json" in fields:
         try:
-            data: Any = json.loads(read_member(shard, fields["json"]))
+            data: Any = parse_json(read_member(shard, fields["json"]))
         except (ValueError, UnicodeDecodeError):
             return None
         for entry in ("caption", "text", "txt"):

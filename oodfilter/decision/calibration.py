@@ -23,6 +23,7 @@ import numpy as np
 from oodfilter.atomic import atomic_write_text
 from oodfilter.errors import InputError
 from oodfilter.finite import is_finite
+from oodfilter.json_parse import parse_json
 
 FORMAT = "oodfilter-calibration/1"
 # Below this many known-ID images a threshold is mostly noise, whatever the recall asked for.
@@ -193,7 +194,7 @@ class Calibration:
 
         """
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = parse_json(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"calibration file {path} does not exist") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:

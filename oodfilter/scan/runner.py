@@ -373,7 +373,7 @@ def _legacy_precision(previous: dict[str, Any], scorer: Scorer, out: Path) -> No
         return
     try:
         recorded = yaml.safe_load(sidecar(out, "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except (OSError, ValueError, RecursionError, yaml.YAMLError):  # ValueError: not UTF-8, an int too long
         recorded = None
     ran_on_cpu = isinstance(recorded, dict) and recorded.get("device") == "cpu"
     previous["precision"] = "fp32" if ran_on_cpu else inference_precision(scorer.device, "auto")

@@ -30,6 +30,7 @@ import torch
 from oodfilter.atomic import atomic_write_text
 from oodfilter.config import PRECISIONS
 from oodfilter.errors import InputError
+from oodfilter.json_parse import parse_json
 from oodfilter.outputs import os_error
 from oodfilter.sinks.manifest import read_manifest, sidecar
 
@@ -99,7 +100,7 @@ def read_header(manifest: str | Path) -> FeatureHeader:
         raise InputError(f"{manifest} has no stored image features ({path.name} is missing): scan with "
                          "--save-features to store them")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path} is not readable JSON ({error})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("dtype") != "float16":

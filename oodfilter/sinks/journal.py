@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from oodfilter.errors import InputError
+from oodfilter.json_parse import parse_json
 from oodfilter.sinks.safe_paths import Fingerprint
 
 JOURNAL_VERSION = 2
@@ -154,9 +155,10 @@ def read_journal(path: Path) -> list[JournalEntry]:
             continue
         where = f"journal {path} line {number}"
         try:
-            decoded = json.loads(line)
+            decoded = parse_json(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise InputError(f"{where} is not valid JSON; restore the journal (nothing was undone)") from error
+            raise InputError(f"{where} is not valid JSON ({error}); restore the journal (nothing was undone)") \
+                from error
         entries.append(parse_entry(decoded, where))
     return entries
 

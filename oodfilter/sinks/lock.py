@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from oodfilter.errors import InputError
+from oodfilter.json_parse import parse_json
 
 try:
     import fcntl
@@ -73,7 +74,7 @@ class ManifestLock:
 
 def _holder(descriptor: int) -> str:
     try:
-        info = json.loads(os.pread(descriptor, 4096, 0) or b"{}")
+        info = parse_json(os.pread(descriptor, 4096, 0) or b"{}")
         return f"pid {info['pid']} on {info['host']}, since {info['since']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"

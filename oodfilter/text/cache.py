@@ -19,6 +19,7 @@ import numpy as np
 
 from oodfilter.atomic import atomic_write, atomic_write_text
 from oodfilter.errors import CheckpointError, ModelMismatchError
+from oodfilter.json_parse import parse_json
 
 INDEX_FILE = "vectors.faiss"
 META_FILE = "meta.json"
@@ -61,8 +62,8 @@ class TextCache:
     def _open_existing(self) -> None:
         meta_path = self.folder / META_FILE
         try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            meta = parse_json(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise CheckpointError(f"text cache {meta_path} is unreadable ({error}); delete {self.folder}") from error
         if meta.get("fingerprint") != self.fingerprint:
             raise ModelMismatchError(
