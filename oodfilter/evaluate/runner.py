@@ -106,6 +106,7 @@ def evaluate(
         raise InputError("pass the in-distribution images (--id) and at least one OOD set (--ood)")
     if not config.classes:
         raise InputError("pass the class list (--classes)")
+    config.validate()
     set_names = _set_names(config.ood)
     if config.attack_eps:  # checked before any image is scored
         _attack_config(config, config.ood[0], []).validate_budgets("--attack-eps")
