@@ -65,12 +65,15 @@ class TextCache:
             meta = parse_json(meta_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise CheckpointError(f"text cache {meta_path} is unreadable ({error}); delete {self.folder}") from error
+        if not isinstance(meta, dict) or isinstance(meta.get("dim"), bool) or not isinstance(meta.get("dim"), int):
+            raise CheckpointError(f"text cache {meta_path} is not a cache's metadata (an object with an integer "
+                                  f"'dim'); delete {self.folder}")
         if meta.get("fingerprint") != self.fingerprint:
             raise ModelMismatchError(
                 f"text cache {self.folder} belongs to model fingerprint {str(meta.get('fingerprint'))[:16]}..., "
                 f"not {self.fingerprint[:16]}...; it will not be mixed. Use another cache folder."
             )
-        if int(meta.get("dim", -1)) != self.dim:
+        if meta["dim"] != self.dim:
             raise ModelMismatchError(
                 f"text cache {self.folder} holds {meta.get('dim')}-d vectors, the model makes {self.dim}-d ones"
             )
