@@ -90,8 +90,8 @@ class ManifestLock:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         if self._descriptor is not None:
-            with suppress(OSError):  # removed while still locked, so no one can lock it and then find it gone
-                self.path.unlink()
+            with suppress(OSError):  # removed while still locked: a process that opened it meanwhile locks it
+                self.path.unlink()  # only after this, finds it gone (_open_locked) and takes a new one
             os.close(self._descriptor)  # closing releases the lock
             self._descriptor = None
         if kind is not None:
