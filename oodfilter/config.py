@@ -91,7 +91,10 @@ def _to_int(value: Any) -> int:
 
 def _to_float(value: Any) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float (YAML reads 400 digits as an int)
+            raise ConversionError(describe_type(float), value) from None
     if isinstance(value, str):
         try:  # also takes "3e-4", which YAML 1.1 leaves as text
             return float(value.strip())
@@ -246,11 +249,25 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
         raise InputError(f"config file {file} does not exist") from error
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
         raise InputError(f"config file {file} is not readable YAML: {error}") from error
+    except (ValueError, OverflowError, RecursionError) as error:  # raised by PyYAML's own constructors
+        raise InputError(f"config file {file} holds a value YAML cannot build ({_yaml_failure(error)}); fix the "
+                         "file") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
         raise InputError(f"config file {file} must hold a mapping of option: value")
     return {str(key).replace("-", "_"): value for key, value in loaded.items()}
+
+
+def _yaml_failure(error: Exception) -> str:
+    """Say what PyYAML failed to build: a date past the calendar, a number or escape too large, deep nesting."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    if "integer string conversion" in str(error):
+        return "an integer of thousands of digits"
+    if isinstance(error, OverflowError):
+        return "a number or \\U escape too large"
+    return str(error)[:200]
 
 
 def build_config(cls: type[C], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from oodfilter.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb_image
+from oodfilter.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, check_max_pixels, load_rgb_image
 
 
 @dataclass
@@ -60,6 +60,9 @@ class ImageFileDataset(Dataset[dict[str, Any]]):
         transform: PIL image → (3, H, W) tensor (the model's own preprocessing).
         max_pixels: Decompression-bomb limit.
 
+    Raises:
+        InputError: ``max_pixels`` is not a whole number of at least 1.
+
     """
 
     def __init__(
@@ -70,7 +73,7 @@ class ImageFileDataset(Dataset[dict[str, Any]]):
     ) -> None:
         self.paths = list(paths)
         self.transform = transform
-        self.max_pixels = max_pixels
+        self.max_pixels = check_max_pixels(max_pixels)  # a bad limit is one clear error, not an error row per image
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import numbers
 import os
 import stat
 import warnings
@@ -31,6 +32,19 @@ class ImageDecodeError(InputError):
         self.reason = reason
 
 
+def check_max_pixels(max_pixels: int) -> int:
+    """Return ``max_pixels`` when it is a usable decompression-bomb limit: a whole number of at least 1.
+
+    Raises:
+        InputError: 0 or less (every image would be refused), a fraction, a bool or not a number.
+
+    """
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral) or max_pixels < 1:
+        raise InputError(f"max_pixels must be a whole number of at least 1 (the most pixels an image may have; "
+                         f"default {DEFAULT_MAX_PIXELS}), got {max_pixels!r}")
+    return int(max_pixels)
+
+
 def load_rgb_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode ``path`` into an 8-bit RGB image, EXIF orientation applied.
 
@@ -42,8 +56,10 @@ def load_rgb_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         ImageDecodeError: missing file or broken link, no permission, empty, not an image, truncated
             or corrupt, or more than ``max_pixels`` pixels.
         SourceUnavailableError: the server of a URL or remote shard did not answer.
+        InputError: ``max_pixels`` is not a whole number of at least 1 (:func:`check_max_pixels`).
 
     """
+    check_max_pixels(max_pixels)
     name = str(path)
     if is_url(name) or (split_sample_name(name) is not None and not os.path.lexists(name)):
         try:
@@ -85,8 +101,10 @@ def load_rgb_bytes(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXE
     Raises:
         ImageDecodeError: empty, not an image, truncated or corrupt, or more than ``max_pixels`` pixels;
             the message names ``name``.
+        InputError: ``max_pixels`` is not a whole number of at least 1 (:func:`check_max_pixels`).
 
     """
+    check_max_pixels(max_pixels)
     if not data:
         raise ImageDecodeError(name, "empty file")
     return _decode(io.BytesIO(data), name, max_pixels)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import json
 import os
 import tarfile
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from oodfilter.data.range_file import open_ranges
 from oodfilter.data.remote import RemoteReadError, check_url, filesystem, is_outage, is_url, unavailable
 from oodfilter.data.remote_limits import Deadline, RemoteDeadlineError, max_remote_bytes, within
 from oodfilter.errors import InputError
+from oodfilter.json_parse import parse_json
 from oodfilter.messages import redact
 
 SAMPLE_SEPARATOR = "#"
@@ -266,7 +266,7 @@ def sample_caption(shard: str, fields: dict[str, ShardMember]) -> str | None:
             return read_member(shard, fields[field]).decode("utf-8", errors="replace").strip() or None
     if "json" in fields:
         try:
-            data: Any = json.loads(read_member(shard, fields["json"]))
+            data: Any = parse_json(read_member(shard, fields["json"]))
         except (ValueError, UnicodeDecodeError):
             return None
         for entry in ("caption", "text", "txt"):

@@ -23,6 +23,7 @@ import numpy as np
 from oodfilter.atomic import atomic_write_text
 from oodfilter.errors import InputError
 from oodfilter.finite import is_finite
+from oodfilter.json_parse import parse_json
 from oodfilter.messages import excerpt
 
 FORMAT = "oodfilter-calibration/1"
@@ -179,6 +180,7 @@ class Calibration:
             raise InputError(f"{where}: 'kept' must be a share in [0, 1]")
         _check_identity(checked["identity"], where)
         _check_recall(checked["id_recall"], where)
+        _check_threshold(checked, [float(s) for s in scores], where)
         return cls(**{**checked, "scores": tuple(float(s) for s in scores)})
 
     def save(self, path: str | Path) -> Path:
@@ -194,7 +196,7 @@ class Calibration:
 
         """
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = parse_json(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"calibration file {path} does not exist") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -233,6 +235,28 @@ def _check_identity(identity: dict[str, Any], where: str) -> None:
     templates = identity.get("templates", [])
     if not isinstance(templates, list) or not all(isinstance(t, str) for t in templates):
         raise InputError(f"{where}: 'identity.templates' must be a list of strings")
+
+
+def _check_threshold(checked: dict[str, Any], scores: list[float], where: str) -> None:
+    """Refuse a threshold (or kept share) that is not what the file's own scores give for its recall.
+
+    A file written by :meth:`Calibration.save` always passes (the same scores give the same float); an
+    edited or damaged one is refused rather than deciding with a threshold nothing supports.
+    """
+    recall, threshold = checked["id_recall"], checked["threshold"]
+    needed = minimum_calibration_images(recall)
+    if len(scores) < needed:
+        raise InputError(f"{where}: its {len(scores)} scores are too few for an ID recall of {recall:g} (at least "
+                         f"{needed}); the file was edited or damaged: fit the calibration again")
+    expected = recall_threshold(scores, recall)
+    if threshold != expected:
+        raise InputError(f"{where}: 'threshold' ({threshold:g}) is not the one its {len(scores)} scores give for an "
+                         f"ID recall of {recall:g} ({expected:g}); the file was edited or damaged: fit the "
+                         "calibration again (--id-recall with --calibrate-on)")
+    kept = float((np.asarray(scores, dtype=np.float64) <= threshold).mean())
+    if abs(checked["kept"] - kept) > 1e-9:
+        raise InputError(f"{where}: 'kept' ({checked['kept']:g}) is not the share of its scores at or below the "
+                         f"threshold ({kept:g}); the file was edited or damaged: fit the calibration again")
 
 
 def _check_recall(id_recall: float, where: str = "id_recall") -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from oodfilter.data.dataset import decode_item
-from oodfilter.data.decode import DEFAULT_MAX_PIXELS
+from oodfilter.data.decode import DEFAULT_MAX_PIXELS, check_max_pixels
 from oodfilter.errors import MissingDependencyError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.scoring.factory import build_scorer
@@ -105,6 +105,7 @@ def score_files_with_ray(
             before the batch's rows are yielded (as :func:`~oodfilter.scoring.files.score_files` does).
 
     """
+    check_max_pixels(max_pixels)
     ray = _require_ray()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)

@@ -88,13 +88,10 @@ def check_eval(config: EvalConfig, *, method_names: Collection[str] = (), model_
         raise InputError("pass the class list (--classes)")
     if config.fpr_convention not in FPR_CONVENTIONS:
         raise InputError(f"--fpr-convention must be one of {', '.join(FPR_CONVENTIONS)}, got '{config.fpr_convention}'")
-    if config.workers < 0:
-        raise InputError(f"--workers must be 0 or more, got {config.workers}")
+    config.validate()  # numeric options in range
     set_names = eval_set_names(config.ood)
     if config.attack_eps:  # the attack's options, before any image is scored
         attack_config(config, config.ood[0], []).validate_budgets("--attack-eps")
-        if config.attack_steps < 1:
-            raise InputError(f"--attack-steps must be at least 1, got {config.attack_steps}")
     if config.out:
         check_eval_outputs(config, Path(config.out), set_names)
     spec = eval_spec(config)

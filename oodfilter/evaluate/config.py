@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from oodfilter.config import ModelOptions, build_config
+from oodfilter.errors import InputError
 from oodfilter.text.templates import DEFAULT_TEMPLATES
 
 
@@ -32,6 +33,18 @@ class EvalConfig(ModelOptions):
     overwrite: bool = False
     attack_eps: list[float] = field(default_factory=list)
     attack_steps: int = 10
+
+    def validate(self) -> None:
+        """Refuse numeric options out of range (before any image is scored).
+
+        Raises:
+            InputError: a negative ``workers``, or ``attack_steps`` below 1 with ``attack_eps``.
+
+        """
+        if self.workers < 0:
+            raise InputError(f"--workers must be 0 or more, got {self.workers}")
+        if self.attack_eps and self.attack_steps < 1:
+            raise InputError(f"--attack-steps must be at least 1, got {self.attack_steps}")
 
 
 def load_eval_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> EvalConfig:

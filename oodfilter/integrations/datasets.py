@@ -22,7 +22,14 @@ from typing import Any
 
 import torch
 
-from oodfilter.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb_bytes, load_rgb_image, to_rgb
+from oodfilter.data.decode import (
+    DEFAULT_MAX_PIXELS,
+    ImageDecodeError,
+    check_max_pixels,
+    load_rgb_bytes,
+    load_rgb_image,
+    to_rgb,
+)
 from oodfilter.errors import InputError, MissingDependencyError
 from oodfilter.messages import excerpt
 from oodfilter.scoring.scorer import Scorer
@@ -51,9 +58,11 @@ def add_ood_columns(dataset: Any, scorer: Scorer, *, image_column: str = "image"
         max_pixels: Decompression-bomb limit per image.
 
     Raises:
-        InputError: the dataset has no such column, or already has one of the output columns.
+        InputError: the dataset has no such column, or already has one of the output columns, or
+            ``max_pixels`` is not a whole number of at least 1.
 
     """
+    check_max_pixels(max_pixels)
     datasets = _datasets()
     if not isinstance(dataset, datasets.Dataset):
         raise InputError(f"add_ood_columns takes a datasets.Dataset, got {type(dataset).__name__}: for a DatasetDict "

@@ -26,6 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from oodfilter.atomic import new_file_mode, new_folder_mode
 from oodfilter.errors import CheckpointError, ModelLoadError
 from oodfilter.model.build import build_from_open_clip
 from oodfilter.model.clipn import CLIPN, ModelSource
@@ -77,6 +78,7 @@ def save_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        staging.chmod(new_folder_mode())  # it becomes the bundle folder: the umask's mode, not mkdtemp's 0700
         _write_bundle_files(model, staging, training_config)
         check_bundle_destination(out, overwrite=overwrite)  # again: the folder may have changed meanwhile
         _replace_dir(staging, out)
@@ -187,6 +189,15 @@ def _write_bundle_files(model: CLIPN, folder: Path, training_config: dict[str, A
     write_hf_text_files(model.clip, model.tokenizer, folder / YES_DIR)
     save_file(_cpu_tensors(model.no_tower.state_dict()), str(folder / NO_TOWER_FILE))
     write_manifest(model, folder, training_config)
+    _follow_umask(folder)
+
+
+def _follow_umask(folder: Path) -> None:
+    """Give the files written into ``folder`` the umask's modes (safetensors creates its files 0600)."""
+    file_mode, folder_mode = new_file_mode(), new_folder_mode()
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            path.chmod(folder_mode if path.is_dir() else file_mode)
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

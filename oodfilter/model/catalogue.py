@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from oodfilter.errors import InputError, ModelDownloadError
+from oodfilter.json_parse import parse_json
 
 CATALOGUE_ENV = "OODFILTER_CATALOGUE"
 FORMAT = "oodfilter-catalogue"
@@ -123,7 +124,7 @@ def require_catalogue_entry(name: str) -> CatalogueEntry:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
         raise InputError(f"catalogue file {path} (from ${CATALOGUE_ENV}) does not exist") from error
     except (OSError, UnicodeDecodeError, ValueError) as error:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oodfilter.errors import CheckpointError
+from oodfilter.json_parse import parse_json
 from oodfilter.messages import excerpt
 from oodfilter.model.file_digest import file_sha256
 
@@ -112,7 +113,7 @@ def bundle_files(folder: Path) -> list[str]:
 def listed_files(folder: Path) -> frozenset[str]:
     """Return the file names that ``folder``'s manifest lists, read leniently (empty when it is unreadable)."""
     try:
-        files = json.loads((folder / BUNDLE_MANIFEST).read_text()).get("files")
+        files = parse_json((folder / BUNDLE_MANIFEST).read_text()).get("files")
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         return frozenset()
     if not isinstance(files, dict):
@@ -184,7 +185,7 @@ def verify_files(folder: Path, manifest: BundleManifest) -> None:
 
 def _read_json(folder: Path, path: Path) -> Any:
     try:
-        return json.loads(path.read_text(), parse_constant=_refuse_constant)
+        return parse_json(path.read_text(), parse_constant=_refuse_constant)
     except FileNotFoundError as error:
         raise CheckpointError(f"{folder} is not an oodfilter bundle: {BUNDLE_MANIFEST} is missing") from error
     except (OSError, UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from oodfilter.atomic import atomic_write_text
 from oodfilter.errors import CheckpointError
+from oodfilter.json_parse import parse_json
 from oodfilter.model.catalogue import CatalogueEntry
 
 TRUST_RECORD = "checkpoint.json"
@@ -61,7 +62,7 @@ def read_trust_record(folder: Path) -> TrustRecord | None:
     if not path.is_file():
         return None
     try:
-        return TrustRecord(**json.loads(path.read_text(encoding="utf-8")))
+        return TrustRecord(**parse_json(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError) as error:
         raise CheckpointError(
             f"{path} is unreadable or malformed ({error}); delete it to trust the next verified download"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from oodfilter.config import ModelOptions, build_config
+from oodfilter.data.decode import DEFAULT_MAX_PIXELS
 from oodfilter.errors import InputError
 from oodfilter.sinks.actions import ACTIONS
 from oodfilter.sinks.reshard import RESHARD
@@ -61,7 +63,7 @@ class ScanConfig(ModelOptions):
     dest: str | None = None
     dry_run: bool = False
     cache_dir: str | None = None
-    max_pixels: int = 89_478_485
+    max_pixels: int = DEFAULT_MAX_PIXELS
     engine: str = "local"
     ray_address: str | None = None
     ray_actors: int | None = None
@@ -81,6 +83,11 @@ class ScanConfig(ModelOptions):
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers < 0:
             raise InputError(f"--workers must be 0 or more, got {self.workers}")
+        if self.max_pixels < 1:
+            raise InputError(f"max_pixels must be at least 1 (the most pixels an image may have; default "
+                             f"{DEFAULT_MAX_PIXELS}), got {self.max_pixels}")
+        if self.ray_actors is not None and self.ray_actors < 1:
+            raise InputError(f"--ray-actors must be at least 1, got {self.ray_actors}")
         if self.action not in SCAN_ACTIONS:
             raise InputError(f"--action must be one of {', '.join(SCAN_ACTIONS)}, got '{self.action}'")
         if self.select not in ("ood", "id"):
@@ -92,8 +99,8 @@ class ScanConfig(ModelOptions):
             raise InputError(f"--engine must be one of {', '.join(ENGINES)}, got '{self.engine}'")
         if self.resume and self.overwrite:
             raise InputError("--resume and --overwrite contradict each other; pick one")
-        if self.threshold is not None and not (self.threshold == self.threshold):  # NaN
-            raise InputError("--threshold must be a number")
+        if self.threshold is not None and not math.isfinite(self.threshold):  # the meta.json could not hold it
+            raise InputError(f"--threshold must be a finite number, got {self.threshold}")
         self._validate_decision_rule()
 
     def _validate_decision_rule(self) -> None:

@@ -295,7 +295,8 @@ def _legacy_precision(previous: dict[str, Any], scorer: Scorer, out: Path) -> No
         return
     try:
         recorded = load_yaml(sidecar(out, "config.yaml").read_text(encoding="utf-8"), str(sidecar(out, "config.yaml")))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, YamlAliasError):
+    # ValueError: not UTF-8, an int too long; RecursionError: nested too deeply
+    except (OSError, yaml.YAMLError, YamlAliasError, ValueError, RecursionError):
         recorded = None
     ran_on_cpu = isinstance(recorded, dict) and recorded.get("device") == "cpu"
     previous["precision"] = "fp32" if ran_on_cpu else inference_precision(scorer.device, "auto")

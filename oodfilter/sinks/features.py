@@ -46,6 +46,7 @@ import numpy as np
 from oodfilter.atomic import atomic_write_text
 from oodfilter.config import PRECISIONS
 from oodfilter.errors import InputError
+from oodfilter.json_parse import parse_json
 from oodfilter.messages import excerpt
 from oodfilter.outputs import os_error
 from oodfilter.real_path import real_path
@@ -137,7 +138,7 @@ def read_header(manifest: str | Path) -> FeatureHeader:
         raise InputError(f"{manifest} has no stored image features ({path.name} is missing): scan with "
                          "--save-features to store them")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path} is not readable JSON ({error})") from None
     if not isinstance(data, dict) or data.get("format") not in (FORMAT, LEGACY_FORMAT) or \

@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from oodfilter.errors import InputError
+from oodfilter.json_parse import parse_json
 from oodfilter.messages import excerpt
 from oodfilter.sinks.safe_paths import Fingerprint
 from oodfilter.sinks.user_key import key_path
@@ -260,9 +261,10 @@ def read_journal(path: Path) -> list[JournalEntry]:
             continue
         where = f"journal {path} line {number}"
         try:
-            decoded = json.loads(line)
+            decoded = parse_json(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise InputError(f"{where} is not valid JSON; restore the journal (nothing was undone)") from error
+            raise InputError(f"{where} is not valid JSON ({error}); restore the journal (nothing was undone)") \
+                from error
         if isinstance(decoded, dict) and decoded.get("record") == "header":
             _check_version(decoded, where)
             header = parse_header(decoded, where)

@@ -31,6 +31,7 @@ from typing import IO, Any
 from oodfilter.atomic import atomic_write
 from oodfilter.errors import InputError, MissingDependencyError
 from oodfilter.finite import is_finite
+from oodfilter.json_parse import parse_json
 from oodfilter.messages import excerpt
 from oodfilter.outputs import os_error
 from oodfilter.sinks.names import ENCODING, ERRORS, arrow_text_column, from_arrow_value
@@ -131,7 +132,7 @@ def read_meta(manifest: str | Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path} is not readable JSON ({error}); restore it or scan again with --overwrite") from error
     if not isinstance(meta, dict):
@@ -349,7 +350,7 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestRow]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = parse_json(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise InputError(f"manifest {path} line {number} is not valid JSON ({error}); fix or remove it") \
                     from error

@@ -19,6 +19,7 @@ import numpy as np
 
 from oodfilter.atomic import atomic_write, atomic_write_text
 from oodfilter.errors import CheckpointError, ModelMismatchError
+from oodfilter.json_parse import parse_json
 
 INDEX_FILE = "vectors.faiss"
 META_FILE = "meta.json"
@@ -61,15 +62,18 @@ class TextCache:
     def _open_existing(self) -> None:
         meta_path = self.folder / META_FILE
         try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            meta = parse_json(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise CheckpointError(f"text cache {meta_path} is unreadable ({error}); delete {self.folder}") from error
+        if not isinstance(meta, dict) or isinstance(meta.get("dim"), bool) or not isinstance(meta.get("dim"), int):
+            raise CheckpointError(f"text cache {meta_path} is not a cache's metadata (an object with an integer "
+                                  f"'dim'); delete {self.folder}")
         if meta.get("fingerprint") != self.fingerprint:
             raise ModelMismatchError(
                 f"text cache {self.folder} belongs to model fingerprint {str(meta.get('fingerprint'))[:16]}..., "
                 f"not {self.fingerprint[:16]}...; it will not be mixed. Use another cache folder."
             )
-        if int(meta.get("dim", -1)) != self.dim:
+        if meta["dim"] != self.dim:
             raise ModelMismatchError(
                 f"text cache {self.folder} holds {meta.get('dim')}-d vectors, the model makes {self.dim}-d ones"
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +64,30 @@ class FinetuneConfig(ModelOptions):
             raise InputError("--batch-size must be at least 2 (the loss contrasts pairs within a batch)")
         if self.grad_accum < 1 or self.batch_size % self.grad_accum:
             raise InputError(f"--grad-accum must divide the batch size ({self.batch_size})")
-        if self.lr <= 0:
-            raise InputError("--lr must be positive")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"--lr must be a positive number, got {self.lr}")
+        self._validate_ranges()
+
+    def _validate_ranges(self) -> None:
+        """Refuse the numeric options that torch would refuse with a bare error, or that would silently misbehave."""
+        for name, value in (("beta1", self.beta1), ("beta2", self.beta2)):  # config-file options (no flag)
+            if not 0 <= value < 1:
+                raise InputError(f"{name} must be in [0, 1), got {value}")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise InputError(f"eps must be a positive number, got {self.eps}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if self.grad_clip is not None and not self.grad_clip >= 0:  # a negative norm flips the gradients; NaN
+            raise InputError(f"--grad-clip must be 0 or more (0: no clipping), got {self.grad_clip}")
+        if not 0 <= self.val_fraction < 1:
+            raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        for name, value in (("--warmup-steps", self.warmup_steps), ("--val-every", self.val_every),
+                            ("--checkpoint-every", self.checkpoint_every), ("val_max", self.val_max),
+                            ("--workers", self.workers)):
+            if value < 0:
+                raise InputError(f"{name} must be 0 or more, got {value}")
+        if self.log_every < 1:
+            raise InputError(f"log_every must be at least 1, got {self.log_every}")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as plain data (stored in the bundle)."""

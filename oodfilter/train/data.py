@@ -34,6 +34,7 @@ from oodfilter.data.discovery import IMAGE_EXTENSIONS
 from oodfilter.data.remote import SourceUnavailableError
 from oodfilter.data.shards import expand_shards, image_field, names_shards, sample_caption, sample_name, shard_index
 from oodfilter.errors import InputError
+from oodfilter.json_parse import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def _table_pairs(table: Path) -> list[CaptionedImage]:
         for number, line in enumerate(table.read_text(encoding="utf-8").splitlines(), start=1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    rows.append(parse_json(line))
                 except json.JSONDecodeError as error:
                     raise InputError(f"{table} line {number} is not valid JSON") from error
     elif suffix in (".csv", ".tsv"):

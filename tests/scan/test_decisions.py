@@ -164,8 +164,9 @@ def test_a_refused_resume_changes_no_file_and_a_stale_calibration_is_refused(tmp
     _scan(tmp_path, inputs, "--method", "mcm", "--id-recall", 0.5, "--calibrate-on", calibration_folder, "--resume",
           "--out", out, expect=1)
     assert {path: path.read_bytes() for path in before} == before
-    fitted = Calibration.load(stored)  # a calibration file edited behind the scan's back
-    Calibration(**{**fitted.__dict__, "threshold": fitted.threshold + 0.01}).save(stored)
+    fitted = Calibration.load(stored)  # a calibration file replaced behind the scan's back (valid on its own)
+    Calibration.fit(torch.tensor(fitted.scores, dtype=torch.float64) + 0.01, fitted.id_recall, method=fitted.method,
+                    identity=fitted.identity, source=fitted.source).save(stored)
     result = _scan(tmp_path, inputs, "--method", "mcm", "--id-recall", 0.9, "--calibrate-on", calibration_folder,
                    "--resume", "--out", out, expect=1)
     assert "no longer holds the threshold its rows were decided with" in str(result.exception)
