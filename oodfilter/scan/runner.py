@@ -227,9 +227,10 @@ def _row_batches(config: ScanConfig, spec: ScorerSpec, scorer: Scorer, paths: li
         return score_files_with_ray(ray_spec, scorer.model, paths, batch_size=config.batch_size,
                                     address=config.ray_address, num_actors=config.ray_actors,
                                     max_pixels=config.max_pixels,
-                                    feature_sink=features.write if features is not None else None)
+                                    feature_sink=features.write if features is not None else None,
+                                    fast_decode=config.fast_decode)
     return score_files(scorer, paths, workers=config.workers, max_pixels=config.max_pixels,
-                       feature_sink=features.write if features is not None else None)
+                       feature_sink=features.write if features is not None else None, fast_decode=config.fast_decode)
 
 
 def _write_rows(
@@ -318,7 +319,7 @@ def _run_identity(config: ScanConfig, scorer: Scorer, plan: DecisionPlan) -> dic
 def _identity(config: ScanConfig, scorer: Scorer, rule: dict[str, Any]) -> dict[str, Any]:
     """Return the settings a resume must share, known before any calibration is fitted."""
     return {"fingerprints": scorer.class_vectors.fingerprints, "method": scorer.method.name, "decision_rule": rule,
-            "precision": scorer.precision,
+            "precision": scorer.precision, "decode": "fast" if config.fast_decode else "full",
             "classes_sha256": classes_digest(list(scorer.class_vectors.class_names)),
             "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained)}
 
@@ -340,9 +341,9 @@ def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str
     return choice if isinstance(choice, str) else list(choice)
 
 
-_IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates", "precision")
+_IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates", "precision", "decode")
 _IDENTITY_WORDS = {
-    "fingerprints": "model", "classes_sha256": "class list",
+    "fingerprints": "model", "classes_sha256": "class list", "decode": "decoding (--fast-decode or not)",
     "decision_rule": "threshold or decision rule (--threshold, --id-recall and its --calibrate-on images, "
     "--calibration, --keep-fraction)",
 }
@@ -384,6 +385,7 @@ def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any], previous:
     if previous is None:
         return set()
     _legacy_precision(previous, scorer, out)
+    previous.setdefault("decode", "full")  # made before --fast-decode existed: every image decoded in full
     different = [key for key in _IDENTITY_KEYS if previous.get(key) != meta[key]]
     if different:
         words = {**_IDENTITY_WORDS, "precision": f"precision ({previous.get('precision')}, this run "
