@@ -9,7 +9,14 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from oodfilter.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, check_max_pixels, load_rgb_image
+from oodfilter.data.decode import (
+    DEFAULT_MAX_PIXELS,
+    ImageDecodeError,
+    check_max_pixels,
+    load_reduced_rgb_image,
+    load_rgb_image,
+)
+from oodfilter.data.draft import FastDecode
 
 
 @dataclass
@@ -36,17 +43,25 @@ class DecodedBatch:
 
 
 def decode_item(
-    path: str, transform: Callable[[Any], torch.Tensor], max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str, transform: Callable[[Any], torch.Tensor], max_pixels: int = DEFAULT_MAX_PIXELS,
+    fast: FastDecode | None = None,
 ) -> tuple[torch.Tensor | None, str | None]:
     """Decode and preprocess one image file → (image, None), or (None, reason) when it cannot be used.
 
-    Every engine decodes through this function, so a bad file is the same error row everywhere.
+    Every engine decodes through this function, so a bad file is the same error row everywhere. With
+    ``fast`` (:func:`~oodfilter.data.draft.fast_decode_for` of ``transform``), a large JPEG decodes reduced
+    and is resized as ``transform``'s first step would resize the full image, before ``transform`` runs.
     """
     try:
-        image = load_rgb_image(path, max_pixels=max_pixels)
+        if fast is None:
+            image = load_rgb_image(path, max_pixels=max_pixels)
+        else:
+            decoded = load_reduced_rgb_image(path, fast.floor, max_pixels=max_pixels)
     except ImageDecodeError as error:
         return None, error.reason
     try:
+        if fast is not None:
+            image = fast(decoded)
         return transform(image), None
     except Exception as error:  # a transform failure is one bad input, not a failed scan
         return None, f"preprocessing failed: {type(error).__name__}: {error}"
@@ -59,6 +74,7 @@ class ImageFileDataset(Dataset[dict[str, Any]]):
         paths: The files, in scan order.
         transform: PIL image → (3, H, W) tensor (the model's own preprocessing).
         max_pixels: Decompression-bomb limit.
+        fast: Decode large JPEGs reduced (see :func:`decode_item`); None decodes every image in full.
 
     Raises:
         InputError: ``max_pixels`` is not a whole number of at least 1.
@@ -70,16 +86,18 @@ class ImageFileDataset(Dataset[dict[str, Any]]):
         paths: Sequence[str],
         transform: Callable[[Any], torch.Tensor],
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        fast: FastDecode | None = None,
     ) -> None:
         self.paths = list(paths)
         self.transform = transform
         self.max_pixels = check_max_pixels(max_pixels)  # a bad limit is one clear error, not an error row per image
+        self.fast = fast
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image, error = decode_item(self.paths[index], self.transform, self.max_pixels)
+        image, error = decode_item(self.paths[index], self.transform, self.max_pixels, self.fast)
         return {"index": index, "image": image, "error": error}
 
 

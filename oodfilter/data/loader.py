@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from oodfilter.data.dataset import DecodedBatch, ImageFileDataset, collate_decoded
 from oodfilter.data.decode import DEFAULT_MAX_PIXELS
+from oodfilter.data.draft import fast_decode_for
 from oodfilter.data.split_transform import split_transform
 
 
@@ -23,6 +24,7 @@ def image_batches(
     pin_memory: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     device: torch.device | None = None,
+    fast_decode: bool = False,
 ) -> Iterator[DecodedBatch]:
     """Yield :class:`DecodedBatch` es of ``paths`` in order, decoded and transformed in ``workers`` processes.
 
@@ -30,10 +32,14 @@ def image_batches(
     and hand over uint8 pixels; each batch is normalised here at once (bit-identical, see
     :mod:`oodfilter.data.split_transform`), on ``device`` when given (a GPU: the pinned uint8 batch is
     copied there without blocking, a quarter of the float batch's bytes, and normalised there).
+    With ``fast_decode``, a JPEG of at least 4x the resize target decodes reduced in the DCT domain, never
+    below twice the target, and is resized as the full image would be (:mod:`oodfilter.data.draft`).
     """
     split = split_transform(transform)
+    fast = fast_decode_for(transform) if fast_decode else None
     loader = DataLoader(
-        ImageFileDataset(paths, split.pixels if split is not None else transform, max_pixels=max_pixels),
+        ImageFileDataset(paths, split.pixels if split is not None else transform, max_pixels=max_pixels,
+                         fast=fast),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=collate_decoded,
@@ -70,12 +76,17 @@ def encode_image_files(
     batch_size: int = 64,
     workers: int = 0,
     pin_memory: bool = False,
+    fast_decode: bool = False,
 ) -> EncodedImages:
-    """Encode image files with ``encode`` ((B, 3, H, W) → (B, D) features), e.g. ``Scorer.encode_images``."""
+    """Encode image files with ``encode`` ((B, 3, H, W) → (B, D) features), e.g. ``Scorer.encode_images``.
+
+    ``fast_decode`` decodes large JPEGs reduced, as in :func:`image_batches`.
+    """
     ok: list[str] = []
     chunks: list[torch.Tensor] = []
     errors: dict[str, str] = {}
-    for batch in image_batches(paths, transform, batch_size=batch_size, workers=workers, pin_memory=pin_memory):
+    for batch in image_batches(paths, transform, batch_size=batch_size, workers=workers, pin_memory=pin_memory,
+                               fast_decode=fast_decode):
         for index, reason in batch.errors:
             errors[paths[index]] = reason
         if batch.images is not None:

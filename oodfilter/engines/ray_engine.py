@@ -21,6 +21,7 @@ import torch
 
 from oodfilter.data.dataset import decode_item
 from oodfilter.data.decode import DEFAULT_MAX_PIXELS, check_max_pixels
+from oodfilter.data.draft import fast_decode_for
 from oodfilter.errors import MissingDependencyError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.scoring.factory import build_scorer
@@ -42,12 +43,14 @@ def _require_ray() -> Any:
 
 
 def decode_batch(
-    batch: dict[str, np.ndarray], *, preprocess: Callable[[Any], torch.Tensor], image_size: int, max_pixels: int
+    batch: dict[str, np.ndarray], *, preprocess: Callable[[Any], torch.Tensor], image_size: int, max_pixels: int,
+    fast_decode: bool = False,
 ) -> dict[str, np.ndarray]:
     """Ray Data task: decode and preprocess a batch of paths; a bad file gets an error and a zero image."""
     images, errors = [], []
+    fast = fast_decode_for(preprocess) if fast_decode else None
     for path in batch["path"]:
-        image, error = decode_item(str(path), preprocess, max_pixels)
+        image, error = decode_item(str(path), preprocess, max_pixels, fast)
         images.append(image.numpy() if image is not None else np.zeros((3, image_size, image_size), np.float32))
         errors.append(error or "")
     return {"path": batch["path"], "image": np.stack(images).astype(np.float32), "error": np.array(errors)}
@@ -90,6 +93,7 @@ def score_files_with_ray(
     num_actors: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     feature_sink: Callable[[torch.Tensor], None] | None = None,
+    fast_decode: bool = False,
 ) -> Iterator[list[ManifestRow]]:
     """Score ``paths`` on Ray and yield their rows batch by batch, in input order, as they arrive.
 
@@ -103,6 +107,8 @@ def score_files_with_ray(
         max_pixels: Decompression-bomb limit per image.
         feature_sink: Called with each batch's (n, D) image features of its ``ok`` rows, in row order,
             before the batch's rows are yielded (as :func:`~oodfilter.scoring.files.score_files` does).
+        fast_decode: Decode large JPEGs reduced, never below twice the model's input size
+            (:mod:`oodfilter.data.draft`).
 
     """
     check_max_pixels(max_pixels)
@@ -114,7 +120,8 @@ def score_files_with_ray(
     gpus = int(ray.cluster_resources().get("GPU", 0))
     decoded = ray.data.from_items([{"path": p} for p in paths]).map_batches(
         decode_batch,
-        fn_kwargs={"preprocess": model.preprocess, "image_size": model.image_size, "max_pixels": max_pixels},
+        fn_kwargs={"preprocess": model.preprocess, "image_size": model.image_size, "max_pixels": max_pixels,
+                   "fast_decode": fast_decode},
         batch_size=batch_size,
         num_cpus=1,
     )

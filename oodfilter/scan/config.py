@@ -64,6 +64,7 @@ class ScanConfig(ModelOptions):
     dry_run: bool = False
     cache_dir: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    fast_decode: bool = False
     engine: str = "local"
     ray_address: str | None = None
     ray_actors: int | None = None

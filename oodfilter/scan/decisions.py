@@ -114,7 +114,8 @@ def plan_decisions(config: ScanConfig, scorer: Scorer, rule: dict[str, Any],
                               "share of them whatever they contain; calibrate on images you know are "
                               "in-distribution", stacklevel=3)
             calibration = calibrate(scorer, paths, config.id_recall, workers=config.workers,
-                                    max_pixels=config.max_pixels, source=" ".join(config.calibrate_on))
+                                    max_pixels=config.max_pixels, source=" ".join(config.calibrate_on),
+                                    fast_decode=config.fast_decode)
     else:
         stored.unlink(missing_ok=True)
         return DecisionPlan(config.threshold, rule)

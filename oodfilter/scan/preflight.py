@@ -36,6 +36,7 @@ from oodfilter.text.templates import TEMPLATE_SETS, templates_digest
 # What each setting a resume must share is called in the refusal.
 RESUME_WORDS = {
     "fingerprints": "model", "classes_sha256": "class list", "templates_sha256": "prompt templates",
+    "decode": "decoding (--fast-decode or not)",
     "decision_rule": "threshold or decision rule (--threshold, --id-recall and its --calibrate-on images, "
     "--calibration, --keep-fraction)",
 }

@@ -216,9 +216,10 @@ def _row_batches(config: ScanConfig, spec: ScorerSpec, scorer: Scorer, paths: li
         return score_files_with_ray(ray_spec, scorer.model, paths, batch_size=config.batch_size,
                                     address=config.ray_address, num_actors=config.ray_actors,
                                     max_pixels=config.max_pixels,
-                                    feature_sink=features.write if features is not None else None)
+                                    feature_sink=features.write if features is not None else None,
+                                    fast_decode=config.fast_decode)
     return score_files(scorer, paths, workers=config.workers, max_pixels=config.max_pixels,
-                       feature_sink=features.write if features is not None else None)
+                       feature_sink=features.write if features is not None else None, fast_decode=config.fast_decode)
 
 
 def _write_rows(
@@ -269,7 +270,7 @@ def _run_identity(config: ScanConfig, scorer: Scorer, plan: DecisionPlan) -> dic
 def _identity(config: ScanConfig, scorer: Scorer, rule: dict[str, Any]) -> dict[str, Any]:
     """Return the settings a resume must share, known before any calibration is fitted."""
     return {"fingerprints": scorer.class_vectors.fingerprints, "method": scorer.method.name, "decision_rule": rule,
-            "precision": scorer.precision,
+            "precision": scorer.precision, "decode": "fast" if config.fast_decode else "full",
             "classes_sha256": classes_digest(list(scorer.class_vectors.class_names)),
             "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained),
             "templates_sha256": templates_digest(scorer.class_vectors.templates)}
@@ -282,7 +283,8 @@ def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str
 
 
 # The templates' name is recorded for people; what a resume compares is the digest of their text.
-_IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates_sha256", "precision")
+_IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates_sha256", "precision",
+                  "decode")
 
 
 def _legacy_precision(previous: dict[str, Any], scorer: Scorer, out: Path) -> None:
@@ -308,6 +310,7 @@ def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any], previous:
     if previous is None:
         return set()
     _legacy_precision(previous, scorer, out)
+    previous.setdefault("decode", "full")  # made before --fast-decode existed: every image decoded in full
     different = [key for key in _IDENTITY_KEYS if previous.get(key) != meta[key]]
     if different:
         raise resume_refused(out, different, {**RESUME_WORDS, "precision": (

@@ -24,7 +24,7 @@ from oodfilter.sinks.rows import ManifestRow
 
 def calibrate(
     scorer: Scorer, id_images: Sequence[str | Path] | str | Path | torch.Tensor, id_recall: float, *, workers: int = 0,
-    max_pixels: int = DEFAULT_MAX_PIXELS, source: str = "",
+    max_pixels: int = DEFAULT_MAX_PIXELS, source: str = "", fast_decode: bool = False,
 ) -> Calibration:
     """Fit the threshold that keeps ``id_recall`` of ``scorer``'s in-distribution images.
 
@@ -37,6 +37,8 @@ def calibrate(
         max_pixels: Decompression-bomb limit per image file.
         source: Where the images came from, recorded in the calibration as "N images from SOURCE"
             (default: "N image files" or "N image features").
+        fast_decode: Decode large JPEGs reduced, as the scan the threshold is for does
+            (:func:`~oodfilter.scoring.files.score_files`).
 
     Returns:
         The calibration; ``scorer.threshold = calibration.threshold`` (or ``ScorerSpec(calibration=...)``)
@@ -58,7 +60,8 @@ def calibrate(
     else:
         values: list[float] = []
         failed: list[ManifestRow] = []
-        for rows in score_files(scorer, [str(path) for path in id_images], workers=workers, max_pixels=max_pixels):
+        for rows in score_files(scorer, [str(path) for path in id_images], workers=workers, max_pixels=max_pixels,
+                                fast_decode=fast_decode):
             values += [row.score for row in rows if row.ok]
             failed += [row for row in rows if not row.ok]
         if failed:

@@ -23,6 +23,7 @@ def score_files(
     workers: int = 0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     feature_sink: Callable[[torch.Tensor], None] | None = None,
+    fast_decode: bool = False,
 ) -> Iterator[list[ManifestRow]]:
     """Yield the rows of ``paths`` batch by batch, in input order; a file that cannot be decoded is an error row.
 
@@ -33,12 +34,15 @@ def score_files(
         max_pixels: Decompression-bomb limit per image.
         feature_sink: Called with each batch's (n, D) normalised image features of its ``ok`` rows, in row
             order, before the batch's rows are yielded (``scan --save-features`` stores them).
+        fast_decode: Decode a large JPEG reduced in the DCT domain, never below twice the model's input size,
+            before the model's own resize (:mod:`oodfilter.data.draft`; scan ``--fast-decode``).
 
     """
     names = [str(path) for path in paths]
     on_gpu = scorer.device.type == "cuda"
     batches = image_batches(names, scorer.model.preprocess, batch_size=scorer.batch_size, workers=workers,
-                            pin_memory=on_gpu, max_pixels=max_pixels, device=scorer.device if on_gpu else None)
+                            pin_memory=on_gpu, max_pixels=max_pixels, device=scorer.device if on_gpu else None,
+                            fast_decode=fast_decode)
     for batch in batches:
         if batch.images is None:
             yield build_rows(names, batch.errors, batch.ok, None)

@@ -231,6 +231,24 @@ def check_startup(stdout: str) -> None:
     assert re.search(r"slowest: .+ [\d.]+ s \([\d.]+x import torch\); commands that import torch: 0 of 6", stdout)
 
 
+def check_decode(stdout: str) -> None:
+    assert re.search(r"^CPU: .+; \d+ cores", stdout, re.MULTILINE), stdout
+    speed, world = markdown_tables(stdout)
+    assert [row["path"] for row in speed] == ["decode + preprocess", "scan, test-tiny fp32"]
+    for row in speed:
+        ratio = positive(row["draft images/s"]) / positive(row["full images/s"])
+        assert positive(row["draft / full"]) == pytest.approx(ratio, abs=0.01)
+    methods = ["msp", "maxlogit", "energy", "mcm", "neglabel", "plp", "ctw", "atd"]
+    assert [row["method"] for row in world] == methods
+    for row in world:
+        assert float(row["max abs score diff"]) >= 0
+        for column in ("differ, calibrated 95%", "differ, each calibrated 95%"):  # the quick world has 25 ID images
+            assert 0 <= float(row[column].rstrip("%")) <= 100
+        assert (row["differ, own rule"] == "n/a") == (row["method"] not in ("ctw", "atd"))
+    assert re.search(r"agreement at the calibrated 95% ID recall: at least [\d.]+% .*bar 99\.5%: (met|not met)",
+                     stdout), stdout
+
+
 SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "class_vectors": (False, check_class_vectors),  # WordNet names when present, generated ones otherwise
     "scan_throughput": (True, check_scan_throughput),
@@ -242,6 +260,7 @@ SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "scale": (False, check_scale),
     "remote": (True, check_remote),
     "startup": (False, check_startup),
+    "decode": (True, check_decode),
 }
 
 
