@@ -77,7 +77,7 @@ class PreparedScan:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        self.close()
+        self.lock.__exit__(kind, error, trace)  # a failed scan also removes the folders made only for its lock
 
 
 def prepare_scan(config: ScanConfig, *, model_given: bool = False) -> PreparedScan:
@@ -102,8 +102,8 @@ def prepare_scan(config: ScanConfig, *, model_given: bool = False) -> PreparedSc
     lock.__enter__()
     try:
         return _prepared(config, lock, model_given)
-    except BaseException:
-        lock.__exit__(None, None, None)
+    except BaseException as error:  # refused: the lock file and the folders made for it go
+        lock.__exit__(type(error), error, error.__traceback__)
         raise
 
 
