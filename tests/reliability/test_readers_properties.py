@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from oodfilter.decision import Calibration
 from oodfilter.errors import OODFilterError
 from oodfilter.sinks.features import FeatureHeader, read_header
-from oodfilter.sinks.journal import JournalEntry, entry_problem, read_journal
+from oodfilter.sinks.journal import JournalEntry, JournalHeader, entry_problem, read_journal
 from oodfilter.sinks.manifest import read_manifest, read_meta, sidecar
 from oodfilter.sinks.rows import COLUMNS, ManifestRow
 from oodfilter.sinks.safe_paths import Fingerprint
@@ -310,17 +310,24 @@ def test_any_meta_file_reads_as_a_checked_mapping_or_a_named_error(base, data):
             assert meta.get(key) is None or math.isfinite(meta[key])
 
 
+JOURNAL_KEY = b"\xab" * 32
+JOURNAL_HEADER = JournalHeader("0123456789abcdef", (Path("/data/in"),)).signed(JOURNAL_KEY)
+
+
 def _journal_line(draw: st.DrawFn) -> dict[str, Any]:
     op = draw(st.sampled_from(["move", "copy", "link"]))
     src = "/data/in/" + draw(st.text("abc/", min_size=1, max_size=6))
     fingerprint = Fingerprint("symlink", src) if op == "link" else Fingerprint("file", "e" * 64)
-    entry = JournalEntry(op, Path(src), Path("/data/out/x"), Path("/data/out"), "0123456789abcdef", fingerprint)
-    return json.loads(entry.signed("ab" * 16).to_json())
+    entry = JournalEntry(JOURNAL_HEADER, op, Path(src), Path("/data/out/x"), Path("/data/out"), "0123456789abcdef",
+                         fingerprint)
+    return json.loads(entry.signed(JOURNAL_KEY).to_json())
 
 
 @st.composite
 def journal(draw: st.DrawFn) -> bytes:
-    lines = [draw(json_document(_journal_line(draw))) for _ in range(draw(st.integers(0, 3)))]
+    """A journal as a run writes it (its signed header, then its entries), each line possibly mutated."""
+    lines = [draw(json_document(json.loads(JOURNAL_HEADER.to_json())))]
+    lines += [draw(json_document(_journal_line(draw))) for _ in range(draw(st.integers(0, 3)))]
     return b"\n".join(lines) + draw(st.sampled_from([b"\n", b""]))
 
 
