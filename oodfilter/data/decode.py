@@ -218,10 +218,10 @@ def _reduce_while_decoding(image: Image.Image, min_size: tuple[int, int]) -> tup
     return right, lower
 
 
-Box = tuple[float, float, float, float]
+_Box = tuple[float, float, float, float]
 
 
-def _displayed_box(orientation: int, stored: tuple[int, int], extent: tuple[float, float]) -> Box:
+def _displayed_box(orientation: int, stored: tuple[int, int], extent: tuple[float, float]) -> _Box:
     """Return the region of the reduced image, as displayed after EXIF ``orientation``, that shows the picture.
 
     In the stored reduced image (``stored`` pixels) the picture covers ``(0, 0, *extent)``; a partial last
