@@ -65,7 +65,7 @@ class ClassVectors:
         return self._search
 
     def nearest_classes(self, image_features: torch.Tensor | np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
-        """Return the ``k`` class names nearest to each image as (cosines (B, k), class indices (B, k)).
+        """Return the ``k`` classes nearest to each image as (cosines (B, k), class indices (B, k)).
 
         One FAISS query for the whole batch; rows are sorted by decreasing cosine.
         """

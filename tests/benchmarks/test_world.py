@@ -39,7 +39,7 @@ def test_a_wrong_key_in_the_weights_is_a_clear_error():
         towers.rename_lite0_keys({"_not_a_layer.weight": torch.zeros(1)}, model)
 
 def _run_quick(script: str, shared_data: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python benchmarks/world/<script> --quick`` as the README documents it; fail with its stderr."""
+    """Run ``python benchmarks/world/<script> --quick`` as docs/benchmarks.md documents it; fail with its stderr."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OODFILTER_SHARED_DATA": str(shared_data)}
     command = [sys.executable, f"benchmarks/world/{script}", "--quick", "--out", str(tmp_path / "out"),
                "--cache-dir", str(tmp_path / "cache")]
