@@ -153,7 +153,8 @@ def _histogram_svg(data: ReportData, bins: int, label: str = "decision boundary"
     peak = max(counts)
     bar = (width - 2 * pad) / bins
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}" role="img" '
-             f'aria-label="histogram of OOD scores">']
+             f'aria-label="histogram of OOD scores" id="histogram" data-low="{low!r}" data-high="{high!r}" '
+             f'data-left="{pad}" data-right="{width - pad}">']
     for i, count in enumerate(counts):
         h = (height - pad) * count / peak
         centre = low + (i + 0.5) * (high - low) / bins
@@ -165,6 +166,8 @@ def _histogram_svg(data: ReportData, bins: int, label: str = "decision boundary"
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{pad / 2}" y2="{height}" stroke="black" '
                      f'stroke-dasharray="4 3"/><text x="{x + 4:.1f}" y="{pad / 2 + 10}">{html.escape(label)} '
                      f'{data.boundary:.4g}</text>')
+    parts.append(f'<line id="slider-line" x1="0" x2="0" y1="{pad / 2}" y2="{height}" stroke="#e08000" '
+                 'stroke-width="2" visibility="hidden"><title>the slider\'s threshold</title></line>')
     parts.append(f'<text x="{pad}" y="{height + 18}">{low:.4g}</text>')
     parts.append(f'<text x="{width - pad - 60}" y="{height + 18}">{high:.4g}</text>')
     parts.append(f'<text x="{width / 2 - 90:.0f}" y="{height + 34}">OOD score (higher = more OOD)</text></svg>')

@@ -122,7 +122,19 @@ SCRIPT = """
     card.querySelector('.mark').textContent = mark ? 'marked ' + mark : '';
     card.hidden = state.classFilter !== '' && data.classes[row.cls] !== state.classFilter;
   }
-  function render() { renderCounts(); cards.forEach(renderCard); }
+  function renderLine() {  /* the slider's threshold on the histogram */
+    var svg = byId('histogram'), line = byId('slider-line');
+    if (!svg || !line) { return; }
+    var low = Number(svg.getAttribute('data-low')), high = Number(svg.getAttribute('data-high'));
+    var left = Number(svg.getAttribute('data-left')), right = Number(svg.getAttribute('data-right'));
+    var t = state.threshold;
+    line.setAttribute('visibility', t === null || t < low || t > high ? 'hidden' : 'visible');
+    if (t !== null) {
+      var x = String(left + (t - low) / (high - low) * (right - left));
+      line.setAttribute('x1', x); line.setAttribute('x2', x);
+    }
+  }
+  function render() { renderCounts(); renderLine(); cards.forEach(renderCard); }
   function sortGrid() {
     var grid = byId('grid');
     if (!grid) { return; }
