@@ -345,10 +345,12 @@ def _grid_section(data: ReportData, cards: _Cards) -> str:
     """Return the browsable grid (sorted and filtered by the toolbar), with a note when it shows a sample."""
     ok = data.counts["ok"]
     shown = len(data.browse)
-    if shown < ok:
-        note = (f"Showing {shown} of {ok} scanned images, every {ok / max(shown, 1):.3g}th in manifest order (the "
-                "report's --grid option sets how many); the galleries above can be marked too, and every image "
-                "counts in the threshold slider's totals.")
+    if shown == 0 < ok:
+        note = f"The grid is off (--grid 0); the {ok} scanned images count in the threshold slider's totals."
+    elif shown < ok:
+        note = (f"Showing {shown} of {ok} scanned images, spread evenly over the manifest (about 1 in "
+                f"{ok / max(shown, 1):.3g}; the report's --grid option sets how many); the galleries above can be "
+                "marked too, and every image counts in the threshold slider's totals.")
     else:
         note = f"All {ok} scanned images."
     return (f'<section><h2>Browse ({shown})</h2><p class="note">{html.escape(note)}</p>'

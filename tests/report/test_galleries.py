@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from oodfilter.report import write_report
+from oodfilter.report import ReportConfig, write_report
 from oodfilter.report.review_page import json_island, read_island
 from oodfilter.report.summary import summarise
 from oodfilter.sinks.rows import ManifestRow
@@ -92,3 +92,17 @@ def test_the_json_island_cannot_be_closed_by_a_file_name(tmp_path):
     page = write_report(manifest, tmp_path / "r.html").read_text()
     assert page.count("</script>") == 2 and "<script>alert(1)" not in page  # the island and the page's script
     assert read_island(page)["rows"][0]["path"] == evil
+
+
+def test_the_page_says_when_the_grid_is_a_sample_or_off(tmp_path):
+    rows = [_row(f"r{i}", i / 10, i > 5) for i in range(10)]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in rows))
+    sample = write_report(manifest, tmp_path / "a.html", ReportConfig(grid=4)).read_text()
+    assert "Browse (4)" in sample and "Showing 4 of 10 scanned images, spread evenly over the manifest" in sample
+    # the strips: 4 flagged (most OOD, just flagged) and 6 kept (just kept, most in-distribution); then the grid
+    assert sample.count('<figure class="card"') == 4 + 4 + 6 + 6 + 4
+    off = write_report(manifest, tmp_path / "b.html", ReportConfig(grid=0)).read_text()
+    assert "Browse (0)" in off and "The grid is off (--grid 0)" in off and 'id="grid"' not in off
+    full = write_report(manifest, tmp_path / "c.html").read_text()
+    assert "All 10 scanned images." in full
