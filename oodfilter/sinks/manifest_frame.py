@@ -78,7 +78,8 @@ def read_manifest(path: str | Path, *, as_: str = "pandas") -> Any:
 def _columns(rows: list[ManifestRow]) -> dict[str, list[Any]]:
     """Column name → values: the documented columns, then optional ones some row gives a value."""
     records = [row.to_dict() for row in rows]
-    optional = [name for name in COLUMNS if name not in DOCUMENTED and any(r.get(name) is not None for r in records)]
+    names = dict.fromkeys([*COLUMNS, *(name for record in records for name in record)])  # in order, once each
+    optional = [name for name in names if name not in DOCUMENTED and any(r.get(name) is not None for r in records)]
     return {name: [record.get(name) for record in records] for name in (*DOCUMENTED, *optional)}
 
 
