@@ -26,6 +26,8 @@ from oodfilter.scan.apply_config import APPLY_ACTIONS  # torch-free: --help must
               "the same model, class list, templates and method (repeatable); its scores are read, nothing is scored.")
 @click.option("--review", type=click.Path(dir_okay=False), default=None, help="A review file exported by the report: "
               "'drop' marks are OOD, 'keep' marks in-distribution, and its threshold (if moved) decides the rest.")
+@click.option("--only-marked", is_flag=True, help="With --review: decide only the marked rows; the others get no "
+              "decision and are left alone, so the action takes exactly the marked files.")
 @click.option("--action", type=click.Choice(APPLY_ACTIONS), default="tag", show_default=True, help="tag: only the new "
               "manifest; move, copy, link: the selected files into --dest (journaled, 'oodfilter undo' reverses); "
               "reshard: shards without the selected samples into --dest; list: print the selected paths.")
@@ -41,7 +43,8 @@ def apply_command(manifest: str, quiet: bool, **options: Any) -> None:
     """Apply a decision and an action to MANIFEST, from its stored scores: no model, no image is read.
 
     Each ok row is decided by the --review mark, else the review's threshold, else --threshold,
-    --calibration, --id-recall or --keep-fraction, else the decision MANIFEST holds. Error rows stay as
+    --calibration, --id-recall or --keep-fraction, else the decision MANIFEST holds (with --only-marked:
+    the marks alone; the other rows get no decision and no action takes them). Error rows stay as
     they are; a file modified since the scan becomes an error row and is not acted on. The new manifest's
     meta says what decided (applied_from, the review's sha256). Nothing is overwritten, files go only to
     --dest outside the scanned folders, and a dry run writes nothing.

@@ -87,15 +87,18 @@ class ApplySummary:
 def apply_manifest(manifest: str | Path, *, out: str | Path | None = None, threshold: float | None = None,
                    calibration: str | Path | None = None, keep_fraction: float | None = None,
                    id_recall: float | None = None, calibrate_on: list[str] | None = None,
-                   review: str | Path | None = None, action: str = "tag", select: str = "ood",
-                   dest: str | Path | None = None, dry_run: bool = False, overwrite: bool = False) -> ApplySummary:
+                   review: str | Path | None = None, only_marked: bool = False, action: str = "tag",
+                   select: str = "ood", dest: str | Path | None = None, dry_run: bool = False,
+                   overwrite: bool = False) -> ApplySummary:
     """Apply a decision and an action to a scanned manifest without scoring anything again.
 
     Each ok row is decided by the review's mark, else the review's threshold, else the decision option
     given here, else the manifest's own decision; error rows stay as they are, and a row whose file was
     modified after the scan becomes an error row. The rows are written to ``out`` (never over an existing
     file unless ``overwrite``), then the action runs as a scan's does (``move``/``copy``/``link`` journaled
-    for ``oodfilter undo``). See :class:`~oodfilter.scan.apply_config.ApplyConfig` for each argument.
+    for ``oodfilter undo``). With ``only_marked`` the review's marks alone decide: the other rows get no
+    decision and no action takes them (reshard keeps them), so a move takes exactly the files marked
+    "drop". See :class:`~oodfilter.scan.apply_config.ApplyConfig` for each argument.
 
     Example::
 
@@ -110,8 +113,9 @@ def apply_manifest(manifest: str | Path, *, out: str | Path | None = None, thres
     config = ApplyConfig(manifest=str(manifest), out=None if out is None else str(out), threshold=threshold,
                          calibration=None if calibration is None else str(calibration), keep_fraction=keep_fraction,
                          id_recall=id_recall, calibrate_on=list(calibrate_on or []),
-                         review=None if review is None else str(review), action=action, select=select,
-                         dest=None if dest is None else str(dest), dry_run=dry_run, overwrite=overwrite)
+                         review=None if review is None else str(review), only_marked=only_marked, action=action,
+                         select=select, dest=None if dest is None else str(dest), dry_run=dry_run,
+                         overwrite=overwrite)
     return run_apply(config)
 
 
@@ -147,8 +151,8 @@ def run_apply(config: ApplyConfig) -> ApplySummary:
         summary.in_distribution += row.is_ood is False
         if row.ok and row.is_ood is select_ood:
             summary.selected.append(path)
-    if config.action not in ("tag", LIST):
-        _check_decided(config, decided.rows)
+    if config.action not in ("tag", LIST) and not config.only_marked and (review is None or config.action == RESHARD):
+        _check_decided(config, decided.rows)  # rows a review leaves undecided are left alone (reshard: kept)
     if config.dry_run:
         _act(config, summary, decided.rows, resolved, roots, journal=None)
         return summary
@@ -285,15 +289,17 @@ def _check_decided(config: ApplyConfig, rows: list[ManifestRow]) -> None:
     if undecided:
         raise InputError(f"{len(undecided)} rows (e.g. {undecided[0]}) have no decision, so --action {config.action} "
                          "cannot tell whether to take them; pass --threshold, --calibration, --id-recall, "
-                         "--keep-fraction or a --review with a threshold")
+                         "--keep-fraction, a --review with a threshold, or --review FILE --only-marked to act on "
+                         "the marked rows alone")
 
 
 def _act(config: ApplyConfig, summary: ApplySummary, rows: list[ManifestRow], resolved: list[str],
          roots: list[str], journal: Path | None) -> None:
     """Carry out (or, without a journal: plan) the action on the selected rows."""
     select_ood = config.select == "ood"
-    if config.action == RESHARD:
-        named = [replace(row, path=path) for row, path in zip(rows, resolved, strict=True)]
+    if config.action == RESHARD:  # with --only-marked an undecided sample is not selected: its shard keeps it
+        named = [replace(row, path=path, is_ood=(not select_ood) if config.only_marked and row.ok and row.is_ood is None
+                         else row.is_ood) for row, path in zip(rows, resolved, strict=True)]
         samples = [row.path for row in named if row.ok or split_sample_name(row.path) is not None]
         summary.resharded = reshard_rows(named, samples, str(config.dest), select_ood=select_ood,
                                          dry_run=journal is None)

@@ -31,6 +31,8 @@ class ApplyConfig:
             class list, templates, method and precision (their stored scores are used; nothing is scored).
         review: A review file exported by the report: its marks override every other decision, and its
             threshold (when the reviewer moved the slider) decides the unmarked rows.
+        only_marked: Decide only the rows the review marks; the others get no decision and are left alone
+            (so an action takes exactly the marked files).
         action: tag (only the new manifest), move, copy, link, reshard, or list (print the selected paths).
         select: Which rows the action takes: ``ood`` or ``id``.
         dest: The folder for move, copy, link and reshard.
@@ -47,6 +49,7 @@ class ApplyConfig:
     id_recall: float | None = None
     calibrate_on: list[str] = field(default_factory=list)
     review: str | None = None
+    only_marked: bool = False
     action: str = "tag"
     select: str = "ood"
     dest: str | None = None
@@ -85,3 +88,11 @@ class ApplyConfig:
             raise InputError(f"--threshold must be a finite number, got {self.threshold}")
         check_decision_options(self.threshold, self.id_recall, self.calibrate_on, self.calibration,
                                self.keep_fraction)
+        if self.only_marked and not self.review:
+            raise InputError("--only-marked decides the rows a --review file marks; pass --review FILE")
+        given = [name for name, value in (("--threshold", self.threshold), ("--calibration", self.calibration),
+                                          ("--id-recall", self.id_recall), ("--keep-fraction", self.keep_fraction))
+                 if value is not None]
+        if self.only_marked and given:
+            raise InputError(f"--only-marked decides by the review's marks alone, so {given[0]} would decide nothing; "
+                             "drop one of them")

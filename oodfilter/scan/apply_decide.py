@@ -83,8 +83,17 @@ def decide_rows(config: ApplyConfig, rows: list[ManifestRow], meta: dict[str, An
             new.append(ManifestRow(row.path, "error", error=CHANGED))
         else:
             new.append(row)
-    threshold, decision_meta, calibration = _base_rule(config, meta, review)
     ok = [index for index, row in enumerate(new) if row.ok]
+    if config.only_marked:  # only the marks decide: every other row is left undecided, and no action takes it
+        if review is not None and review.threshold is not None:
+            warnings.warn(f"the review file {review.path} sets a threshold ({review.threshold:g}, moved on its "
+                          "slider), not used: --only-marked decides the marked rows alone", stacklevel=3)
+        threshold, calibration = None, None
+        decision_meta = _meta(None, {"review_marks_only": True}, "")
+        for index in ok:
+            new[index] = replace(new[index], is_ood=None)
+    else:
+        threshold, decision_meta, calibration = _base_rule(config, meta, review)
     if config.keep_fraction is not None and (review is None or review.threshold is None):
         flags, boundary = keep_fraction_flags([new[i].score for i in ok], config.keep_fraction)
         for position, index in enumerate(ok):
@@ -103,7 +112,7 @@ def decide_rows(config: ApplyConfig, rows: list[ManifestRow], meta: dict[str, An
                 ignored.append(row.path)
                 continue
             new[index] = replace(row, is_ood=mark == "drop")
-        decision_meta["decision"] = _with_marks(decision_meta.get("decision"), review)
+        decision_meta["decision"] = _with_marks(decision_meta.get("decision"), review, config.only_marked)
     return Decided(new, decision_meta, calibration, changed, ignored)
 
 
@@ -160,10 +169,13 @@ def _meta(threshold: float | None, rule: dict[str, Any], described: str) -> dict
             "decision": described}
 
 
-def _with_marks(described: Any, review: Review) -> str:
+def _with_marks(described: Any, review: Review, only_marked: bool) -> str:
     counts = review.counts()
+    marks = f"{counts['drop']} rows marked drop and {counts['keep']} marked keep by review {review.path.name}"
+    if only_marked:
+        return f"{marks}; no other row decided (--only-marked)"
     base = described if isinstance(described, str) and described else "the manifest's decisions"
-    return f"{base}; {counts['drop']} rows marked drop and {counts['keep']} marked keep by review {review.path.name}"
+    return f"{base}; {marks}"
 
 
 def check_calibration_fits(calibration: Calibration, meta: dict[str, Any], where: str) -> None:

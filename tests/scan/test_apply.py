@@ -235,6 +235,63 @@ def test_a_review_is_refused_when_the_manifest_changed_or_it_marks_unknown_paths
     assert not list(tmp_path.glob("a.jsonl*"))
 
 
+def test_only_marked_moves_exactly_the_marked_files_and_undo_restores_them(tmp_path, scanned):
+    folder, out = scanned
+    decided = tmp_path / "decided.jsonl"
+    _apply(out, "--threshold", _median(out), "--out", decided)  # a scan that decided: flagged and kept rows
+    rows = [row for row in read_manifest(decided) if row.ok]
+    flagged = [row for row in rows if row.is_ood]
+    kept = [row for row in rows if row.is_ood is False]
+    assert len(flagged) >= 3 and kept
+    marks = {kept[0].path: "drop", flagged[0].path: "drop", flagged[1].path: "keep"}
+    review = _review(tmp_path / "review.json", decided, marks)
+    dest, applied = tmp_path / "dropped", tmp_path / "applied.jsonl"
+    # without --only-marked the manifest's flagged rows go too
+    every = oodfilter.apply_manifest(decided, review=review, action="move", dest=dest, dry_run=True)
+    assert len(every.planned) == len(flagged)  # all flagged, but the one kept, and the one dropped
+    before = _tree(folder)
+    output = _apply(decided, "--review", review, "--only-marked", "--action", "move", "--dest", dest, "--out", applied)
+    placed = sorted(str(path.relative_to(dest)) for path in dest.rglob("*") if not path.is_dir())
+    assert placed == sorted(str(_file(out, path).relative_to(folder)) for path in (kept[0].path, flagged[0].path))
+    decisions = {row.path: row.is_ood for row in read_manifest(applied) if row.ok}
+    assert decisions == {row.path: {"drop": True, "keep": False}.get(marks.get(row.path, ""))
+                         for row in rows}  # the marks, and no decision elsewhere
+    assert "no decision" in output and "--only-marked" in output
+    meta = read_meta(applied)
+    assert meta["decision_rule"] == {"review_marks_only": True} and meta["threshold"] is None
+    journal = sidecar(applied, "journal.jsonl")
+    result = CliRunner().invoke(cli, ["undo", str(journal)])
+    assert result.exit_code == 0 and "undone: 2" in result.output, result.output
+    assert _tree(folder) == before
+
+
+def test_only_marked_needs_a_review_and_takes_no_other_decision(tmp_path, scanned):
+    _, out = scanned
+    rows = [row for row in read_manifest(out) if row.ok]
+    review = _review(tmp_path / "review.json", out, {rows[0].path: "drop"}, threshold=_median(out))
+    assert "pass --review" in _error(out, "--only-marked", "--out", tmp_path / "a.jsonl")
+    message = _error(out, "--review", review, "--only-marked", "--keep-fraction", 0.5, "--out", tmp_path / "a.jsonl")
+    assert "--keep-fraction would decide nothing" in message
+    assert not list(tmp_path.glob("a.jsonl*"))
+    with pytest.warns(UserWarning, match="--only-marked decides the marked rows alone"):
+        summary = oodfilter.apply_manifest(out, review=review, only_marked=True, out=tmp_path / "a.jsonl")
+    assert summary.ood == 1 and summary.in_distribution == 0  # the review's threshold decided nothing
+    assert [row.path for row in read_manifest(tmp_path / "a.jsonl") if row.is_ood is not None] == [rows[0].path]
+
+
+def test_a_review_of_an_undecided_scan_acts_on_its_marks_alone(tmp_path, scanned):
+    folder, out = scanned  # MCM: the scan decided nothing
+    rows = [row for row in read_manifest(out) if row.ok]
+    review = _review(tmp_path / "review.json", out, {rows[0].path: "drop", rows[-1].path: "drop",
+                                                     rows[1].path: "keep"})
+    dest = tmp_path / "copies"
+    summary = oodfilter.apply_manifest(out, review=review, action="copy", dest=dest, out=tmp_path / "a.jsonl")
+    assert summary.actions is not None and summary.actions.done == 2
+    placed = sorted(str(path.relative_to(dest)) for path in dest.rglob("*") if not path.is_dir())
+    assert placed == sorted(str(_file(out, row.path).relative_to(folder)) for row in (rows[0], rows[-1]))
+    assert summary.ood == 2 and summary.in_distribution == 1 and summary.ok - 3 == len(rows) - 3
+
+
 # --- actions: the scan's journal, undo, refusals ---
 
 
@@ -317,7 +374,7 @@ def test_list_prints_the_selected_paths(tmp_path, scanned):
 def test_reshard_from_an_applied_decision(tmp_path, real_images, tiny_model, text_cache):
     from shard_data import write_shards  # tests/support
 
-    from oodfilter.data.shards import shard_index
+    from oodfilter.data.shards import shard_index, split_sample_name
 
     shards = write_shards(tmp_path / "shards", real_images[:12], per_shard=6)
     out = tmp_path / "scan.jsonl"
@@ -332,3 +389,17 @@ def test_reshard_from_an_applied_decision(tmp_path, real_images, tiny_model, tex
     assert summary.resharded.kept == 6 and summary.resharded.dropped_selected == 6
     kept = sum(len(shard_index(str(dest / path.name)).samples) for path in shards)
     assert kept == 6
+    # a review's marks alone: the marked "drop" samples are left out, every other sample is kept
+    samples = [row.path for row in read_manifest(out) if row.ok]
+    review = _review(tmp_path / "review.json", out, {samples[0]: "drop", samples[7]: "drop", samples[3]: "keep"})
+    with pytest.raises(InputError, match="no decision"):  # without --only-marked the unmarked rows are undecided
+        oodfilter.apply_manifest(out, review=review, action="reshard", dest=tmp_path / "refused",
+                                 out=tmp_path / "refused.jsonl", dry_run=True)
+    marked = tmp_path / "marked"
+    summary = oodfilter.apply_manifest(out, review=review, only_marked=True, action="reshard", dest=marked,
+                                       out=tmp_path / "marked.jsonl")
+    assert summary.resharded is not None and summary.resharded.written
+    assert summary.resharded.kept == 10 and summary.resharded.dropped_selected == 2
+    left = {(Path(path).name, key) for path in shards for key in shard_index(str(marked / path.name)).samples}
+    named = [(Path(shard).name, key) for shard, key in map(split_sample_name, samples)]  # type: ignore[misc]
+    assert left == set(named) - {named[0], named[7]}
