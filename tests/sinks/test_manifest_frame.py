@@ -90,5 +90,5 @@ def test_rows_form_and_refusals(manifests, monkeypatch):
     with pytest.raises(MissingDependencyError, match="pip install pandas"):
         oodfilter.read_manifest(manifests[".jsonl"])
     monkeypatch.setitem(sys.modules, "pyarrow", None)
-    with pytest.raises(MissingDependencyError, match="pyarrow"):
+    with pytest.raises(MissingDependencyError, match=r"read_manifest\(as_='arrow'\) needs pyarrow"):
         oodfilter.read_manifest(manifests[".jsonl"], as_="arrow")
