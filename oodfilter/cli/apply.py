@@ -90,6 +90,10 @@ def _print_summary(summary: Any, action: str, select: str) -> None:
             f"{len(summary.actions.skipped)}")
         for problem in summary.actions.skipped:
             say(f"skipped: {problem}")
+        if summary.actions.done:
+            from oodfilter.sinks.manifest import sidecar
+
+            say(f"to reverse it: oodfilter undo {sidecar(Path(summary.manifest), 'journal.jsonl')}")
     if summary.resharded is not None:
         done = summary.resharded
         say(f"{'wrote' if done.written else 'would write'} {done.kept} samples to {len(done.shards)} shard(s); left "

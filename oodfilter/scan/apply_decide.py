@@ -171,7 +171,7 @@ def _meta(threshold: float | None, rule: dict[str, Any], described: str) -> dict
 
 def _with_marks(described: Any, review: Review, only_marked: bool) -> str:
     counts = review.counts()
-    marks = f"{counts['drop']} rows marked drop and {counts['keep']} marked keep by review {review.path.name}"
+    marks = f"review {review.path.name}'s marks ({counts['drop']} drop, {counts['keep']} keep)"
     if only_marked:
         return f"{marks}; no other row decided (--only-marked)"
     base = described if isinstance(described, str) and described else "the manifest's decisions"

@@ -256,10 +256,12 @@ def test_only_marked_moves_exactly_the_marked_files_and_undo_restores_them(tmp_p
     decisions = {row.path: row.is_ood for row in read_manifest(applied) if row.ok}
     assert decisions == {row.path: {"drop": True, "keep": False}.get(marks.get(row.path, ""))
                          for row in rows}  # the marks, and no decision elsewhere
-    assert "no decision" in output and "--only-marked" in output
+    assert f"{len(rows) - 3} no decision" in output
+    assert "review review.json's marks (2 drop, 1 keep); no other row decided (--only-marked)" in output
     meta = read_meta(applied)
     assert meta["decision_rule"] == {"review_marks_only": True} and meta["threshold"] is None
     journal = sidecar(applied, "journal.jsonl")
+    assert f"to reverse it: oodfilter undo {journal}" in output
     result = CliRunner().invoke(cli, ["undo", str(journal)])
     assert result.exit_code == 0 and "undone: 2" in result.output, result.output
     assert _tree(folder) == before
