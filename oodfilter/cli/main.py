@@ -17,6 +17,7 @@ from oodfilter.sinks.names import printable
 # command name → "module:attribute"; modules are imported only when their command runs, so that
 # `oodfilter --help` does not pay for importing torch and open_clip.
 COMMANDS = {
+    "apply": "oodfilter.cli.apply:apply_command",
     "convert-clipn": "oodfilter.cli.convert:convert_clipn",
     "download": "oodfilter.cli.models:download_command",
     "eval": "oodfilter.cli.evaluate:eval_command",
