@@ -18,6 +18,7 @@ from oodfilter.errors import InputError
 from oodfilter.messages import redact
 from oodfilter.outputs import check_output, starts_with
 from oodfilter.report.class_rates import suspicious_note
+from oodfilter.report.label_issues import label_issues_section
 from oodfilter.report.summary import ReportData, summarise_stream
 from oodfilter.report.what_if import what_if
 from oodfilter.sinks.manifest import iter_manifest, read_meta, sidecar
@@ -249,6 +250,7 @@ def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: Repor
         _gallery("Most OOD", data.most_ood, size, cache, base),
         _gallery("Borderline", data.borderline, size, cache, base),
         _gallery("Most in-distribution", data.most_id, size, cache, base),
+        label_issues_section(iter_manifest(manifest), lambda row: _thumbnail(resolve_row_path(row, base), size, cache)),
         _per_class_section(data),
         _what_if_section(calibration, data),
         f"<section><h2>Errors ({c['errors']})</h2>{_more_errors(c['errors'], len(data.errors))}"
