@@ -50,5 +50,10 @@ def rescore_command(manifest: str, quiet: bool, **options: Any) -> None:
     with TaskProgress("rescoring", quiet=quiet) as display, display.encodes():  # shows the caption encodes
         summary = rescore(config, checked=checked)
     if not quiet:
+        outcome = f"{summary.ood} OOD, {summary.in_distribution} in-distribution"
+        if summary.undecided == summary.ok and summary.ok:  # as scan says it: no rule decided, so no count of OOD
+            outcome = f"no decision for {summary.ok} (pass --threshold, --calibration or --keep-fraction)"
+        elif summary.undecided:
+            outcome += f", {summary.undecided} no decision"
         click.echo(f"rescored {summary.ok} of {summary.total} rows ({summary.method}) in {summary.seconds:.1f} s: "
-                   f"{summary.ood} OOD -> {Path(summary.manifest)}", err=True)
+                   f"{outcome} -> {Path(summary.manifest)}", err=True)

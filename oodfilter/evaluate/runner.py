@@ -196,7 +196,11 @@ def _stored_features(source: str, scorer: Scorer) -> tuple[torch.Tensor, list[st
 
 
 def _id_accuracy(scorer: Scorer, features: torch.Tensor, paths: list[str], labels: dict[str, int]) -> float | None:
-    """Top-1 accuracy of the yes classifier on the ID images the labels name (None: they name none)."""
+    """Top-1 accuracy of the yes classifier on the ID images the labels name (None: they name none).
+
+    :func:`~oodfilter.evaluate.checks.check_eval` refused labels that miss an ID image; a manifest's stored
+    features cover its ok rows only, so only those count.
+    """
     top = scorer.score_features(features).top_class
     known = [(i, labels[str(real_path(p))]) for i, p in enumerate(paths) if str(real_path(p)) in labels]
     return sum(int(top[i]) == label for i, label in known) / len(known) if known else None
