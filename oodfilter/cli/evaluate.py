@@ -14,9 +14,9 @@ option = functools.partial(config_option, EVAL_CONFIG)
 
 
 @click.command("eval")
-@option("--classes", "-c", help="Class list file (one in-distribution class per line).")
-@option("--id", "id_", field="id", help="In-distribution images: folder, glob, or scan manifest.")
-@option("--ood", multiple=True, help="An OOD image set (folder, glob or manifest); repeat for several.")
+@option("--classes", "-c", needed=True, help="Class list file (one in-distribution class per line).")
+@option("--id", "id_", field="id", needed=True, help="In-distribution images: folder, glob, or scan manifest.")
+@option("--ood", multiple=True, needed=True, help="An OOD image set (folder, glob or manifest); repeat for several.")
 @option("--id-labels", help="TSV/CSV of file and class_index or class_name, for ID top-1 accuracy.")
 @option("--methods", help="Comma-separated score methods (default: all that can run).")
 @model_options(EVAL_CONFIG)

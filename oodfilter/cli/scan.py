@@ -21,7 +21,8 @@ option = functools.partial(config_option, SCAN_CONFIG)
 
 @click.command("scan")
 @click.argument("inputs", nargs=-1)
-@option("--classes", "-c", help="Class list file: one in-distribution class name per line.")
+@option("--classes", "-c", help="Class list file: one in-distribution class name per line (this or "
+        "--classes-from-folders is required).")
 @option("--classes-from-folders", is_flag=True, help="Scan one folder laid out as FOLDER/CLASS/IMAGE: the class "
         "list is its sub-folder names (underscores and hyphens read as spaces), and each image whose folder's class "
         "differs from the class it confidently looks like is marked label_issue in the manifest.")

@@ -39,3 +39,36 @@ def test_usage_errors_exit_2(capsys):
         main(["convert-clipn"])
     assert exit_info.value.code == 2
     assert "Missing argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "required", "optional"), [
+    ("eval", ["--classes", "--id", "--ood"], ["--id-labels", "--methods"]),
+    ("robustness", ["--classes", "--id", "--ood"], ["--methods", "--eps"]),
+    ("finetune", ["--data", "--out"], ["--lr", "--steps"]),
+])
+def test_help_marks_the_options_that_must_be_given(command, required, optional):
+    """--help showed no sign of which options a command cannot run without."""
+    result = CliRunner().invoke(cli, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+
+    starts = [i for i, line in enumerate(lines) if line.lstrip().startswith("-")]
+
+    def entry(option):  # the option's line and its wrapped help lines, up to the next option
+        start = next(i for i in starts if option in lines[i].strip().split("  ")[0].replace(",", "").split())
+        end = next((i for i in starts if i > start), len(lines))
+        return " ".join(lines[start:end])
+
+    for option in required:
+        assert "[required]" in entry(option), (option, result.output)
+    for option in optional:
+        assert "[required]" not in entry(option), (option, result.output)
+
+
+def test_a_required_option_given_in_the_config_file_is_enough(tmp_path):
+    """The [required] mark is help text only: click's own check would refuse an option set in --config."""
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"classes: {tmp_path / 'missing.txt'}\n")
+    result = CliRunner().invoke(cli, ["eval", "--config", str(config), "--id", str(tmp_path), "--ood", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "Missing option" not in result.output and "missing.txt" in str(result.exception or result.output)
