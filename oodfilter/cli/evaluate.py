@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from oodfilter.cli.options import config_option, explicit_options, model_options
+from oodfilter.cli.options import config_option, explicit_options, model_options, quiet_asked
 
 EVAL_CONFIG = "oodfilter.evaluate.config:EvalConfig"
 option = functools.partial(config_option, EVAL_CONFIG)
@@ -60,7 +60,7 @@ def eval_command(ctx: click.Context, **options: Any) -> None:
     from oodfilter.cli.progress import TaskProgress
     from oodfilter.evaluate.runner import evaluate
 
-    with TaskProgress("evaluating", quiet=False) as display, display.encodes():  # shows the caption encodes
+    with TaskProgress("evaluating", quiet=quiet_asked()) as display, display.encodes():  # shows the caption encodes
         report = evaluate(config, checked=checked)
     _print(report)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from oodfilter.cli.options import config_option, explicit_options, model_options
+from oodfilter.cli.options import config_option, explicit_options, model_options, quiet_asked
 
 FINETUNE_CONFIG = "oodfilter.train.config:FinetuneConfig"
 option = functools.partial(config_option, FINETUNE_CONFIG)
@@ -50,6 +50,7 @@ def finetune_command(ctx: click.Context, **options: Any) -> None:
     """
     from oodfilter.train.config import load_finetune_config
 
+    options["quiet"] = quiet_asked(options["quiet"])  # also `oodfilter -q finetune`
     config = load_finetune_config(options["config_file"], explicit_options(ctx, options, skip=("config_file", "quiet")))
     config.validate()  # option errors before torch is imported
     from oodfilter.cli.progress import TaskProgress

@@ -154,3 +154,13 @@ def explicit_options(ctx: click.Context, options: dict[str, Any], *, skip: Itera
         for name, value in options.items()
         if name not in skipped and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
     }
+
+
+# ``ctx.meta`` key of the top-level ``oodfilter -q``: every command's context shares its root's meta.
+QUIET_KEY = "oodfilter.quiet"
+
+
+def quiet_asked(quiet: bool = False) -> bool:
+    """Return True when ``-q``/``--quiet`` was given to the command (``quiet``) or before it (``oodfilter -q scan``)."""
+    ctx = click.get_current_context(silent=True)
+    return quiet or bool(ctx is not None and ctx.meta.get(QUIET_KEY))

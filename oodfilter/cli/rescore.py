@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from oodfilter.cli.options import quiet_asked
+
 
 @click.command("rescore")
 @click.argument("manifest", type=click.Path(dir_okay=False), required=False, default="")
@@ -38,6 +40,8 @@ def rescore_command(manifest: str, quiet: bool, **options: Any) -> None:
     checked).
     """
     from oodfilter.scan.rescore_checks import RescoreConfig, check_rescore
+
+    quiet = quiet_asked(quiet)  # also `oodfilter -q rescore`
 
     given = {key: value for key, value in options.items() if value is not None and value != ()}
     if "calibrate_on" in given:

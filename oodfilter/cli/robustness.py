@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from oodfilter.cli.options import config_option, explicit_options, model_options
+from oodfilter.cli.options import config_option, explicit_options, model_options, quiet_asked
 
 ROBUSTNESS_CONFIG = "oodfilter.evaluate.robustness_config:RobustnessConfig"
 option = functools.partial(config_option, ROBUSTNESS_CONFIG)
@@ -64,7 +64,8 @@ def robustness_command(ctx: click.Context, **options: Any) -> None:
     checked = check_robustness(config)  # every check that needs no model, before torch is imported
     from oodfilter.evaluate.robustness import markdown_table, robustness
 
-    report = robustness(config, progress=lambda line: click.echo(line, err=True), checked=checked)
+    quiet = quiet_asked()  # `oodfilter -q robustness`: the results only
+    report = robustness(config, progress=lambda line: None if quiet else click.echo(line, err=True), checked=checked)
     if options["markdown"]:
         click.echo(markdown_table(report))
     else:

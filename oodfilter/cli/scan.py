@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from oodfilter.cli.options import config_option, explicit_options, model_options
+from oodfilter.cli.options import config_option, explicit_options, model_options, quiet_asked
 from oodfilter.sinks.actions import ACTIONS  # torch-free imports: --help must not load torch
 from oodfilter.sinks.reshard import RESHARD
 
@@ -82,6 +82,7 @@ def scan_command(ctx: click.Context, **options: Any) -> None:
     from oodfilter.scan.preflight import prepare_scan
     from oodfilter.sinks.names import printable
 
+    options["quiet"] = quiet_asked(options["quiet"])  # also `oodfilter -q scan`
     overrides = _explicit_options(ctx, options)
     config = load_scan_config(options["config_file"], overrides)
     with prepare_scan(config) as prepared:  # every check that needs no model, before torch is imported
