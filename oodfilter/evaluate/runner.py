@@ -224,5 +224,23 @@ def _write_outputs(report: EvalReport, out: Path, *, plots: bool) -> None:
     atomic_write_text(out, json.dumps(report.to_json(), indent=1))
     if plots:
         for method, scores in report.scores.items():
-            save_histogram_png(scores, histogram_path(out, method),
-                               title=f"{method}: ID vs OOD scores")
+            labelled, notes = histogram_sets(report, method, scores)
+            save_histogram_png(labelled, histogram_path(out, method), notes=notes,
+                               title=f"{method}: scores of the ID images and of each OOD set")
+
+
+def histogram_sets(report: EvalReport, method: str, scores: dict[str, list[float]]
+                   ) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Name the sets of ``method``'s histogram for its legend (``ID``, ``OOD NAME``) with each OOD set's metrics.
+
+    The notes give each OOD set's AUROC and FPR95 against the ID set.
+    """
+    labelled: dict[str, list[float]] = {}
+    notes: dict[str, str] = {}
+    for name, values in scores.items():
+        label = "ID" if name == "id" else f"OOD {name}"
+        labelled[label] = values
+        row = report.results.get(method, {}).get(name)
+        if row is not None:
+            notes[label] = f"AUROC {100 * row['auroc']:.1f}%, FPR95 {100 * row['fpr95']:.1f}%"
+    return labelled, notes
