@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from oodfilter.cli.options import quiet_asked
+
 
 @click.command("rescore")
 @click.argument("manifest", type=click.Path(dir_okay=False), required=False, default="")
@@ -39,6 +41,8 @@ def rescore_command(manifest: str, quiet: bool, **options: Any) -> None:
     """
     from oodfilter.scan.rescore_checks import RescoreConfig, check_rescore
 
+    quiet = quiet_asked(quiet)  # also `oodfilter -q rescore`
+
     given = {key: value for key, value in options.items() if value is not None and value != ()}
     if "calibrate_on" in given:
         given["calibrate_on"] = list(given["calibrate_on"])
@@ -50,5 +54,10 @@ def rescore_command(manifest: str, quiet: bool, **options: Any) -> None:
     with TaskProgress("rescoring", quiet=quiet) as display, display.encodes():  # shows the caption encodes
         summary = rescore(config, checked=checked)
     if not quiet:
+        outcome = f"{summary.ood} OOD, {summary.in_distribution} in-distribution"
+        if summary.undecided == summary.ok and summary.ok:  # as scan says it: no rule decided, so no count of OOD
+            outcome = f"no decision for {summary.ok} (pass --threshold, --calibration or --keep-fraction)"
+        elif summary.undecided:
+            outcome += f", {summary.undecided} no decision"
         click.echo(f"rescored {summary.ok} of {summary.total} rows ({summary.method}) in {summary.seconds:.1f} s: "
-                   f"{summary.ood} OOD -> {Path(summary.manifest)}", err=True)
+                   f"{outcome} -> {Path(summary.manifest)}", err=True)

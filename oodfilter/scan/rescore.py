@@ -57,7 +57,7 @@ CHUNK = 4096  # features scored per step
 
 @dataclass
 class RescoreSummary:
-    """The outcome of a rescore: rows written, ok rows scored, OOD decisions, seconds."""
+    """The outcome of a rescore: rows written, ok rows scored, OOD and in-distribution decisions, seconds."""
 
     manifest: Path
     total: int = 0
@@ -65,6 +65,12 @@ class RescoreSummary:
     ood: int = 0
     seconds: float = 0.0
     method: str = ""
+    in_distribution: int = 0
+
+    @property
+    def undecided(self) -> int:
+        """Ok rows without a decision (a method with no threshold-free rule, and no threshold given)."""
+        return self.ok - self.ood - self.in_distribution
 
 
 def rescore(config: RescoreConfig, *, model: CLIPN | None = None,
@@ -134,7 +140,8 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None,
             atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
     written = read_manifest(out)
     return RescoreSummary(out, len(written), sum(r.ok for r in written), sum(r.is_ood is True for r in written),
-                          time.perf_counter() - started, scorer.method.name)
+                          time.perf_counter() - started, scorer.method.name,
+                          in_distribution=sum(r.ok and r.is_ood is False for r in written))
 
 
 def _clip_retrieval_model(config: RescoreConfig, model: CLIPN | None,
