@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 @click.option("--adapt-negatives", type=int, default=None, help="With --adapt: at most this many negative proxies "
               "(default 32).")
 @click.option("--adapt-fraction", type=float, default=None, help="With --adapt: at most this share of the scan "
-              "seeds the negative proxies (default 0.05).")
+              "seeds the negative proxies (default 0.02).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary.")
 def rescore_command(manifest: str, quiet: bool, adapt: bool, adapt_negatives: int | None,
                     adapt_fraction: float | None, **options: Any) -> None:

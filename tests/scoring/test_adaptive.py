@@ -92,9 +92,13 @@ def test_a_planted_ood_cluster_is_scored_more_ood(tiny_model, vectors, planted):
     assert auroc(result.ood_score[:400], result.ood_score[440:]) > auroc(base[:400], base[440:]) + 0.1
     meta = result.meta
     assert meta["base_method"] == "atd" and meta["images"] == 480 and meta["negative_rule"] == "threshold-free rule"
-    assert 1 <= meta["negatives"] <= 32 and meta["negative_seeds"] <= 24  # 5% of 480
-    assert meta["positives"] >= 1 and meta["config"]["negative_fraction"] == 0.05
+    assert 1 <= meta["negatives"] <= 32 and meta["negative_seeds"] <= 9  # 2% of 480
+    assert meta["positives"] == 0 and meta["config"]["negative_fraction"] == 0.02  # the measured defaults
     assert meta["base_probability"] == "1 - score"
+    # the former defaults (5% seeds, 16 images per positive proxy) lift the cluster too
+    former = adaptive_scores(scorer, planted, AdaptConfig(negative_fraction=0.05, positives_per_class=16))
+    assert auroc(former.ood_score[:400], former.ood_score[400:]) > auroc(base[:400], base[400:]) + 0.1
+    assert former.meta["positives"] >= 1 and former.meta["negative_seeds"] <= 24  # 5% of 480
 
 
 @pytest.mark.parametrize("method", ["mcm", "energy"])
@@ -133,7 +137,7 @@ def test_negatives_come_only_from_images_the_first_pass_rates_ood(tiny_model, ve
     rated = scorer.score_features(torch.from_numpy(planted)).is_ood.numpy()  # type: ignore[union-attr]
     rows = CountingRows(planted)
     scorer.threshold = 0.0  # a threshold meant for the result is not the first pass's rule
-    adaptive_scores(scorer, rows, AdaptConfig(negative_fraction=0.5))
+    adaptive_scores(scorer, rows, AdaptConfig(negative_fraction=0.5, positives_per_class=16))
     assert scorer.threshold == 0.0  # and it is given back
     negatives, positives = rows.gathered  # gathered in that order
     assert len(negatives) == rated.sum() and rated[negatives].all()
@@ -187,12 +191,12 @@ def test_without_negatives_the_id_side_holds_all_the_mass():
 
 
 def test_a_clean_dataset_is_barely_changed(tiny_model, vectors, planted):
-    """0% OOD: only the images the first pass itself rates OOD, at most 5% of them, seed negatives."""
+    """0% OOD: only the images the first pass itself rates OOD, at most 2% of them, seed negatives."""
     scorer = oodfilter.Scorer(tiny_model, vectors, "atd", device="cpu")
     clean = planted[:400]
     base = scorer.score_features(torch.from_numpy(clean)).ood_score.numpy()
     result = adaptive_scores(scorer, clean)
-    assert result.meta["negative_seeds"] <= 20
+    assert result.meta["negative_seeds"] <= 8
     assert (result.ood_score >= base - 1e-6).all()  # q_proxy <= 1: the pass only raises scores
     order_kept = np.corrcoef(np.argsort(np.argsort(base)), np.argsort(np.argsort(result.ood_score)))[0, 1]
     assert order_kept > 0.7  # the ranking a threshold cuts stays mostly as it was (0.80 measured)
@@ -222,7 +226,8 @@ def test_bad_inputs_are_refused(tiny_model, vectors, planted):
     with pytest.raises(InputError, match="another model"):
         adaptive_scores(scorer, np.zeros((40, 7), dtype=np.float32))
     for bad in ({"negatives": 0}, {"negative_fraction": 0.0}, {"negative_fraction": 0.9}, {"chunk": 0},
-                {"threshold": float("nan")}, {"positives_per_class": True}):
+                {"threshold": float("nan")}, {"positives_per_class": True},
+                {"positives_per_class": -1}):
         with pytest.raises(InputError, match="adapt option"):
             AdaptConfig(**bad)  # type: ignore[arg-type]
 
@@ -234,7 +239,7 @@ def test_real_images_rescored_with_the_tiny_model(tiny_model, real_images):
     # mcm: the tiny model's (random) no-branch rates every one of these OOD, leaving atd no ID side
     scorer = oodfilter.Scorer(tiny_model, oodfilter.build_class_vectors(tiny_model, names), "mcm", device="cpu")
     features = scorer.encode_images(torch.stack([_tiny_image(path) for path in real_images]))
-    result = adaptive_scores(scorer, features.numpy())
+    result = adaptive_scores(scorer, features.numpy(), AdaptConfig(negative_fraction=0.05, positives_per_class=16))
     assert result.ood_score.shape == (len(real_images),) and np.isfinite(result.ood_score).all()
     assert result.meta["images"] == 24 and result.meta["negative_seeds"] <= 1  # 5% of 24
     assert result.meta["negative_rule"] == "otsu cut" and result.meta["positives"] >= 1
