@@ -196,7 +196,11 @@ def _stored_features(source: str, scorer: Scorer) -> tuple[torch.Tensor, list[st
 
 
 def _id_accuracy(scorer: Scorer, features: torch.Tensor, paths: list[str], labels: dict[str, int]) -> float | None:
-    """Top-1 accuracy of the yes classifier on the ID images the labels name (None: they name none)."""
+    """Top-1 accuracy of the yes classifier on the ID images the labels name (None: they name none).
+
+    :func:`~oodfilter.evaluate.checks.check_eval` refused labels that miss an ID image; a manifest's stored
+    features cover its ok rows only, so only those count.
+    """
     top = scorer.score_features(features).top_class
     known = [(i, labels[str(real_path(p))]) for i, p in enumerate(paths) if str(real_path(p)) in labels]
     return sum(int(top[i]) == label for i, label in known) / len(known) if known else None
@@ -220,5 +224,23 @@ def _write_outputs(report: EvalReport, out: Path, *, plots: bool) -> None:
     atomic_write_text(out, json.dumps(report.to_json(), indent=1))
     if plots:
         for method, scores in report.scores.items():
-            save_histogram_png(scores, histogram_path(out, method),
-                               title=f"{method}: ID vs OOD scores")
+            labelled, notes = histogram_sets(report, method, scores)
+            save_histogram_png(labelled, histogram_path(out, method), notes=notes,
+                               title=f"{method}: scores of the ID images and of each OOD set")
+
+
+def histogram_sets(report: EvalReport, method: str, scores: dict[str, list[float]]
+                   ) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Name the sets of ``method``'s histogram for its legend (``ID``, ``OOD NAME``) with each OOD set's metrics.
+
+    The notes give each OOD set's AUROC and FPR95 against the ID set.
+    """
+    labelled: dict[str, list[float]] = {}
+    notes: dict[str, str] = {}
+    for name, values in scores.items():
+        label = "ID" if name == "id" else f"OOD {name}"
+        labelled[label] = values
+        row = report.results.get(method, {}).get(name)
+        if row is not None:
+            notes[label] = f"AUROC {100 * row['auroc']:.1f}%, FPR95 {100 * row['fpr95']:.1f}%"
+    return labelled, notes

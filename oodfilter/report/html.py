@@ -19,6 +19,7 @@ from oodfilter.errors import InputError
 from oodfilter.messages import redact
 from oodfilter.outputs import check_output, starts_with
 from oodfilter.report.class_rates import suspicious_note
+from oodfilter.report.label_issues import label_issues_section
 from oodfilter.report.review_page import REVIEW_FORMAT, SCRIPT, STYLE, file_sha256, json_island, review_name
 from oodfilter.report.summary import ReportData, summarise_stream
 from oodfilter.report.what_if import what_if
@@ -283,6 +284,8 @@ def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: Repor
         "</section>",
         _galleries(data, meta, cards),
         _grid_section(data, cards),
+        label_issues_section(iter_manifest(manifest),
+                             lambda path: _thumbnail(resolve_row_path(path, base), cards.size, cards.cache)),
         _per_class_section(data),
         _what_if_section(calibration, data),
         f"<section><h2>Errors ({c['errors']})</h2>{_more_errors(c['errors'], len(data.errors))}"
