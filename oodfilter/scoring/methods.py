@@ -115,6 +115,7 @@ class ScoreMethod(ABC):
     name: ClassVar[str]
     needs_no_branch: ClassVar[bool] = False
     threshold_free: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = False  # fitted on reference ID features (knn, mahalanobis)
 
     def check_prerequisites(self, context: PrerequisiteContext) -> None:  # noqa: B027 - optional hook
         """Refuse now what :meth:`prepare` would refuse for a reason known before any text is encoded.
@@ -246,6 +247,9 @@ def plain_methods() -> list[str]:
     found = survey(score_methods, ("needs_no_branch",))
     return [name for name, (_, attributes) in found.entries.items() if not attributes.get("needs_no_branch", False)]
 
+
+# The reference-fitted methods (knn, mahalanobis) live in their own module and register on import.
+from oodfilter.scoring import fitted as _fitted  # noqa: E402, F401 - registers knn and mahalanobis
 
 _DEPRECATED = {"scorers": "score_methods"}
 
