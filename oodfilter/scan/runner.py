@@ -38,6 +38,7 @@ from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction, plan_de
 from oodfilter.scan.preflight import RESUME_WORDS, PreparedScan, prepare_scan, resume_refused, scorer_spec
 from oodfilter.scoring.factory import build_scorer
 from oodfilter.scoring.files import score_files
+from oodfilter.scoring.reference import reference_record
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
@@ -264,6 +265,7 @@ def _run_identity(config: ScanConfig, scorer: Scorer, plan: DecisionPlan) -> dic
         **plan.meta(),
         "decision": plan.describe(method.name, method.threshold_free),
         "num_classes": len(scorer.class_vectors),
+        "reference": reference_record(scorer),
     }
 
 
@@ -273,7 +275,8 @@ def _identity(config: ScanConfig, scorer: Scorer, rule: dict[str, Any]) -> dict[
             "precision": scorer.precision, "decode": "fast" if config.fast_decode else "full",
             "classes_sha256": classes_digest(list(scorer.class_vectors.class_names)),
             "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained),
-            "templates_sha256": templates_digest(scorer.class_vectors.templates)}
+            "templates_sha256": templates_digest(scorer.class_vectors.templates),
+            "reference_sha256": scorer.reference.sha256 if scorer.reference is not None else None}
 
 
 def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str | list[str]:
@@ -284,7 +287,7 @@ def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str
 
 # The templates' name is recorded for people; what a resume compares is the digest of their text.
 _IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates_sha256", "precision",
-                  "decode")
+                  "decode", "reference_sha256")
 
 
 def _legacy_precision(previous: dict[str, Any], scorer: Scorer, out: Path) -> None:
