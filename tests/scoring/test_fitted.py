@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import pytest
 import torch
@@ -122,3 +123,16 @@ def test_given_reference_features_fit_and_are_recorded(tiny_model, world, cache_
     assert features_digest(reference) != features_digest(reference.flip(0))
     scores = scorer.score_features(torch.cat([reference[:3], held_out])).ood_score
     assert scores[:3].max() < 2e-3 < scores[3:].min()
+
+
+def test_rescore_warns_when_the_reference_is_the_manifest_being_rescored(tmp_path, monkeypatch):
+    from oodfilter.scan.rescore import RescoreConfig, _warn_reference_is_source
+
+    source = tmp_path / "scan.jsonl"
+    source.write_text("")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="--reference includes the manifest being rescored"):
+        _warn_reference_is_source(RescoreConfig(manifest=str(source), reference=[str(tmp_path / "ref"), "scan.jsonl"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_reference_is_source(RescoreConfig(manifest=str(source), reference=[str(tmp_path / "ref")]))
