@@ -6,6 +6,7 @@ Scan, the pipeline filter, eval, the Ray actors and plugins all call :func:`buil
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from oodfilter.decision.calibration import Calibration
@@ -91,7 +92,10 @@ def build_scorer(
             clipn = clipn.to(resolve_device(device))
         class_vectors = build_class_vectors(clipn, names or [], templates=spec.templates, cache_dir=spec.cache_dir,
                                             include_no=chosen.needs_no_branch, precision=spec.precision)
-    if reference is None and spec.reference:  # encoded by a plain scorer of the same model, device and precision
+    if reference is None and spec.reference and not fits_on_reference(chosen):
+        warnings.warn(f"--reference is not used: method '{chosen.name}' is not fitted on reference images (knn and "
+                      "mahalanobis are), so they are not read", stacklevel=2)
+    elif reference is None and spec.reference:  # encoded by a plain scorer of the same model, device and precision
         encoder = Scorer(clipn, class_vectors, "msp", device=device, batch_size=spec.batch_size,
                          precision=spec.precision)
         reference = load_reference(spec.reference, encoder)
@@ -103,6 +107,11 @@ def build_scorer(
     if checked.calibration is not None:
         scorer.threshold = _checked_calibration(spec, checked.calibration, scorer).threshold
     return scorer
+
+
+def fits_on_reference(method: ScoreMethod) -> bool:
+    """Whether ``method`` may use reference features: a fitted built-in (knn, mahalanobis), or any plugin's."""
+    return method.needs_reference or not type(method).__module__.startswith("oodfilter.")
 
 
 def _checked_calibration(spec: ScorerSpec, loaded: Calibration, scorer: Scorer) -> Calibration:

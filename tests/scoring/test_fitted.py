@@ -136,3 +136,24 @@ def test_rescore_warns_when_the_reference_is_the_manifest_being_rescored(tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _warn_reference_is_source(RescoreConfig(manifest=str(source), reference=[str(tmp_path / "ref")]))
+
+
+def test_a_reference_for_a_method_not_fitted_on_one_is_not_read_and_says_so(tiny_model, cache_dir, shared_data,
+                                                                             tmp_path, monkeypatch):
+    folder = tmp_path / "ref"
+    folder.mkdir()
+    photo = sorted((shared_data / "imagenet-sample" / "images").iterdir())[0]
+    (folder / photo.name).write_bytes(photo.read_bytes())
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the reference was read")
+
+    monkeypatch.setattr("oodfilter.scoring.factory.load_reference", no_read)
+    spec = ScorerSpec(model="test-tiny", classes=CLASSES, method="msp", reference=[str(folder)],
+                      cache_dir=str(cache_dir))
+    with pytest.warns(UserWarning, match="--reference is not used: method 'msp' is not fitted on reference images"):
+        scorer = build_scorer(spec, model=tiny_model)
+    assert scorer.reference is None and reference_record(scorer) is None
+    with pytest.raises(AssertionError, match="the reference was read"):  # a fitted method does read it
+        build_scorer(ScorerSpec(model="test-tiny", classes=CLASSES, method="knn", reference=[str(folder)],
+                                cache_dir=str(cache_dir)), model=tiny_model)
