@@ -30,6 +30,8 @@ class PoolConfig:
         quantile: Closeness of a candidate = this quantile of its cosines to the ID classes.
         groups: Number of groups the negatives are split into (scores are averaged over groups).
         seed: Seed of the split into groups.
+        templates: Templates the candidates are encoded with; None: the ID class vectors' templates, or the
+            single "photo" template beyond NegLabel's limit of 8 (~90k candidates × 128 templates is too many).
     """
 
     nouns: Sequence[str] | None = None
@@ -39,6 +41,7 @@ class PoolConfig:
     quantile: float = 0.95
     groups: int = 100
     seed: int = 0
+    templates: str | Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ def mine_pool(context: ScoringContext, config: PoolConfig) -> NegativePool:
     nouns = [w for w in dict.fromkeys(nouns) if w.strip() and w.casefold() not in id_names]
     modifiers = list(config.modifiers) if config.modifiers is not None else list(load_modifiers())
     conjugated = [w for w in conjugated_labels(modifiers, config.superclasses) if w.casefold() not in id_names]
-    templates = candidate_templates(context.class_vectors.templates)
+    templates = config.templates if config.templates is not None else \
+        candidate_templates(context.class_vectors.templates)
     vectors, names = [], []
     for part, words in (("nouns", nouns), ("conjugated labels", conjugated)):
         if not words:

@@ -33,11 +33,12 @@ class _PoolMethod(ScoreMethod):
         quantile: float = 0.95,
         groups: int = 100,
         seed: int = 0,
+        templates: str | Sequence[str] | None = None,
     ) -> None:
         self.config = PoolConfig(nouns=list(nouns) if nouns is not None else None,
                                  modifiers=list(modifiers) if modifiers is not None else None,
                                  superclasses=tuple(superclasses), ratio=ratio, quantile=quantile, groups=groups,
-                                 seed=seed)
+                                 seed=seed, templates=templates)
         self.pool: NegativePool | None = None
 
     @property
@@ -66,6 +67,7 @@ class CSP(_PoolMethod):
         quantile: Closeness of a candidate = this quantile of its cosines to the ID classes.
         groups: Number of groups the negatives are split into (scores are averaged over groups).
         seed: Seed of the split into groups.
+        templates: Templates the candidates are encoded with (default: the ID templates, or "photo" beyond 8).
         temperature: τ.
     """
 
