@@ -137,6 +137,7 @@ def test_csp_mines_nouns_and_conjugated_labels_and_caches_them(tiny_model, tmp_p
     assert before.ood_score.shape == (4,)
 
 
+@pytest.mark.slow
 def test_csp_and_fused_score_real_images(tiny_model, tmp_path, real_images):
     vectors = _vectors(tiny_model, tmp_path, include_no=True)
     paths = [str(p) for p in real_images]
