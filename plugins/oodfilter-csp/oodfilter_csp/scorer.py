@@ -2,8 +2,8 @@
 
 CSP (Chen et al., NeurIPS 2024) scores like NegLabel — ID score = mean over groups g of
 Σ_c e^{⟨f,w_c⟩/τ} / (Σ_c e^{⟨f,w_c⟩/τ} + Σ_{j∈G_g} e^{⟨f,n_j⟩/τ}), τ = 0.01, ood = 1 − ID score — with
-negatives mined from nouns *and* conjugated labels (see :mod:`oodfilter_csp.pool`). ``fused`` uses the same
-negatives inside CLIPN's ATD (:func:`oodfilter_csp.functional.fused_scores`).
+negatives mined from nouns *and* conjugated labels (see :mod:`oodfilter_csp.pool`). ``fused`` multiplies CLIPN's
+ATD ID probability by CSP's (:func:`oodfilter_csp.functional.fused_scores`).
 """
 
 from __future__ import annotations
@@ -86,19 +86,25 @@ class CSP(_PoolMethod):
 
 
 class Fused(_PoolMethod):
-    """CLIPN's no-probability, the yes logits and CSP's negatives in one ATD (threshold-free).
+    """CLIPN's ATD and CSP's negatives as independent evidence (threshold-free).
 
-    ood = 1 − mean_g Σ_c p^g_c pʸᵉˢ_c, with p^g the softmax of the yes logits over the ID classes and the
-    negatives of group g; OOD iff ood > the best known class's mean_g p^g_c pʸᵉˢ_c. Takes the options of
-    :class:`CSP` (the negatives), except τ: negatives are on the model's logit scale, as the yes logits are.
+    ood = 1 − (1 − ATD)(1 − CSP): an image is ID only if CLIPN's no-branch *and* the negatives say so;
+    OOD iff ood > the best known class's probability q·softmax(ℓʸᵉˢ)_c·pʸᵉˢ_c (ATD's rule). Takes the
+    options of :class:`CSP`.
     """
 
     name: ClassVar[str] = "fused"
     needs_no_branch: ClassVar[bool] = True
     threshold_free: ClassVar[bool] = True
 
+    def __init__(self, nouns: Sequence[str] | None = None, modifiers: Sequence[str] | None = None, *,
+                 temperature: float = 0.01, **options: object) -> None:
+        super().__init__(nouns, modifiers, **options)  # type: ignore[arg-type]
+        self.temperature = temperature
+
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score a batch (needs :meth:`prepare` first)."""
         pool = self._prepared()
-        logits_neg = batch.logit_scale * (batch.features.float() @ pool.vectors.float().T)  # (B, M)
-        return fused_scores(batch.logits_yes, batch.logits_no, logits_neg, pool.group_of)
+        cosines_neg = batch.features.float() @ pool.vectors.float().T  # (B, M)
+        return fused_scores(batch.logits_yes, batch.logits_no, batch.cosines_yes, cosines_neg, pool.group_of,
+                            self.temperature)

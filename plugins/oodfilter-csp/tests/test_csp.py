@@ -14,7 +14,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import oodfilter
 from oodfilter.scoring import functional as fn
-from oodfilter_csp import CSP, SUPERCLASSES, Fused, conjugated_labels, fused_scores, group_logsumexp, load_modifiers
+from oodfilter_csp import (
+    CSP,
+    SUPERCLASSES,
+    Fused,
+    atd_over_negatives,
+    conjugated_labels,
+    fused_scores,
+    group_logsumexp,
+    load_modifiers,
+)
 from oodfilter_neglabel import NegLabel
 
 ID_NAMES = ["goldfish", "tench", "hen", "ostrich", "shark"]
@@ -52,10 +61,48 @@ def _rand(shape, g):
 
 
 def test_fused_score_matches_the_formula_in_float64():
+    g = torch.Generator().manual_seed(3)
+    ly, ln = 3 * _rand((3, 4), g), 3 * _rand((3, 4), g)
+    cy, cn = _rand((3, 4), g) / 20, _rand((3, 6), g) / 20  # cosines: /τ spans ±5
+    groups = torch.tensor([0, 1, 0, 1, 2, 2])
+    got = fused_scores(ly, ln, cy, cn, groups)
+    for b in range(3):
+        softmax = [math.exp(float(x)) / sum(math.exp(float(y)) for y in ly[b]) for x in ly[b]]
+        known = [softmax[c] / (1 + math.exp(float(ln[b, c] - ly[b, c]))) for c in range(4)]
+        id_mass = sum(math.exp(float(x) / 0.01) for x in cy[b])
+        q = sum(id_mass / (id_mass + sum(math.exp(float(cn[b, j]) / 0.01) for j in range(6) if groups[j] == grp))
+                for grp in range(3)) / 3
+        ood = 1 - q * sum(known)
+        assert float(got.ood_score[b]) == pytest.approx(ood, abs=1e-9)
+        assert bool(got.is_ood[b]) == (ood > q * max(known))
+
+
+def test_fused_without_reachable_negatives_is_atd():
+    g = torch.Generator().manual_seed(4)
+    ly, ln = 20 * _rand((50, 5), g), 20 * _rand((50, 5), g)
+    cy, far = _rand((50, 5), g) / 10, torch.full((50, 8), -1.0, dtype=torch.float64)
+    far[:, 0] = cy.amax(dim=1) - 0.5  # the nearest negative is 0.5 below the best class: e^{-50} at τ = 0.01
+    got, atd = fused_scores(ly, ln, cy, far, torch.zeros(8, dtype=torch.long)), fn.atd(ly, ln)
+    torch.testing.assert_close(got.ood_score, atd.ood_score)
+    assert torch.equal(got.is_ood, atd.is_ood)
+
+
+def test_fused_flags_what_either_part_rejects():
+    ly = torch.tensor([[30.0, 10.0]]).repeat(3, 1)  # (3, C): all look like class 0
+    ln = torch.tensor([[10.0, 10.0], [10.0, 10.0], [40.0, 10.0]])  # image 2: CLIPN says "not class 0"
+    cy = torch.tensor([[0.30, 0.10]]).repeat(3, 1)
+    cn = torch.tensor([[0.20, 0.10], [0.40, 0.10], [0.20, 0.10]])  # image 1 matches a negative label better
+    got = fused_scores(ly, ln, cy, cn, torch.tensor([0, 0]))
+    assert got.ood_score[0] < 0.01 and not got.is_ood[0]
+    assert got.ood_score[1] > 0.99 and got.is_ood[1]  # the negatives reject it
+    assert got.ood_score[2] > 0.99 and got.is_ood[2]  # the no-branch rejects it
+
+
+def test_atd_over_negatives_matches_the_formula_in_float64():
     g = torch.Generator().manual_seed(0)
     ly, ln, lneg = 3 * _rand((3, 4), g), 3 * _rand((3, 4), g), 3 * _rand((3, 6), g)
     groups = torch.tensor([0, 1, 0, 1, 2, 2])
-    got = fused_scores(ly, ln, lneg, groups)
+    got = atd_over_negatives(ly, ln, lneg, groups)
     for b in range(3):
         p_yes = [1 / (1 + math.exp(float(ln[b, c] - ly[b, c]))) for c in range(4)]
         ids, bests = [], []
@@ -70,20 +117,20 @@ def test_fused_score_matches_the_formula_in_float64():
         assert bool(got.is_ood[b]) == (ood > sum(bests) / 3)
 
 
-def test_fused_without_reachable_negatives_is_atd():
+def test_atd_over_negatives_without_reachable_negatives_is_atd():
     g = torch.Generator().manual_seed(1)
     ly, ln = 20 * _rand((50, 5), g), 20 * _rand((50, 5), g)
     far = torch.full((50, 8), -1e4, dtype=torch.float64)
-    got, atd = fused_scores(ly, ln, far, torch.arange(8) % 4), fn.atd(ly, ln)
+    got, atd = atd_over_negatives(ly, ln, far, torch.arange(8) % 4), fn.atd(ly, ln)
     torch.testing.assert_close(got.ood_score, atd.ood_score)
     assert torch.equal(got.is_ood, atd.is_ood)
 
 
-def test_negatives_raise_the_score_of_images_that_match_them():
+def test_atd_over_negatives_rises_for_images_that_match_a_negative():
     ly = torch.tensor([[30.0, 10.0]]).repeat(2, 1)  # (2, C): both images look like class 0
     ln = torch.tensor([[10.0, 10.0]]).repeat(2, 1)  # CLIPN says "yes, class 0" for both
     lneg = torch.tensor([[0.0, 0.0], [35.0, 0.0]])  # the second image matches a negative label better
-    got = fused_scores(ly, ln, lneg, torch.tensor([0, 0]))
+    got = atd_over_negatives(ly, ln, lneg, torch.tensor([0, 0]))
     assert got.ood_score[0] < 0.01 and not got.is_ood[0]
     assert got.ood_score[1] > 0.9 and got.is_ood[1]
 
@@ -150,6 +197,11 @@ def test_csp_and_fused_score_real_images(tiny_model, tmp_path, real_images):
         assert [r.status for r in scored] == ["ok"] * len(paths), name
         assert all(0.0 <= r.ood_score <= 1.0 for r in scored), name
     assert all(r.is_ood in (True, False) for r in rows["fused"])  # threshold-free
+    # fused = 1 − (1 − ATD)(1 − CSP): the same negatives, the same class vectors
+    atd = oodfilter.Scorer(tiny_model, vectors, "atd", cache_dir=tmp_path)
+    atd_rows = [row for batch in oodfilter.score_files(atd, paths) for row in batch]
+    for f, a, c in zip(rows["fused"], atd_rows, rows["csp"], strict=True):
+        assert f.ood_score == pytest.approx(1 - (1 - a.ood_score) * (1 - c.ood_score), abs=1e-5)
     # the conjugated labels change the scores: CSP is not NegLabel under another name
     differences = [abs(a.ood_score - b.ood_score) for a, b in zip(rows["csp"], rows["neglabel"], strict=True)]
     assert max(differences) > 1e-4
