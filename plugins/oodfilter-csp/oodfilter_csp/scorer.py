@@ -34,11 +34,13 @@ class _PoolMethod(ScoreMethod):
         groups: int = 100,
         seed: int = 0,
         templates: str | Sequence[str] | None = None,
+        temperature: float = 0.01,
     ) -> None:
         self.config = PoolConfig(nouns=list(nouns) if nouns is not None else None,
                                  modifiers=list(modifiers) if modifiers is not None else None,
                                  superclasses=tuple(superclasses), ratio=ratio, quantile=quantile, groups=groups,
                                  seed=seed, templates=templates)
+        self.temperature = temperature
         self.pool: NegativePool | None = None
 
     @property
@@ -73,11 +75,6 @@ class CSP(_PoolMethod):
 
     name: ClassVar[str] = "csp"
 
-    def __init__(self, nouns: Sequence[str] | None = None, modifiers: Sequence[str] | None = None, *,
-                 temperature: float = 0.01, **options: object) -> None:
-        super().__init__(nouns, modifiers, **options)  # type: ignore[arg-type]
-        self.temperature = temperature
-
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score a batch (needs :meth:`prepare` first)."""
         pool = self._prepared()
@@ -90,17 +87,12 @@ class Fused(_PoolMethod):
 
     ood = 1 − (1 − ATD)(1 − CSP): an image is ID only if CLIPN's no-branch *and* the negatives say so;
     OOD iff ood > the best known class's probability q·softmax(ℓʸᵉˢ)_c·pʸᵉˢ_c (ATD's rule). Takes the
-    options of :class:`CSP`.
+    options of :class:`CSP` (τ is CSP's, for q = 1 − CSP).
     """
 
     name: ClassVar[str] = "fused"
     needs_no_branch: ClassVar[bool] = True
     threshold_free: ClassVar[bool] = True
-
-    def __init__(self, nouns: Sequence[str] | None = None, modifiers: Sequence[str] | None = None, *,
-                 temperature: float = 0.01, **options: object) -> None:
-        super().__init__(nouns, modifiers, **options)  # type: ignore[arg-type]
-        self.temperature = temperature
 
     def __call__(self, batch: FeatureBatch) -> ScoreOutput:
         """Score a batch (needs :meth:`prepare` first)."""
