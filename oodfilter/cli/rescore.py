@@ -31,6 +31,9 @@ if TYPE_CHECKING:
               "--calibrate-on images.")
 @click.option("--calibrate-on", multiple=True, help="Known in-distribution images (files, folders, globs, or a "
               "manifest; one with stored features of the same image tower is read, not re-encoded).")
+@click.option("--reference", multiple=True, help="Known in-distribution images the fitted methods (knn, "
+              "mahalanobis) fit on: files, folders, globs, or a manifest (one with stored features of the same "
+              "image tower is read, not re-encoded); repeatable.")
 @click.option("--device", default="auto", help="Where the text encoder and the scoring run.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Text-vector cache folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing manifest of ours at --out.")
@@ -55,8 +58,9 @@ def rescore_command(manifest: str, quiet: bool, adapt: bool, adapt_negatives: in
     quiet = quiet_asked(quiet)  # also `oodfilter -q rescore`
 
     given = {key: value for key, value in options.items() if value is not None and value != ()}
-    if "calibrate_on" in given:
-        given["calibrate_on"] = list(given["calibrate_on"])
+    for name in ("calibrate_on", "reference"):
+        if name in given:
+            given[name] = list(given[name])
     config = RescoreConfig(manifest=manifest, adapt=_adapt_config(adapt, adapt_negatives, adapt_fraction), **given)
     checked = check_rescore(config)  # every check that needs no model, before torch is imported
     from oodfilter.cli.progress import TaskProgress

@@ -34,7 +34,8 @@ option = functools.partial(config_option, SCAN_CONFIG)
                "or test-tiny.",
                pretrained="For an open_clip name: a pretrained tag or weights file. For a reference .pt: its "
                "architecture, an open_clip name (ViT-B-16) or local-dir:/folder with open_clip_config.json.")
-@option("--method", help="Score: atd (default with a trained no-branch), ctw, mcm, msp, energy, maxlogit.")
+@option("--method", help="Score: atd (default with a trained no-branch), ctw, mcm, msp, energy, maxlogit; knn or "
+        "mahalanobis with --reference.")
 @option("--threshold", help="Decide OOD as ood_score > X instead of the threshold-free rule.")
 @option("--id-recall", help="Calibrate the threshold to keep this share R of the --calibrate-on images (0.95).")
 @option("--calibrate-on", multiple=True, help="Images known to be in-distribution (files, folders, globs or a "
@@ -42,6 +43,9 @@ option = functools.partial(config_option, SCAN_CONFIG)
 @option("--calibration", type=click.Path(dir_okay=False), help="Use a saved calibration (JSON) for the decision.")
 @option("--keep-fraction", help="Keep the F lowest-scored (most in-distribution) images of the scan, decided after "
         "scoring; the rest are OOD.")
+@option("--reference", multiple=True, help="Known in-distribution images the fitted methods (knn, mahalanobis) fit on: "
+        "files, folders, globs or a manifest (one with stored features of the same image tower is read, not "
+        "re-encoded); repeatable.")
 @option("--save-features", is_flag=True, help="Store each image's embedding (float16, <out>.features.f16) so "
         "'oodfilter rescore' can score another class list or method without the image encoder.")
 @option("--templates", help="Prompt template set: auto (clipn for CLIPN models, else photo), clipn (the "
@@ -105,7 +109,7 @@ def _explicit_options(ctx: click.Context, options: dict[str, Any]) -> dict[str, 
     overrides = explicit_options(ctx, options, skip=("config_file", "strict", "quiet"))
     if "no_recursive" in overrides:
         overrides["recursive"] = not overrides.pop("no_recursive")
-    for name in ("inputs", "include", "exclude", "calibrate_on"):
+    for name in ("inputs", "include", "exclude", "calibrate_on", "reference"):
         if name in overrides:
             overrides[name] = list(overrides[name])
             if not overrides[name]:

@@ -26,6 +26,7 @@ from oodfilter.plugin_inspect import survey
 from oodfilter.real_path import real_path
 from oodfilter.scoring.checks import check_method_fits_model, check_spec
 from oodfilter.scoring.methods import score_methods
+from oodfilter.scoring.reference_paths import check_reference, check_reference_given
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.manifest import FORMATS, read_manifest
 from oodfilter.sinks.row_paths import resolved_paths
@@ -96,6 +97,10 @@ def check_eval(config: EvalConfig, *, method_names: Collection[str] = (), model_
         check_eval_outputs(config, Path(config.out), set_names)
     spec = eval_spec(config)
     class_names = _check_methods(spec, config.methods, method_names, model_given)
+    check_reference(config.reference)  # a missing reference fails before the model loads
+    for name in config.methods:  # asked for by name: a fitted method without --reference is an error, not a skip
+        if name.lower() not in {given.lower() for given in method_names}:
+            check_reference_given(name, config.reference)
     images = {"id": read_image_set(config.id)}
     images.update({name: read_image_set(source) for name, source in zip(set_names, config.ood, strict=True)})
     for name, source in zip(["id", *set_names], [config.id, *config.ood], strict=True):

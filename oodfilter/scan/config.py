@@ -52,6 +52,7 @@ class ScanConfig(ModelOptions):
     calibrate_on: list[str] = field(default_factory=list)
     calibration: str | None = None
     keep_fraction: float | None = None
+    reference: list[str] = field(default_factory=list)
     save_features: bool = False
     templates: str | list[str] = DEFAULT_TEMPLATES
     workers: int = field(default_factory=_default_workers)

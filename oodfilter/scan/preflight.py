@@ -37,7 +37,7 @@ from oodfilter.text.templates import TEMPLATE_SETS, templates_digest
 # What each setting a resume must share is called in the refusal.
 RESUME_WORDS = {
     "fingerprints": "model", "classes_sha256": "class list", "templates_sha256": "prompt templates",
-    "decode": "decoding (--fast-decode or not)",
+    "decode": "decoding (--fast-decode or not)", "reference_sha256": "reference images (--reference)",
     "label_check": "label check (--classes-from-folders or not)",
     "decision_rule": "threshold or decision rule (--threshold, --id-recall and its --calibrate-on images, "
     "--calibration, --keep-fraction)",
@@ -146,7 +146,7 @@ def scorer_spec(config: ScanConfig) -> ScorerSpec:
         templates=config.templates, threshold=config.threshold,
         require_decisions=config.action != "tag" and not _decides_later(config),
         decisions_for=f"--action {config.action}", device=config.device, precision=config.precision,
-        batch_size=config.batch_size, cache_dir=config.cache_dir,
+        batch_size=config.batch_size, cache_dir=config.cache_dir, reference=tuple(config.reference),
     )
 
 

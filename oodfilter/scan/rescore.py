@@ -38,6 +38,7 @@ from oodfilter.scoring.adaptive import AdaptiveResult
 from oodfilter.scoring.calibrate import calibrate
 from oodfilter.scoring.factory import build_scorer
 from oodfilter.scoring.files import score_files
+from oodfilter.scoring.reference import reference_record
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.features import (
@@ -114,7 +115,9 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None,
                       f"class vectors in {precision}", stacklevel=2)
     spec = ScorerSpec(model=model.source.name, classes=checked.class_names, method=config.method,
                       templates=config.templates, threshold=config.threshold, calibration=config.calibration,
-                      device=config.device, cache_dir=config.cache_dir, precision=precision)
+                      device=config.device, cache_dir=config.cache_dir, precision=precision,
+                      reference=tuple(config.reference))
+    _warn_reference_is_source(config)
     scorer = build_scorer(spec, model=model)
     adapted = adapt_stored(scorer, features, config.adapt) if config.adapt is not None else None
     fitted = _calibrate(config, scorer, adapted) if config.id_recall is not None else None
@@ -159,6 +162,14 @@ def _clip_retrieval_model(config: RescoreConfig, model: CLIPN | None,
                   f"they must come from the image tower of '{model.source.name}' for the scores to mean anything",
                   stacklevel=3)
     return FeatureHeader(model.embed_dim, "", model.source.name, "", config.pretrained), model
+
+
+def _warn_reference_is_source(config: RescoreConfig) -> None:
+    """Warn when ``--reference`` names the manifest being rescored: its OOD images then count as known ID."""
+    rescored = real_path(config.clip_retrieval or config.manifest)
+    if any(real_path(item) == rescored for item in config.reference):
+        warnings.warn("--reference includes the manifest being rescored: the fitted method then treats its OOD images "
+                      "as in-distribution too; fit on images you know are in-distribution", stacklevel=3)
 
 
 def _calibrate(config: RescoreConfig, scorer: Scorer, adapted: AdaptiveResult | None = None) -> Calibration:
@@ -240,6 +251,8 @@ def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: 
         "num_classes": len(names), "templates": list(scorer.class_vectors.templates),
         "templates_sha256": templates_digest(scorer.class_vectors.templates),
         "rescored_from": str(real_path(source)), "precision": scorer.precision,
+        "reference": reference_record(scorer),
+        "reference_sha256": scorer.reference.sha256 if scorer.reference is not None else None,
     }
     if adapted is not None:
         meta["adapt"] = adapted.meta

@@ -48,6 +48,8 @@ class RescoreConfig:
         method, templates, threshold, calibration, keep_fraction: As for ``scan``.
         id_recall, calibrate_on: Fit a threshold keeping this share of known-ID images, as for ``scan``; a
             ``calibrate_on`` manifest with stored features of the same image tower is read, not re-encoded.
+        reference: Known in-distribution images the fitted methods (knn, mahalanobis) fit on, as for
+            ``scan``; a manifest with stored features of the same image tower is read, not re-encoded.
         device: Where the text encoder and the scoring run.
         cache_dir: Text-vector cache folder.
         overwrite: Replace an existing manifest of ours at ``out``.
@@ -69,6 +71,7 @@ class RescoreConfig:
     id_recall: float | None = None
     calibrate_on: list[str] = field(default_factory=list)
     keep_fraction: float | None = None
+    reference: list[str] = field(default_factory=list)
     device: str = "auto"
     cache_dir: str | None = None
     overwrite: bool = False
@@ -103,8 +106,9 @@ def check_rescore(config: RescoreConfig, *, model_given: bool = False) -> Checke
     Raises:
         InputError: bad or contradicting options, an output that would replace something (or the
             source), a source without rows or stored features, clip-retrieval input without a model, an
-            unreadable calibration file, ``--calibrate-on`` without images, or a method the model
-            (named, or stored with the features) cannot run.
+            unreadable calibration file, ``--calibrate-on`` or ``--reference`` without images, a fitted
+            method without ``--reference``, or a method the model (named, or stored with the features)
+            cannot run.
         ClassListError: the class list cannot be read.
         UnknownNameError: an unknown method or template set.
 
@@ -113,7 +117,8 @@ def check_rescore(config: RescoreConfig, *, model_given: bool = False) -> Checke
     out = Path(config.out)
     check_options(config, source, out)
     spec = ScorerSpec(model=config.model or "", classes=config.classes, method=config.method,
-                      templates=config.templates, threshold=config.threshold, calibration=config.calibration)
+                      templates=config.templates, threshold=config.threshold, calibration=config.calibration,
+                      reference=tuple(config.reference))
     class_names = check_spec(spec, model_known=True).class_names or ClassList()
     for item in config.calibrate_on:
         if not header_path(item).is_file():  # stored features are matched to the model once it is loaded

@@ -39,6 +39,7 @@ from oodfilter.scan.label_check import label_rows
 from oodfilter.scan.preflight import RESUME_WORDS, PreparedScan, prepare_scan, resume_refused, scorer_spec
 from oodfilter.scoring.factory import build_scorer
 from oodfilter.scoring.files import score_files
+from oodfilter.scoring.reference import reference_record
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
@@ -281,6 +282,7 @@ def _run_identity(config: ScanConfig, scorer: Scorer, plan: DecisionPlan) -> dic
         **plan.meta(),
         "decision": plan.describe(method.name, method.threshold_free),
         "num_classes": len(scorer.class_vectors),
+        "reference": reference_record(scorer),
     }
 
 
@@ -291,7 +293,8 @@ def _identity(config: ScanConfig, scorer: Scorer, rule: dict[str, Any]) -> dict[
             "label_check": config.classes_from_folders,
             "classes_sha256": classes_digest(list(scorer.class_vectors.class_names)),
             "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained),
-            "templates_sha256": templates_digest(scorer.class_vectors.templates)}
+            "templates_sha256": templates_digest(scorer.class_vectors.templates),
+            "reference_sha256": scorer.reference.sha256 if scorer.reference is not None else None}
 
 
 def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str | list[str]:
@@ -302,7 +305,7 @@ def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str
 
 # The templates' name is recorded for people; what a resume compares is the digest of their text.
 _IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates_sha256", "precision",
-                  "decode", "label_check")
+                  "decode", "label_check", "reference_sha256")
 
 
 def _legacy_precision(previous: dict[str, Any], scorer: Scorer, out: Path) -> None:

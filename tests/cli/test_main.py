@@ -23,6 +23,8 @@ def test_plugins_lists_builtin_scorers():
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert any(line.strip().startswith("atd") and "needs no-branch" in line for line in lines)
+    assert any(line.strip().startswith("knn") and "needs --reference" in line for line in lines)
+    assert not any(line.strip().startswith("mcm") and "needs" in line for line in lines)
     assert any(line.strip().startswith("mcm") and "builtin" in line for line in lines)
 
 
