@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -102,39 +103,65 @@ def available_methods() -> list[str]:
     return BASE_METHODS + found
 
 
-def adaptive_pass() -> Callable[..., Any] | None:
-    """``oodfilter.scoring.adaptive.adaptive_scores`` when this install has it."""
+def adaptive_pass() -> ModuleType | None:
+    """``oodfilter.scoring.adaptive`` when this install has it."""
     try:
-        module = importlib.import_module("oodfilter.scoring.adaptive")
+        return importlib.import_module("oodfilter.scoring.adaptive")
     except ImportError:
         return None
-    return module.adaptive_scores
+
+
+def negative_pool(method: str, quick: bool) -> Any:
+    """CSP or fused over the same nouns as NegLabel here (every other word of its vocabulary; every 200th and
+    every 50th modifier in the quick run), candidates encoded with the single photo template as NegLabel's."""
+    from oodfilter_neglabel import load_vocabulary
+
+    nouns = list(load_vocabulary())[:: 200 if quick else 2]
+    options: dict[str, Any] = {"groups": 10} if quick else {}
+    if quick:
+        from oodfilter_csp.pool import load_modifiers
+
+        options["modifiers"] = list(load_modifiers())[::50]
+    factory: Any = score_methods.get(method)  # the plugin's class: its own options
+    return factory(nouns, templates="photo", **options)
 
 
 def build_scorer(model: oodfilter.CLIPN, method: str, names: list[str], cache: Path, features: dict,
                  quick: bool) -> oodfilter.Scorer:
-    """oodfilter's scorer for ``method`` as run.py builds it (NegLabel with its paper's single template)."""
-    chosen = negative_labels(quick) if method == "neglabel" else method
-    templates = "photo" if method == "neglabel" else TEMPLATES
+    """oodfilter's scorer for ``method`` as run.py builds it (NegLabel and CSP with their papers' single
+    template; fused's ID classes with the ensemble, like ATD's)."""
+    chosen: Any = method
+    if method == "neglabel":
+        chosen = negative_labels(quick)
+    elif method in ("csp", "fused"):
+        chosen = negative_pool(method, quick)
+    templates = "photo" if method in ("neglabel", "csp") else TEMPLATES
     reference = features["id-train"] if method in FITTED else None
-    return make_scorer(model, names, chosen, cache, templates, reference=reference)  # type: ignore[arg-type]
+    return make_scorer(model, names, chosen, cache, templates, reference=reference)
 
 
-def adaptive_scan(adapt: Callable[..., Any], scorer: oodfilter.Scorer, scan: torch.Tensor,
-                  calibration: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of the scanned images and of the calibration images under the adaptive pass.
+def adaptive_scan(adaptive: ModuleType, scorer: oodfilter.Scorer, scan: torch.Tensor,
+                  calibration: torch.Tensor) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Adapted scores of the scanned images and of the calibration images, and what the pass used.
 
-    The pass learns from the images it is given, so the calibration images are scored in the same pass
-    as the scan (appended after it): a threshold fitted on their scores is a threshold on the same
-    score function the scan is decided with.
+    The pass learns its proxies from the scan alone; the calibration images (never scanned) are scored
+    against the scan's proxies (``score_with_proxies``), as ``oodfilter rescore --adapt --calibrate-on``
+    fits its threshold. An install without that scores them in the same pass as the scan, appended to it.
     """
-    result = adapt(scorer, torch.cat([scan, calibration]))
+    further = getattr(adaptive, "score_with_proxies", None)
+    if further is not None:
+        result = adaptive.adaptive_scores(scorer, scan)
+        calibration_scores = further(scorer, result.proxies, calibration)
+        meta = {**result.meta, "calibration": "scored against the scan's proxies"}
+        return (np.asarray(result.ood_score, dtype=np.float64), np.asarray(calibration_scores, dtype=np.float64),
+                meta)
+    result = adaptive.adaptive_scores(scorer, torch.cat([scan, calibration]))
     scores = np.asarray(result.ood_score, dtype=np.float64)
-    return scores[: len(scan)], scores[len(scan):]
+    return scores[: len(scan)], scores[len(scan):], {**result.meta, "calibration": "in the same pass as the scan"}
 
 
 def measure_seed(seed: int, data: WorldData, bank: FeatureBank, cache: Path, methods: list[str], adapt_bases: list[str],
-                 adapt: Callable[..., Any] | None, quick: bool, log: Callable[[str], None]) -> dict:
+                 adaptive: ModuleType | None, quick: bool, log: Callable[[str], None]) -> dict:
     """Every method and adaptive pass on every scan of one seed."""
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as trees:
@@ -160,16 +187,17 @@ def measure_seed(seed: int, data: WorldData, bank: FeatureBank, cache: Path, met
                                                        threshold) for s in scans}
         run["seconds"][method] = time.perf_counter() - mark
         log(f"seed {seed}: {method} ({run['seconds'][method]:.1f} s)")
-    for base in adapt_bases if adapt is not None else []:
+    for base in adapt_bases if adaptive is not None else []:
         mark, label = time.perf_counter(), f"{base}+adapt"
-        run["methods"][label] = {}
+        run["methods"][label], run.setdefault("adapt_meta", {})[label] = {}, {}
         for s in scans:
             scan = torch.cat([features["id"][split.scan], features[s.ood_set][s.ood_index]])
-            scan_scores, calibration_scores = adaptive_scan(adapt, scorers[base], scan,  # type: ignore[arg-type]
-                                                            features["id"][split.calibration])
+            scan_scores, calibration_scores, meta = adaptive_scan(adaptive, scorers[base], scan,  # type: ignore[arg-type]
+                                                                  features["id"][split.calibration])
             run["methods"][label][s.name] = scan_metrics(scan_scores[: len(split.scan)],
                                                          scan_scores[len(split.scan):],
                                                          calibrated_threshold(calibration_scores))
+            run["adapt_meta"][label][s.name] = meta
         run["seconds"][label] = time.perf_counter() - mark
         log(f"seed {seed}: {label} on {len(scans)} scans ({run['seconds'][label]:.1f} s)")
     run["seconds"]["total"] = time.perf_counter() - started
@@ -232,12 +260,12 @@ def main() -> None:
     data = load_world_data(**QUICK_WORLD) if args.quick else load_world_data()
     bank = load_feature_bank(data, cache, templates=WORLD_TEMPLATES[:2] if args.quick else WORLD_TEMPLATES)
     methods = available_methods()
-    adapt = None if args.no_adapt else adaptive_pass()
-    adapt_bases = [m for m in ADAPT_BASES if m in methods] if adapt is not None else []
+    adaptive = None if args.no_adapt else adaptive_pass()
+    adapt_bases = [m for m in ADAPT_BASES if m in methods] if adaptive is not None else []
     log(f"CPU: {cpu_name()}; {os.cpu_count()} cores; torch {torch.__version__}; {torch.get_num_threads()} threads")
     log(f"methods: {', '.join(methods)}; adaptive pass on: {', '.join(adapt_bases) or 'none (not installed)'}")
     seeds = 1 if args.quick else args.seeds
-    runs = [measure_seed(seed, data, bank, cache, methods, adapt_bases, adapt, args.quick, log)
+    runs = [measure_seed(seed, data, bank, cache, methods, adapt_bases, adaptive, args.quick, log)
             for seed in range(seeds)]
     seconds = time.perf_counter() - started
     text = f"**World A, generic no-branch, seeds 0-{seeds - 1}**\n\n" + tables(runs)

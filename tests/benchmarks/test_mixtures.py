@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.world.mixtures import ood_count, scan_metrics, scenarios, split_id  # noqa: E402
+from benchmarks.world.mixtures import ood_count, scan_metrics, scenarios, split_id
 
 
 def test_the_calibration_half_is_never_scanned_and_the_split_is_fixed_per_seed() -> None:
