@@ -47,6 +47,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 import torch.nn.functional as F
+from machine import cpu_name
 
 import oodfilter
 from oodfilter.text import class_vectors as class_vectors_module
@@ -154,17 +155,6 @@ def encoding_table(model, args: argparse.Namespace) -> None:
           f"cut ~{new_total / 3600:.3g} h: {old_total / new_total:.2f}x (full: the sample's captions/s; cut: the "
           "sample's token positions/s over the whole set's cut batches)")
     print()
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), for the record."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def load(name: str) -> oodfilter.CLIPN:

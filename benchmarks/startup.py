@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_name
+
 from oodfilter.cli.main import COMMANDS
 
 QUICK = {"repeats": 1}
@@ -38,17 +40,6 @@ def parse_args() -> argparse.Namespace:
     if parser.parse_known_args()[0].quick:
         parser.set_defaults(**QUICK)
     return parser.parse_args()
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (the platform's processor string elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def commands(folder: Path) -> dict[str, tuple[list[str], int]]:

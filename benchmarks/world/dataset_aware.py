@@ -28,7 +28,6 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 
 import oodfilter
+from benchmarks.machine import cpu_name
 from benchmarks.world.build import WORLD_TEMPLATES, FeatureBank, load_feature_bank
 from benchmarks.world.data import WorldData, load_world_data
 from benchmarks.world.evaluation import eval_sets, make_scorer
@@ -231,17 +231,6 @@ def tables(runs: list[dict], fractions: tuple[float, ...] = FRACTIONS) -> str:
         for method in methods:
             lines.append(f"| {method} | " + " | ".join(_cells(runs, method, s, key) for s in mixtures) + " |")
     return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (lscpu's), or the platform's word for it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
