@@ -20,6 +20,7 @@ from oodfilter.deprecation import warn_deprecated
 # Public names → the module that defines them. Imported on first access (PEP 562), so that
 # `import oodfilter` and `oodfilter --help` stay instant and torch loads only when needed.
 _EXPORTS = {
+    "ApplySummary": "oodfilter.scan.apply",
     "CLIPN": "oodfilter.model.clipn",
     "Calibration": "oodfilter.decision.calibration",
     "CheckpointError": "oodfilter.errors",
@@ -39,6 +40,7 @@ _EXPORTS = {
     "Scorer": "oodfilter.scoring.scorer",
     "ScorerSpec": "oodfilter.scoring.spec",
     "TINY_MODEL_NAME": "oodfilter.model.registration",
+    "apply_manifest": "oodfilter.scan.apply",
     "UnknownNameError": "oodfilter.errors",
     "UnsupportedModelError": "oodfilter.errors",
     "build_class_vectors": "oodfilter.text.class_vectors",
@@ -50,6 +52,7 @@ _EXPORTS = {
     "load_model": "oodfilter.model.factory",
     "load_rgb_image": "oodfilter.data.decode",
     "read_class_names": "oodfilter.text.classes",
+    "read_manifest": "oodfilter.sinks.manifest_frame",
     "save_bundle": "oodfilter.model.bundle",
     "score_files": "oodfilter.scoring.files",
     "score_methods": "oodfilter.scoring.methods",
@@ -87,6 +90,7 @@ if TYPE_CHECKING:
         load_model,
         save_bundle,
     )
+    from oodfilter.scan.apply import ApplySummary, apply_manifest
     from oodfilter.scoring import (
         ScoreMethod,
         Scorer,
@@ -97,6 +101,7 @@ if TYPE_CHECKING:
         score_methods,
     )
     from oodfilter.scoring.calibrate import calibrate
+    from oodfilter.sinks.manifest_frame import read_manifest
     from oodfilter.sinks.rows import ManifestRow
     from oodfilter.text import ClassVectors, build_class_vectors, clean_class_names, read_class_names
 
@@ -127,6 +132,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApplySummary",
     "CLIPN",
     "Calibration",
     "CheckpointError",
@@ -149,6 +155,7 @@ __all__ = [
     "UnknownNameError",
     "UnsupportedModelError",
     "__version__",
+    "apply_manifest",
     "build_class_vectors",
     "build_scorer",
     "calibrate",
@@ -158,6 +165,7 @@ __all__ = [
     "load_model",
     "load_rgb_image",
     "read_class_names",
+    "read_manifest",
     "save_bundle",
     "score_files",
     "score_methods",

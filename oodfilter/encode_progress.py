@@ -1,5 +1,8 @@
 """What caption encoding reports while it runs: a count after every batch, and one line with its estimate.
 
+Image files encoded for an evaluation or a plugin's fit (:func:`~oodfilter.data.loader.encode_image_files`)
+report their count to the same hooks (``images``), so one display shows both.
+
 The library itself only logs (the estimate at INFO); a caller that wants a display passes hooks to
 :func:`~oodfilter.text.class_vectors.build_class_vectors` or :func:`~oodfilter.text.encoding.encode_captions`
 (``progress=``), or installs them for a block of work with :func:`reporting_encodes`, which reaches the
@@ -27,11 +30,15 @@ class EncodeHooks:
             batch, with ``done`` increasing up to ``total``, the captions to encode (all towers together).
         announce: Called once, after the first batch has been timed, with a line saying how many
             captions will be encoded with which towers and about how long that takes.
+        images: Called as ``images(done, total)`` before the first batch and after each batch of image
+            files encoded by :func:`~oodfilter.data.loader.encode_image_files` (``done`` counts the
+            unreadable files too); each call of it counts from 0 again.
 
     """
 
     advance: Advance | None = None
     announce: Callable[[str], None] | None = None
+    images: Advance | None = None
 
 
 # What ``progress=`` takes: hooks, or just an ``advance(done, total)`` callback.

@@ -7,18 +7,20 @@ from typing import Any
 
 import click
 
-from oodfilter.cli.options import config_option, explicit_options, model_options
+from oodfilter.cli.options import config_option, explicit_options, model_options, quiet_asked
 
 EVAL_CONFIG = "oodfilter.evaluate.config:EvalConfig"
 option = functools.partial(config_option, EVAL_CONFIG)
 
 
 @click.command("eval")
-@option("--classes", "-c", help="Class list file (one in-distribution class per line).")
-@option("--id", "id_", field="id", help="In-distribution images: folder, glob, or scan manifest.")
-@option("--ood", multiple=True, help="An OOD image set (folder, glob or manifest); repeat for several.")
+@option("--classes", "-c", needed=True, help="Class list file (one in-distribution class per line).")
+@option("--id", "id_", field="id", needed=True, help="In-distribution images: folder, glob, or scan manifest.")
+@option("--ood", multiple=True, needed=True, help="An OOD image set (folder, glob or manifest); repeat for several.")
 @option("--id-labels", help="TSV/CSV of file and class_index or class_name, for ID top-1 accuracy.")
 @option("--methods", help="Comma-separated score methods (default: all that can run).")
+@option("--reference", multiple=True, help="Known in-distribution images (not the --id set) the fitted methods "
+        "(knn, mahalanobis) fit on: files, folders, globs, or a manifest with stored features; repeatable.")
 @model_options(EVAL_CONFIG)
 @option("--out", "-o", help="results.json to write (histogram PNGs go beside it).")
 @option("--overwrite", is_flag=True, help="Replace existing results (and their histograms) at --out.")
@@ -46,8 +48,9 @@ def eval_command(ctx: click.Context, **options: Any) -> None:
     overrides = explicit_options(ctx, options, skip=("config_file",))
     if "id_" in overrides:
         overrides["id"] = overrides.pop("id_")
-    if "ood" in overrides:
-        overrides["ood"] = list(overrides["ood"])
+    for name in ("ood", "reference"):
+        if name in overrides:
+            overrides[name] = list(overrides[name])
     if "methods" in overrides:
         overrides["methods"] = [m.strip() for m in overrides["methods"].split(",") if m.strip()]
     if "attack_eps" in overrides:
@@ -60,7 +63,7 @@ def eval_command(ctx: click.Context, **options: Any) -> None:
     from oodfilter.cli.progress import TaskProgress
     from oodfilter.evaluate.runner import evaluate
 
-    with TaskProgress("evaluating", quiet=False) as display, display.encodes():  # shows the caption encodes
+    with TaskProgress("evaluating", quiet=quiet_asked()) as display, display.encodes():  # shows the caption encodes
         report = evaluate(config, checked=checked)
     _print(report)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from oodfilter.cli.options import config_option, explicit_options, model_options
+from oodfilter.cli.options import config_option, explicit_options, model_options, quiet_asked
 
 FINETUNE_CONFIG = "oodfilter.train.config:FinetuneConfig"
 option = functools.partial(config_option, FINETUNE_CONFIG)
@@ -23,10 +23,10 @@ option = functools.partial(config_option, FINETUNE_CONFIG)
     precision="Autocast on CUDA ({default}): auto = bf16, or fp16 on GPUs without it; training on the CPU "
               "runs in fp32 (int8 is for scoring only).",
 )
-@option("--data", help="Caption table (.csv/.tsv/.jsonl with path, caption) or image-folder tree.")
-@option("--out", "-o", help="Output folder: the bundle, plus training/ (checkpoints, metrics.jsonl).")
-@option("--steps", help="Optimizer steps to run (or --epochs).")
-@option("--epochs", help="Passes over the training pairs (or --steps).")
+@option("--data", needed=True, help="Caption table (.csv/.tsv/.jsonl with path, caption) or image-folder tree.")
+@option("--out", "-o", needed=True, help="Output folder: the bundle, plus training/ (checkpoints, metrics.jsonl).")
+@option("--steps", help="Optimizer steps to run (this or --epochs is required).")
+@option("--epochs", help="Passes over the training pairs (this or --steps is required).")
 @option("--lr", help="Peak learning rate ({default}).")
 @option("--weight-decay", help="AdamW weight decay on matrices ({default}).")
 @option("--warmup-steps", help="Linear warm-up steps before the cosine decay ({default}).")
@@ -50,6 +50,7 @@ def finetune_command(ctx: click.Context, **options: Any) -> None:
     """
     from oodfilter.train.config import load_finetune_config
 
+    options["quiet"] = quiet_asked(options["quiet"])  # also `oodfilter -q finetune`
     config = load_finetune_config(options["config_file"], explicit_options(ctx, options, skip=("config_file", "quiet")))
     config.validate()  # option errors before torch is imported
     from oodfilter.cli.progress import TaskProgress
@@ -58,5 +59,15 @@ def finetune_command(ctx: click.Context, **options: Any) -> None:
     with TaskProgress("training", quiet=options["quiet"]) as progress:
         result = finetune(config, progress=progress)
     if not options["quiet"]:
-        shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val_")}
-        click.echo(f"trained {result.steps} steps; bundle in {Path(result.bundle)}; validation {shown}", err=True)
+        click.echo(f"trained {result.steps} steps; bundle in {Path(result.bundle)}; "
+                   f"{validation_text(result.metrics, config.val_fraction)}", err=True)
+
+
+def validation_text(metrics: dict[str, float], val_fraction: float) -> str:
+    """Describe the last held-out metrics (``val_loss 0.1234, ...``), or why there are none."""
+    shown = [f"{name} {value:.4f}" for name, value in metrics.items() if name.startswith("val_")]
+    if shown:
+        return "validation: " + ", ".join(shown)
+    if val_fraction <= 0:
+        return "no validation (--val-fraction 0 holds no pairs out)"
+    return f"no validation (--val-fraction {val_fraction} held out no pair: too few pairs)"

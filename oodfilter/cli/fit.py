@@ -26,9 +26,10 @@ class FitterGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         """Run the fitter, showing the caption encodes it makes (class vectors) and their estimate."""
+        from oodfilter.cli.options import quiet_asked
         from oodfilter.cli.progress import TaskProgress
 
-        with TaskProgress("fitting", quiet=False) as display, display.encodes():
+        with TaskProgress("fitting", quiet=quiet_asked()) as display, display.encodes():
             return super().invoke(ctx)
 
 

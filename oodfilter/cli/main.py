@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from oodfilter.cli.options import QUIET_KEY
 from oodfilter.errors import OODFilterError
 from oodfilter.messages import redact
 from oodfilter.sinks.names import printable
@@ -17,6 +18,7 @@ from oodfilter.sinks.names import printable
 # command name → "module:attribute"; modules are imported only when their command runs, so that
 # `oodfilter --help` does not pay for importing torch and open_clip.
 COMMANDS = {
+    "apply": "oodfilter.cli.apply:apply_command",
     "convert-clipn": "oodfilter.cli.convert:convert_clipn",
     "download": "oodfilter.cli.models:download_command",
     "eval": "oodfilter.cli.evaluate:eval_command",
@@ -58,8 +60,12 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="oodfilter")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No progress display and no summary, whichever command follows "
+              "(the same as that command's -q).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Find images that belong to none of your classes, with CLIPN and peer scores."""
+    ctx.meta[QUIET_KEY] = quiet
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if verbose == 0:  # a warning is a message to the user, not a pointer into the source

@@ -91,10 +91,15 @@ class ConfigOption(click.Option):
     """A click option for the field ``field`` (default: the option's name) of the config ``config``.
 
     Without an explicit ``type`` (and unless it is a flag) its values convert through the field's type;
-    ``{default}`` in its help reads the field's default when help is shown.
+    ``{default}`` in its help reads the field's default when help is shown. ``needed`` marks the help
+    ``[required]``: the value must be given, on the command line or in the ``--config`` file (so click's own
+    ``required``, which ignores the file, is not used).
     """
 
-    def __init__(self, param_decls: list[str], *, config: str, field: str | None = None, **attrs: Any) -> None:
+    def __init__(self, param_decls: list[str], *, config: str, field: str | None = None, needed: bool = False,
+                 **attrs: Any) -> None:
+        if needed:
+            attrs["help"] = f"{attrs.get('help') or ''}  [required]".strip()
         if "type" not in attrs and not attrs.get("is_flag"):
             attrs["type"] = FieldType(config, "")  # the field name is known once click has named the option
         super().__init__(param_decls, **attrs)
@@ -149,3 +154,13 @@ def explicit_options(ctx: click.Context, options: dict[str, Any], *, skip: Itera
         for name, value in options.items()
         if name not in skipped and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
     }
+
+
+# ``ctx.meta`` key of the top-level ``oodfilter -q``: every command's context shares its root's meta.
+QUIET_KEY = "oodfilter.quiet"
+
+
+def quiet_asked(quiet: bool = False) -> bool:
+    """Return True when ``-q``/``--quiet`` was given to the command (``quiet``) or before it (``oodfilter -q scan``)."""
+    ctx = click.get_current_context(silent=True)
+    return quiet or bool(ctx is not None and ctx.meta.get(QUIET_KEY))

@@ -19,10 +19,13 @@ def plugins(load: bool) -> None:
     from oodfilter.plugin_inspect import survey
     from oodfilter.scoring.methods import score_methods
 
-    methods, fit = survey(score_methods, ("needs_no_branch",), load=load), survey(fitters, load=load)
+    methods = survey(score_methods, ("needs_no_branch", "needs_reference"), load=load)
+    fit = survey(fitters, load=load)
     click.echo("scorers:")
     for name, (source, attributes) in methods.entries.items():
-        needs = "needs no-branch" if attributes.get("needs_no_branch", False) else ""
+        needs = ", ".join(word for key, word in (("needs_no_branch", "needs no-branch"),
+                                                 ("needs_reference", "needs --reference"))
+                          if attributes.get(key, False))
         click.echo(f"  {name:12s} {source:20s} {needs}".rstrip())
     click.echo("fitters (oodfilter fit NAME):")
     for name, (source, _) in fit.entries.items():

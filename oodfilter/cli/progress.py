@@ -71,9 +71,14 @@ class TaskProgress:
 
     @contextlib.contextmanager
     def encodes(self) -> Iterator[None]:
-        """Show every caption encode inside the block (text vectors not in the cache) and print its estimate."""
+        """Show every caption encode inside the block (text vectors not in the cache) and print its estimate.
+
+        Image files encoded inside the block (an evaluation's sets, a plugin's fit) show on a line of their own.
+        """
         line = _Line("encoding captions")
-        hooks = EncodeHooks(advance=lambda done, total: self._report(line, done, total), announce=self._say)
+        images = _Line("encoding images")
+        hooks = EncodeHooks(advance=lambda done, total: self._report(line, done, total), announce=self._say,
+                            images=lambda done, total: self._report(images, done, total))
         with reporting_encodes(hooks):
             yield
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from oodfilter.cli.options import config_option, explicit_options, model_options
+from oodfilter.cli.options import config_option, explicit_options, model_options, quiet_asked
 from oodfilter.sinks.actions import ACTIONS  # torch-free imports: --help must not load torch
 from oodfilter.sinks.reshard import RESHARD
 
@@ -21,14 +21,21 @@ option = functools.partial(config_option, SCAN_CONFIG)
 
 @click.command("scan")
 @click.argument("inputs", nargs=-1)
-@option("--classes", "-c", help="Class list file: one in-distribution class name per line.")
+@option("--classes", "-c", help="Class list file: one in-distribution class name per line (this or "
+        "--classes-from-folders is required).")
+@option("--classes-from-folders", is_flag=True, help="Scan one folder laid out as FOLDER/CLASS/IMAGE: the class "
+        "list is its sub-folder names (underscores and hyphens read as spaces), and each image whose folder's class "
+        "differs from the class it confidently looks like is marked label_issue in the manifest.")
+@option("--label-min-prob", help="With --classes-from-folders: the probability above which another class than the "
+        "folder's counts as a label issue ({default}; from 0.5 that class is more likely than the folder's).")
 @option("--out", "-o", help="Manifest file ({default}); format from the suffix: .jsonl, .csv, .parquet.")
 @model_options(SCAN_CONFIG, model="A catalogue name ({default}: downloaded once, see 'oodfilter models'), a "
                "bundle folder, hf-hub:ORG/REPO[@REV], reference .pt, open_clip name (ViT-B-16), local-dir:/folder, "
                "or test-tiny.",
                pretrained="For an open_clip name: a pretrained tag or weights file. For a reference .pt: its "
                "architecture, an open_clip name (ViT-B-16) or local-dir:/folder with open_clip_config.json.")
-@option("--method", help="Score: atd (default with a trained no-branch), ctw, mcm, msp, energy, maxlogit.")
+@option("--method", help="Score: atd (default with a trained no-branch), ctw, mcm, msp, energy, maxlogit; knn or "
+        "mahalanobis with --reference.")
 @option("--threshold", help="Decide OOD as ood_score > X instead of the threshold-free rule.")
 @option("--id-recall", help="Calibrate the threshold to keep this share R of the --calibrate-on images (0.95).")
 @option("--calibrate-on", multiple=True, help="Images known to be in-distribution (files, folders, globs or a "
@@ -36,6 +43,9 @@ option = functools.partial(config_option, SCAN_CONFIG)
 @option("--calibration", type=click.Path(dir_okay=False), help="Use a saved calibration (JSON) for the decision.")
 @option("--keep-fraction", help="Keep the F lowest-scored (most in-distribution) images of the scan, decided after "
         "scoring; the rest are OOD.")
+@option("--reference", multiple=True, help="Known in-distribution images the fitted methods (knn, mahalanobis) fit on: "
+        "files, folders, globs or a manifest (one with stored features of the same image tower is read, not "
+        "re-encoded); repeatable.")
 @option("--save-features", is_flag=True, help="Store each image's embedding (float16, <out>.features.f16) so "
         "'oodfilter rescore' can score another class list or method without the image encoder.")
 @option("--templates", help="Prompt template set: auto (clipn for CLIPN models, else photo), clipn (the "
@@ -76,6 +86,7 @@ def scan_command(ctx: click.Context, **options: Any) -> None:
     from oodfilter.scan.preflight import prepare_scan
     from oodfilter.sinks.names import printable
 
+    options["quiet"] = quiet_asked(options["quiet"])  # also `oodfilter -q scan`
     overrides = _explicit_options(ctx, options)
     config = load_scan_config(options["config_file"], overrides)
     with prepare_scan(config) as prepared:  # every check that needs no model, before torch is imported
@@ -98,7 +109,7 @@ def _explicit_options(ctx: click.Context, options: dict[str, Any]) -> dict[str, 
     overrides = explicit_options(ctx, options, skip=("config_file", "strict", "quiet"))
     if "no_recursive" in overrides:
         overrides["recursive"] = not overrides.pop("no_recursive")
-    for name in ("inputs", "include", "exclude", "calibrate_on"):
+    for name in ("inputs", "include", "exclude", "calibrate_on", "reference"):
         if name in overrides:
             overrides[name] = list(overrides[name])
             if not overrides[name]:
@@ -121,6 +132,10 @@ def _print_summary(summary: Any) -> None:
     if undecided:
         table.add_row("no decision (pass --threshold)", str(undecided))
     table.add_row("errors", str(summary.errors))
+    if summary.decision:
+        table.add_row("decision", summary.decision)
+    if summary.threshold is not None:
+        table.add_row("threshold", f"{summary.threshold:.6g}")
     table.add_row("throughput", f"{summary.images_per_second:.1f} files/s")
     table.add_row("manifest", printable(str(Path(summary.manifest))))
     if summary.actions is not None:
@@ -136,6 +151,12 @@ def _print_summary(summary: Any) -> None:
             table.add_row("samples kept unscanned (no image)", str(unscanned))
     console = Console(stderr=True)
     console.print(table)
+    if summary.label_issues is not None:
+        issues = summary.label_issues
+        console.print(f"{issues} image{'' if issues == 1 else 's'} may be mislabelled (the folder's class differs from "
+                      "the class the image confidently looks like: label_issue in the manifest, and the report's "
+                      "Label issues section)" if issues else "no image looks mislabelled (label check of the folder "
+                      "classes)", markup=False)
     _print_class_rates(console, summary.per_class)
     if summary.actions is not None:
         for problem in summary.actions.skipped:

@@ -13,6 +13,7 @@ from oodfilter.data.dataset import DecodedBatch, ImageFileDataset, collate_decod
 from oodfilter.data.decode import DEFAULT_MAX_PIXELS
 from oodfilter.data.draft import fast_decode_for
 from oodfilter.data.split_transform import split_transform
+from oodfilter.encode_progress import as_hooks
 
 
 def image_batches(
@@ -80,11 +81,16 @@ def encode_image_files(
 ) -> EncodedImages:
     """Encode image files with ``encode`` ((B, 3, H, W) → (B, D) features), e.g. ``Scorer.encode_images``.
 
-    ``fast_decode`` decodes large JPEGs reduced, as in :func:`image_batches`.
+    ``fast_decode`` decodes large JPEGs reduced, as in :func:`image_batches`. The count of files done is
+    reported to the ``images`` hook installed by :func:`~oodfilter.encode_progress.reporting_encodes`
+    (the command line's progress display), if any.
     """
     ok: list[str] = []
     chunks: list[torch.Tensor] = []
     errors: dict[str, str] = {}
+    report = as_hooks(None).images
+    if report is not None:
+        report(0, len(paths))
     for batch in image_batches(paths, transform, batch_size=batch_size, workers=workers, pin_memory=pin_memory,
                                fast_decode=fast_decode):
         for index, reason in batch.errors:
@@ -92,5 +98,7 @@ def encode_image_files(
         if batch.images is not None:
             chunks.append(encode(batch.images))
             ok.extend(paths[index] for index in batch.ok)
+        if report is not None:
+            report(len(ok) + len(errors), len(paths))
     features = torch.cat(chunks) if chunks else torch.zeros(0, 0)
     return EncodedImages(ok, features, errors)

@@ -26,6 +26,7 @@ from oodfilter.plugin_inspect import survey
 from oodfilter.real_path import real_path
 from oodfilter.scoring.checks import check_method_fits_model, check_spec
 from oodfilter.scoring.methods import score_methods
+from oodfilter.scoring.reference_paths import check_reference, check_reference_given
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.manifest import FORMATS, read_manifest
 from oodfilter.sinks.row_paths import resolved_paths
@@ -96,13 +97,41 @@ def check_eval(config: EvalConfig, *, method_names: Collection[str] = (), model_
         check_eval_outputs(config, Path(config.out), set_names)
     spec = eval_spec(config)
     class_names = _check_methods(spec, config.methods, method_names, model_given)
+    check_reference(config.reference)  # a missing reference fails before the model loads
+    for name in config.methods:  # asked for by name: a fitted method without --reference is an error, not a skip
+        if name.lower() not in {given.lower() for given in method_names}:
+            check_reference_given(name, config.reference)
     images = {"id": read_image_set(config.id)}
     images.update({name: read_image_set(source) for name, source in zip(set_names, config.ood, strict=True)})
     for name, source in zip(["id", *set_names], [config.id, *config.ood], strict=True):
         if not images[name]:
             raise InputError(f"the {name} set {source} holds no images")
     labels = read_labels(config.id_labels, class_names) if config.id_labels else None
+    if labels is not None:
+        check_labels_cover(str(config.id_labels), images["id"], labels)
     return CheckedEval(set_names, class_names, images, labels)
+
+
+def check_labels_cover(label_file: str, images: Sequence[str], labels: dict[str, int]) -> None:
+    """Refuse a label file that lacks a label for some ID image (the accuracy would silently leave it out).
+
+    Raises:
+        InputError: an ID image has no label; the message names the first one and how label paths are read.
+
+    """
+    unmatched = [path for path in images if _label_key(path) not in labels]
+    if not unmatched:
+        return
+    example = next(iter(labels), None)
+    read_as = f" (a label path is read relative to the label file's folder: its first is {example})" if example else ""
+    raise InputError(f"--id-labels {label_file} has no label for {len(unmatched)} of the {len(images)} ID images, the "
+                     f"first being {unmatched[0]}{read_as}; label every ID image (file or path column), or leave "
+                     "--id-labels out")
+
+
+def _label_key(path: str) -> str:
+    """Return the key an ID image's label is stored under (as :func:`read_labels` makes it)."""
+    return path if is_url(path) else str(real_path(Path(path)))
 
 
 def check_robustness(config: RobustnessConfig, *, method_names: Collection[str] = (),

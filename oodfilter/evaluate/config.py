@@ -24,6 +24,7 @@ class EvalConfig(ModelOptions):
     ood: list[str] = field(default_factory=list)
     id_labels: str | None = None
     methods: list[str] = field(default_factory=list)
+    reference: list[str] = field(default_factory=list)
     out: str | None = None
     templates: str | list[str] = DEFAULT_TEMPLATES
     workers: int = 0

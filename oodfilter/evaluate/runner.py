@@ -25,6 +25,7 @@ from oodfilter.model.clipn import CLIPN
 from oodfilter.real_path import real_path
 from oodfilter.scoring.factory import build_scorer, load_spec_model
 from oodfilter.scoring.methods import PrerequisiteContext, ScoreMethod, score_methods
+from oodfilter.scoring.reference import load_reference
 from oodfilter.scoring.scorer import Scorer, check_method_runs_on
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.features import header_path, matching_features
@@ -50,6 +51,7 @@ class EvalReport:
     errors: dict[str, str] = field(default_factory=dict)
     fpr_convention: str = "clipn"
     robustness: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for ``results.json``."""
@@ -87,8 +89,13 @@ def evaluate(
                            checked.class_names)
     sources = {"id": config.id, **dict(zip(set_names, config.ood, strict=True))}
     features, paths, errors = _encode_sets(config, base, sources, checked.images)
+    if any(real_path(item) == real_path(config.id) for item in config.reference):
+        logger.warning("--reference is the --id set: the fitted methods then score the ID images against themselves "
+                       "(kNN distance 0), which overstates them; fit on other ID images")
+    reference = load_reference(config.reference, base, workers=config.workers) if config.reference else None
     report = EvalReport(methods=[], sets=set_names, results={}, scores={}, id_accuracy=None, errors=errors,
-                        fpr_convention=config.fpr_convention, skipped=skipped)
+                        fpr_convention=config.fpr_convention, skipped=skipped,
+                        reference=reference.meta() if reference is not None else None)
     if checked.labels is not None:
         report.id_accuracy = _id_accuracy(base, features["id"], paths["id"], checked.labels)
     for name in requested:
@@ -96,7 +103,7 @@ def evaluate(
             continue
         try:
             scorer = build_scorer(replace(_spec(config), method=name), model=base.model,
-                                  class_vectors=base.class_vectors, method=given.get(name))
+                                  class_vectors=base.class_vectors, method=given.get(name), reference=reference)
         except OODFilterError as error:
             if config.methods:  # asked for by name: say why it cannot run
                 raise
@@ -122,7 +129,8 @@ def _unready(config: EvalConfig, model: CLIPN, methods: dict[str, ScoreMethod],
 
     """
     context = PrerequisiteContext(model, checked.class_names,
-                                  Path(config.cache_dir) if config.cache_dir is not None else None)
+                                  Path(config.cache_dir) if config.cache_dir is not None else None,
+                                  reference_features=bool(config.reference))
     skipped = {}
     for name, method in methods.items():
         try:
@@ -196,7 +204,11 @@ def _stored_features(source: str, scorer: Scorer) -> tuple[torch.Tensor, list[st
 
 
 def _id_accuracy(scorer: Scorer, features: torch.Tensor, paths: list[str], labels: dict[str, int]) -> float | None:
-    """Top-1 accuracy of the yes classifier on the ID images the labels name (None: they name none)."""
+    """Top-1 accuracy of the yes classifier on the ID images the labels name (None: they name none).
+
+    :func:`~oodfilter.evaluate.checks.check_eval` refused labels that miss an ID image; a manifest's stored
+    features cover its ok rows only, so only those count.
+    """
     top = scorer.score_features(features).top_class
     known = [(i, labels[str(real_path(p))]) for i, p in enumerate(paths) if str(real_path(p)) in labels]
     return sum(int(top[i]) == label for i, label in known) / len(known) if known else None
@@ -220,5 +232,23 @@ def _write_outputs(report: EvalReport, out: Path, *, plots: bool) -> None:
     atomic_write_text(out, json.dumps(report.to_json(), indent=1))
     if plots:
         for method, scores in report.scores.items():
-            save_histogram_png(scores, histogram_path(out, method),
-                               title=f"{method}: ID vs OOD scores")
+            labelled, notes = histogram_sets(report, method, scores)
+            save_histogram_png(labelled, histogram_path(out, method), notes=notes,
+                               title=f"{method}: scores of the ID images and of each OOD set")
+
+
+def histogram_sets(report: EvalReport, method: str, scores: dict[str, list[float]]
+                   ) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Name the sets of ``method``'s histogram for its legend (``ID``, ``OOD NAME``) with each OOD set's metrics.
+
+    The notes give each OOD set's AUROC and FPR95 against the ID set.
+    """
+    labelled: dict[str, list[float]] = {}
+    notes: dict[str, str] = {}
+    for name, values in scores.items():
+        label = "ID" if name == "id" else f"OOD {name}"
+        labelled[label] = values
+        row = report.results.get(method, {}).get(name)
+        if row is not None:
+            notes[label] = f"AUROC {100 * row['auroc']:.1f}%, FPR95 {100 * row['fpr95']:.1f}%"
+    return labelled, notes

@@ -110,6 +110,8 @@ class OODFilter:
         device: Where scoring runs (default: the model's device, CUDA when loaded with ``auto``).
         precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``fp32``, ``bf16``, ``fp16`` or ``int8``
             (see :class:`~oodfilter.Scorer`).
+        reference: Known in-distribution images (files, folders, globs, or manifests with stored features)
+            that the fitted methods (``knn``, ``mahalanobis``) fit on, once, when the filter is built.
         warn_fraction: Warn once per pass when more than this fraction of samples is dropped (a wrong class
             list usually shows up this way).
         min_seen: Samples to see before that warning may fire.
@@ -135,6 +137,7 @@ class OODFilter:
         cache_dir: str | Path | None = None,
         device: str | torch.device | None = None,
         precision: str = "auto",
+        reference: Sequence[str | Path] = (),
         warn_fraction: float = 0.5,
         min_seen: int = 64,
         progress: EncodeProgress | None = None,
@@ -148,6 +151,7 @@ class OODFilter:
             calibration=str(calibration) if isinstance(calibration, Path) else calibration,
             device=str(device) if device is not None else "auto", precision=precision, batch_size=1024,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
+            reference=tuple(str(item) for item in reference),
         )
         with reporting_encodes(as_hooks(progress)):
             self.scorer = build_scorer(spec, model=None if isinstance(model, str) else model)

@@ -64,6 +64,10 @@ class ClassRateCounter:
         self._decided[name] += row.is_ood is not None
         self._flagged[name] += row.is_ood is True
 
+    def scores(self) -> dict[str, array[float]]:
+        """Return each class's scores so far, in the order added (the counter's own arrays, not copies)."""
+        return dict(self._scores)
+
     def rates(self) -> list[ClassRate]:
         """Return the rates so far, most images first (ties by name)."""
         rates = [ClassRate(name, len(values), self._flagged[name], self._decided[name], statistics.median(values))

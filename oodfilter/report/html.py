@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from oodfilter.errors import InputError
 from oodfilter.messages import redact
 from oodfilter.outputs import check_output, starts_with
 from oodfilter.report.class_rates import suspicious_note
+from oodfilter.report.label_issues import label_issues_section
+from oodfilter.report.review_page import REVIEW_FORMAT, SCRIPT, STYLE, file_sha256, json_island, review_name
 from oodfilter.report.summary import ReportData, summarise_stream
 from oodfilter.report.what_if import what_if
 from oodfilter.sinks.manifest import iter_manifest, read_meta, sidecar
@@ -29,15 +32,18 @@ logger = logging.getLogger(__name__)
 
 THUMB_SIZE = 160
 MAX_TABLE_ROWS = 200
+# The browsable grid shows at most this many images (every k-th ok row of a larger scan).
+MAX_GRID = 500
 
 
 @dataclass
 class ReportConfig:
-    """Options of a report: gallery size, histogram bins, thumbnail size."""
+    """Options of a report: gallery size, histogram bins, thumbnail size, images in the browsable grid."""
 
     per_gallery: int = 24
     bins: int = 40
     thumb_size: int = THUMB_SIZE
+    grid: int = MAX_GRID
 
 
 def write_report(
@@ -45,8 +51,9 @@ def write_report(
 ) -> Path:
     """Render the report of a scan manifest to ``out`` (written atomically) and return its path.
 
-    Only the gallery images are opened (at most three galleries of ``per_gallery``), so large scans stay
-    fast. An image that can no longer be read is shown as a placeholder with the reason.
+    Only the images shown are opened (four strips of at most ``per_gallery`` and a grid of at most ``grid``),
+    so large scans stay fast; the page holds every ok row's score (about 20 bytes each) for its threshold
+    slider. An image that can no longer be read is shown as a placeholder with the reason.
 
     Raises:
         InputError: the manifest is missing or empty.
@@ -59,7 +66,8 @@ def write_report(
     check_output(out, overwrite=overwrite, kind="HTML report", is_expected_kind=html_file, inputs=inputs)
     options = config or ReportConfig()
     meta = read_meta(manifest)
-    data = summarise_stream(lambda: iter_manifest(manifest), meta, per_gallery=options.per_gallery)
+    data = summarise_stream(lambda: iter_manifest(manifest), meta, per_gallery=options.per_gallery,
+                            browse=max(0, options.grid))
     if not data.counts["total"]:
         raise InputError(f"manifest {manifest} is missing or has no rows; run oodfilter scan first")
     page = _page(data, meta, Path(manifest), options)
@@ -88,22 +96,47 @@ def _thumbnail(path: str, size: int, cache: dict[str, str]) -> str:
     return cache[path]
 
 
-def _gallery(title: str, rows: list[ManifestRow], size: int, cache: dict[str, str], base: str) -> str:
-    """Return the cards of ``rows``: thumbnails of the files they name (relative rows resolved from ``base``)."""
-    cards = []
-    for row in rows:
-        source = _thumbnail(resolve_row_path(row.path, base), size, cache)
+class _Cards:
+    """The thumbnail cards of the page and the rows they show (each path once, for the page's script)."""
+
+    def __init__(self, size: int, base: str) -> None:
+        self.size, self.base = size, base
+        self.cache: dict[str, str] = {}
+        self.rows: list[dict[str, Any]] = []
+        self._index: dict[str, int] = {}
+        self.classes: dict[str, int] = {}
+
+    def card(self, row: ManifestRow) -> str:
+        """Return one card: the thumbnail, then file name, score, decision, top class, and keep/drop buttons."""
         shown = redact(row.path)  # a presigned URL's signature stays out of a page people share
+        name = shown.rstrip("/").rsplit("/", 1)[-1] or shown
+        if row.path not in self._index:
+            self._index[row.path] = len(self.rows)
+            # a path that holds a credential is not put in the page, so it cannot be marked here
+            self.rows.append({"path": row.path if shown == row.path else None, "name": name, "score": row.score,
+                              "cls": self.classes.get(row.top_class or "?", -1), "ood": row.is_ood})
+        index = self._index[row.path]
+        source = _thumbnail(resolve_row_path(row.path, self.base), self.size, self.cache)
         decision = {True: "OOD", False: "ID", None: "no decision"}[row.is_ood]
-        label = (f"{row.score:.4f} · {decision}<br>{html.escape(str(row.top_class))} "
-                 f"({(row.top_prob or 0):.2f})")
         if source.startswith("error:"):
             picture = f'<div class="missing">{html.escape(source[6:])}</div>'
         else:
-            picture = f'<img class="thumb" src="{source}" alt="{html.escape(Path(shown).name)}">'
-        cards.append(f'<figure title="{html.escape(shown)}">{picture}<figcaption>{label}</figcaption></figure>')
-    body = "".join(cards) or "<p>none</p>"
-    return f'<section><h2>{html.escape(title)} ({len(rows)})</h2><div class="gallery">{body}</div></section>'
+            picture = f'<img class="thumb" src="{source}" alt="{html.escape(name)}">'
+        buttons = ('<button type="button" data-mark="keep" title="keep (key k)">keep</button>'
+                   '<button type="button" data-mark="drop" title="drop (key d)">drop</button>'
+                   if shown == row.path else "<em>holds a credential: mark it in the manifest</em>")
+        caption = (f'<div class="name">{html.escape(name)}</div>'
+                   f'<div>{row.score:.4f} · <span class="verdict">{decision}</span> <span class="mark"></span></div>'
+                   f"<div>{html.escape(str(row.top_class))} ({(row.top_prob or 0):.2f})</div><div>{buttons}</div>")
+        return (f'<figure class="card" tabindex="0" data-row="{index}" title="{html.escape(shown)}">{picture}'
+                f"<figcaption>{caption}</figcaption></figure>")
+
+    def strip(self, rows: list[ManifestRow], empty: str, element_id: str = "") -> str:
+        """Return the cards of ``rows`` in one gallery, or ``empty`` said in words when there are none."""
+        if not rows:
+            return f'<p class="note">{html.escape(empty)}</p>'
+        attribute = f' id="{element_id}"' if element_id else ""
+        return f'<div class="gallery"{attribute}>{"".join(self.card(row) for row in rows)}</div>'
 
 
 def _histogram_svg(data: ReportData, bins: int, label: str = "decision boundary") -> str:
@@ -121,7 +154,8 @@ def _histogram_svg(data: ReportData, bins: int, label: str = "decision boundary"
     peak = max(counts)
     bar = (width - 2 * pad) / bins
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}" role="img" '
-             f'aria-label="histogram of OOD scores">']
+             f'aria-label="histogram of OOD scores" id="histogram" data-low="{low!r}" data-high="{high!r}" '
+             f'data-left="{pad}" data-right="{width - pad}">']
     for i, count in enumerate(counts):
         h = (height - pad) * count / peak
         centre = low + (i + 0.5) * (high - low) / bins
@@ -133,6 +167,8 @@ def _histogram_svg(data: ReportData, bins: int, label: str = "decision boundary"
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{pad / 2}" y2="{height}" stroke="black" '
                      f'stroke-dasharray="4 3"/><text x="{x + 4:.1f}" y="{pad / 2 + 10}">{html.escape(label)} '
                      f'{data.boundary:.4g}</text>')
+    parts.append(f'<line id="slider-line" x1="0" x2="0" y1="{pad / 2}" y2="{height}" stroke="#e08000" '
+                 'stroke-width="2" visibility="hidden"><title>the slider\'s threshold</title></line>')
     parts.append(f'<text x="{pad}" y="{height + 18}">{low:.4g}</text>')
     parts.append(f'<text x="{width - pad - 60}" y="{height + 18}">{high:.4g}</text>')
     parts.append(f'<text x="{width / 2 - 90:.0f}" y="{height + 34}">OOD score (higher = more OOD)</text></svg>')
@@ -230,7 +266,6 @@ def _warn_if_no_thumbnail(cache: dict[str, str], base: str) -> None:
 
 
 def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: ReportConfig) -> str:
-    cache: dict[str, str] = {}
     base = manifest_base(manifest, meta)
     calibration = _calibration_of(manifest, meta)
     c = data.counts
@@ -241,22 +276,138 @@ def _page(data: ReportData, meta: dict[str, Any], manifest: Path, options: Repor
         ("no decision", c["undecided"]), ("errors", c["errors"]),
     ]
     summary = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in summary_rows)
-    size = options.thumb_size
+    cards = _Cards(options.thumb_size, base)
+    cards.classes = {rate.name: index for index, rate in enumerate(data.per_class)}
     sections = [
         f'<table class="summary">{summary}</table>',
         f"<section><h2>Score distribution</h2>{_histogram_svg(data, options.bins, _boundary_label(calibration))}"
         "</section>",
-        _gallery("Most OOD", data.most_ood, size, cache, base),
-        _gallery("Borderline", data.borderline, size, cache, base),
-        _gallery("Most in-distribution", data.most_id, size, cache, base),
+        _galleries(data, meta, cards),
+        _grid_section(data, cards),
+        label_issues_section(iter_manifest(manifest),
+                             lambda path: _thumbnail(resolve_row_path(path, base), cards.size, cards.cache)),
         _per_class_section(data),
         _what_if_section(calibration, data),
         f"<section><h2>Errors ({c['errors']})</h2>{_more_errors(c['errors'], len(data.errors))}"
         + _table(["path", "error"], [[redact(r.path), redact(str(r.error))] for r in data.errors]) + "</section>",
     ]
-    _warn_if_no_thumbnail(cache, base)
+    _warn_if_no_thumbnail(cards.cache, base)
+    island = json_island(_island(data, manifest, cards))
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>oodfilter report: {html.escape(manifest.name)}</title><style>{_STYLE}</style></head>"
-        f"<body><h1>oodfilter scan report</h1>{''.join(sections)}<script>{_SCRIPT}</script></body></html>"
+        f"<title>oodfilter report: {html.escape(manifest.name)}</title><style>{_STYLE}{STYLE}</style></head>"
+        f"<body><h1>oodfilter scan report</h1>{_toolbar(data)}{''.join(sections)}{island}"
+        f"<script>{_SCRIPT}{SCRIPT}</script></body></html>"
     )
+
+
+def _no_decision(data: ReportData) -> str:
+    """Why a decided group is empty when the scan decided nothing."""
+    return ("The scan made no decisions (scores only): move the threshold slider to see what a threshold would "
+            "flag, or scan with --threshold, --id-recall or --keep-fraction."
+            if data.counts["ood"] + data.counts["id"] == 0 else "")
+
+
+def _boundary_words(data: ReportData, meta: dict[str, Any]) -> str:
+    """Say which boundary the strips are nearest to, for the rule the scan decided with."""
+    if meta.get("keep_boundary") is not None and meta.get("threshold") is None:
+        return (f"the keep-fraction boundary {data.boundary:.6g} (the highest kept score): the flagged images "
+                "scored lowest and the kept images scored highest")
+    if meta.get("threshold") is not None:
+        kind = "calibrated threshold" if meta.get("calibration") else "threshold"
+        return f"the {kind} {data.boundary:.6g}: the flagged images scored lowest and the kept images scored highest"
+    if meta.get("method") == "ctw":
+        return ("CTW's rule, no-probability of the top class > 0.5 (the score is that probability): the flagged "
+                "images scored lowest and the kept images scored highest")
+    return ("the scan's per-image rule, which has no single threshold (ATD compares each image's score with a bar "
+            "of its own, its best class's yes-probability times that class's probability, which the manifest "
+            "does not store): the flagged images scored lowest and the kept images scored highest, whose "
+            "decisions a change of score flips first")
+
+
+def _galleries(data: ReportData, meta: dict[str, Any], cards: _Cards) -> str:
+    """Return the four strips: most OOD among the flagged, both sides of the boundary, most ID among the kept."""
+    undecided = _no_decision(data)
+    none_flagged = undecided or "No image was flagged OOD by the scan."
+    none_kept = undecided or "No image was kept (decided in-distribution) by the scan."
+    return (
+        f"<section><h2>Most OOD ({len(data.most_ood)})</h2><p class=\"note\">The highest-scored images the scan "
+        f"flagged OOD, highest first.</p>{cards.strip(data.most_ood, none_flagged, 'most-ood')}</section>"
+        f"<section><h2>Nearest the decision boundary</h2><p class=\"note\">Nearest "
+        f"{html.escape(_boundary_words(data, meta))}.</p>"
+        f'<div class="strip"><h3>Just flagged ({len(data.near_flagged)})</h3>'
+        f"{cards.strip(data.near_flagged, none_flagged, 'near-flagged')}</div>"
+        f'<div class="strip"><h3>Just kept ({len(data.near_kept)})</h3>'
+        f"{cards.strip(data.near_kept, none_kept, 'near-kept')}</div></section>"
+        f"<section><h2>Most in-distribution ({len(data.most_id)})</h2><p class=\"note\">The lowest-scored images "
+        f"the scan kept, lowest first.</p>{cards.strip(data.most_id, none_kept, 'most-id')}</section>"
+    )
+
+
+def _grid_section(data: ReportData, cards: _Cards) -> str:
+    """Return the browsable grid (sorted and filtered by the toolbar), with a note when it shows a sample."""
+    ok = data.counts["ok"]
+    shown = len(data.browse)
+    if shown == 0 < ok:
+        note = f"The grid is off (--grid 0); the {ok} scanned images count in the threshold slider's totals."
+    elif shown < ok:
+        note = (f"Showing {shown} of {ok} scanned images, spread evenly over the manifest (about 1 in "
+                f"{ok / max(shown, 1):.3g}; the report's --grid option sets how many); the galleries above can be "
+                "marked too, and every image counts in the threshold slider's totals.")
+    else:
+        note = f"All {ok} scanned images."
+    return (f'<section><h2>Browse ({shown})</h2><p class="note">{html.escape(note)}</p>'
+            f"{cards.strip(data.browse, 'No image was scanned successfully.', 'grid')}</section>")
+
+
+def _toolbar(data: ReportData) -> str:
+    """Return the review tools: threshold slider with live counts, class filter, sort, marks and export."""
+    low, high, start = _slider_range(data)
+    classes = "".join(f'<option value="{html.escape(rate.name)}">{html.escape(rate.name)} ({rate.images})</option>'
+                      for rate in data.per_class)
+    c = data.counts
+    undecided = f" · {c['undecided']} no decision" if c["undecided"] else ""
+    return (
+        '<div class="toolbar" id="review-tools">'
+        f'<label>Threshold <input type="range" id="threshold" min="{low!r}" max="{high!r}" '
+        f'step="{(high - low) / 1000!r}" value="{start!r}"></label> <span id="threshold-value">the scan\'s '
+        'decisions</span> <button type="button" id="threshold-reset">back to the scan\'s decisions</button>'
+        f'<span>flagged <b id="count-flagged">{c["ood"]}</b> · kept <b id="count-kept">{c["id"]}</b>'
+        f'<span id="count-undecided">{undecided}</span></span>'
+        '<span id="class-counts" hidden>this class: flagged <b id="class-flagged"></b> · kept '
+        '<b id="class-kept"></b></span>'
+        f'<label>Class <select id="class-filter"><option value="">all classes</option>{classes}</select></label>'
+        '<label>Sort the grid <select id="sort"><option value="score-desc">score, highest first</option>'
+        '<option value="score-asc">score, lowest first</option><option value="name">file name</option>'
+        "</select></label>"
+        '<span>marked <b id="mark-count">0</b></span><button type="button" id="export">Export review</button></div>'
+        '<p class="note">Mark an image with its keep / drop buttons, or with the keys k (keep), d (drop) and '
+        "u (unmark) over a thumbnail. Export review downloads the marks (and the threshold, if you moved it) for "
+        "<code>oodfilter apply MANIFEST --review FILE</code>. Nothing leaves this page otherwise.</p>"
+    )
+
+
+def _slider_range(data: ReportData) -> tuple[float, float, float]:
+    """Return the slider's lowest and highest threshold (scores and boundary) and where it starts."""
+    values = list(data.scores) or [0.0, 1.0]
+    low, high = min(values), max(values)
+    if data.boundary is not None:
+        low, high = min(low, data.boundary), max(high, data.boundary)
+    if high <= low:
+        high = low + 1e-6
+    start = data.boundary if data.boundary is not None else (low + high) / 2
+    return low, high, start
+
+
+def _island(data: ReportData, manifest: Path, cards: _Cards) -> dict[str, Any]:
+    """Return the script's data: the review file's fields, per-class scores, the rows of the thumbnails."""
+    low, high, start = _slider_range(data)
+    return {
+        "format": REVIEW_FORMAT, "manifest": os.path.abspath(manifest), "manifest_sha256": file_sha256(manifest),
+        "review_name": review_name(manifest), "slider": {"min": low, "max": high, "start": start},
+        "classes": [rate.name for rate in data.per_class],
+        "class_counts": [[rate.flagged, rate.decided - rate.flagged, rate.images - rate.decided]
+                         for rate in data.per_class],
+        "class_scores": [sorted(data.class_scores[rate.name]) for rate in data.per_class],
+        "rows": cards.rows,
+    }

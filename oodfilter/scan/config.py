@@ -42,6 +42,8 @@ class ScanConfig(ModelOptions):
 
     inputs: list[str] = field(default_factory=list)
     classes: str | list[str] = ""
+    classes_from_folders: bool = False
+    label_min_prob: float = 0.5
     out: str = "oodfilter-scan.jsonl"
     model: str = "clipn-vitb16"  # the reference CLIPN weights, fetched on first use (oodfilter models)
     method: str | None = None
@@ -50,6 +52,7 @@ class ScanConfig(ModelOptions):
     calibrate_on: list[str] = field(default_factory=list)
     calibration: str | None = None
     keep_fraction: float | None = None
+    reference: list[str] = field(default_factory=list)
     save_features: bool = False
     templates: str | list[str] = DEFAULT_TEMPLATES
     workers: int = field(default_factory=_default_workers)
@@ -78,8 +81,14 @@ class ScanConfig(ModelOptions):
         """
         if not self.inputs:
             raise InputError("no inputs: pass image files, folders or glob patterns to scan")
-        if not self.classes:
-            raise InputError("no class list: pass --classes FILE (one in-distribution class per line)")
+        if self.classes_from_folders and self.classes:
+            raise InputError("--classes and --classes-from-folders each set the class list; pick one")
+        if not self.classes and not self.classes_from_folders:
+            raise InputError("no class list: pass --classes FILE (one in-distribution class per line), or "
+                             "--classes-from-folders for a folder whose sub-folders name the classes")
+        if not (0.5 <= self.label_min_prob < 1.0):
+            raise InputError(f"--label-min-prob must be in [0.5, 1) (from 0.5 the other class is more likely than "
+                             f"the folder's), got {self.label_min_prob}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers < 0:

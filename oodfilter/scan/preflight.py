@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,6 +24,7 @@ from oodfilter.errors import InputError
 from oodfilter.real_path import real_path
 from oodfilter.scan.config import ScanConfig
 from oodfilter.scan.decision_rule import decision_rule
+from oodfilter.scan.folder_classes import folder_classes
 from oodfilter.scoring.checks import check_spec
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.lock import ManifestLock
@@ -36,7 +37,8 @@ from oodfilter.text.templates import TEMPLATE_SETS, templates_digest
 # What each setting a resume must share is called in the refusal.
 RESUME_WORDS = {
     "fingerprints": "model", "classes_sha256": "class list", "templates_sha256": "prompt templates",
-    "decode": "decoding (--fast-decode or not)",
+    "decode": "decoding (--fast-decode or not)", "reference_sha256": "reference images (--reference)",
+    "label_check": "label check (--classes-from-folders or not)",
     "decision_rule": "threshold or decision rule (--threshold, --id-recall and its --calibrate-on images, "
     "--calibration, --keep-fraction)",
 }
@@ -52,6 +54,8 @@ class PreparedScan:
         previous: The meta of the manifest a resumed scan continues (None when not resuming or nothing is there).
         rule: The decision rule the user asked for (:func:`~oodfilter.scan.decision_rule.decision_rule`).
         done: The inputs the resumed manifest already holds (empty when not resuming).
+        folder_classes: Each input's folder class (``--classes-from-folders``; inputs directly in the
+            folder have none), or None when the class list was given.
 
     """
 
@@ -61,6 +65,7 @@ class PreparedScan:
     rule: dict[str, Any]
     done: set[str]
     lock: ManifestLock
+    folder_classes: dict[str, str] | None = None
 
     @property
     def out(self) -> Path:
@@ -109,6 +114,9 @@ def prepare_scan(config: ScanConfig, *, model_given: bool = False) -> PreparedSc
 
 def _prepared(config: ScanConfig, lock: ManifestLock, model_given: bool) -> PreparedScan:
     out = Path(config.out)
+    labelled = folder_classes(config.inputs) if config.classes_from_folders else None
+    if labelled is not None:  # the class list is the folders' (recorded as a list in the scan's config.yaml)
+        config = replace(config, classes=labelled.class_names)
     files = discover_images(config.inputs, include=config.include, exclude=config.exclude, recursive=config.recursive)
     _check_actions_are_local(config, files)
     _check_dest_outside_inputs(config, files)
@@ -125,7 +133,10 @@ def _prepared(config: ScanConfig, lock: ManifestLock, model_given: bool) -> Prep
         done = done_paths(out)
         _check_resumed_from_scan_folder(out, previous, done)
     _check_keep_fraction_resume(config, out, any(item.name not in done for item in files))
-    return PreparedScan(config, files, previous, rule, done, lock)
+    by_path = None
+    if labelled is not None:
+        by_path = {item.name: name for item in files if (name := labelled.class_of(item)) is not None}
+    return PreparedScan(config, files, previous, rule, done, lock, by_path)
 
 
 def scorer_spec(config: ScanConfig) -> ScorerSpec:
@@ -135,7 +146,7 @@ def scorer_spec(config: ScanConfig) -> ScorerSpec:
         templates=config.templates, threshold=config.threshold,
         require_decisions=config.action != "tag" and not _decides_later(config),
         decisions_for=f"--action {config.action}", device=config.device, precision=config.precision,
-        batch_size=config.batch_size, cache_dir=config.cache_dir,
+        batch_size=config.batch_size, cache_dir=config.cache_dir, reference=tuple(config.reference),
     )
 
 
@@ -192,7 +203,9 @@ def _check_resume_settings(config: ScanConfig, out: Path, previous: dict[str, An
     The settings that need the model (its fingerprints, the method it resolves, the precision it runs in,
     ``auto`` templates) are compared once it is loaded.
     """
-    known = {"classes_sha256": classes_digest(class_names), "decision_rule": rule}
+    known = {"classes_sha256": classes_digest(class_names), "decision_rule": rule,
+             "label_check": config.classes_from_folders}
+    previous.setdefault("label_check", False)  # made before the label check existed
     different = [key for key, value in known.items() if key in previous and previous[key] != value]
     if different:
         raise resume_refused(out, different)

@@ -29,13 +29,16 @@ from oodfilter.errors import InputError
 from oodfilter.model.clipn import CLIPN
 from oodfilter.model.factory import load_model
 from oodfilter.real_path import real_path
+from oodfilter.scan.adaptive_rescore import adapt_stored, adapted_method, calibrate_adapted, replace_scores
 from oodfilter.scan.decision_rule import calibration_paths
 from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction
 from oodfilter.scan.rescore_checks import CheckedRescore, check_rescore
 from oodfilter.scan.rescore_checks import RescoreConfig as RescoreConfig  # re-exported
+from oodfilter.scoring.adaptive import AdaptiveResult
 from oodfilter.scoring.calibrate import calibrate
 from oodfilter.scoring.factory import build_scorer
 from oodfilter.scoring.files import score_files
+from oodfilter.scoring.reference import reference_record
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.features import (
@@ -57,7 +60,7 @@ CHUNK = 4096  # features scored per step
 
 @dataclass
 class RescoreSummary:
-    """The outcome of a rescore: rows written, ok rows scored, OOD decisions, seconds."""
+    """The outcome of a rescore: rows written, ok rows scored, OOD and in-distribution decisions, seconds."""
 
     manifest: Path
     total: int = 0
@@ -65,6 +68,12 @@ class RescoreSummary:
     ood: int = 0
     seconds: float = 0.0
     method: str = ""
+    in_distribution: int = 0
+
+    @property
+    def undecided(self) -> int:
+        """Ok rows without a decision (a method with no threshold-free rule, and no threshold given)."""
+        return self.ok - self.ood - self.in_distribution
 
 
 def rescore(config: RescoreConfig, *, model: CLIPN | None = None,
@@ -106,9 +115,12 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None,
                       f"class vectors in {precision}", stacklevel=2)
     spec = ScorerSpec(model=model.source.name, classes=checked.class_names, method=config.method,
                       templates=config.templates, threshold=config.threshold, calibration=config.calibration,
-                      device=config.device, cache_dir=config.cache_dir, precision=precision)
+                      device=config.device, cache_dir=config.cache_dir, precision=precision,
+                      reference=tuple(config.reference))
+    _warn_reference_is_source(config)
     scorer = build_scorer(spec, model=model)
-    fitted = _calibrate(config, scorer) if config.id_recall is not None else None
+    adapted = adapt_stored(scorer, features, config.adapt) if config.adapt is not None else None
+    fitted = _calibrate(config, scorer, adapted) if config.id_recall is not None else None
     with ManifestLock(out):
         # --overwrite: the replaced manifest's own features and header (never the ones being read)
         remove_features(out, keep=[] if config.clip_retrieval else [data_path(source)])
@@ -116,11 +128,11 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None,
         if fitted is not None:
             scorer.threshold = fitted.threshold
             fitted.save(sidecar(out, "calibration.json"))
-        _write_side_files(config, scorer, source, out, fitted)
+        _write_side_files(config, scorer, source, out, fitted, adapted)
         writer = ManifestWriter(out, append=False)
         kept: list[bool] = []  # per source ok row: still ok (a non-finite score makes an error row)
         try:
-            for batch in _rescored(rows, features, scorer, config.keep_fraction is not None, kept):
+            for batch in _rescored(rows, features, scorer, config.keep_fraction is not None, kept, adapted):
                 writer.write(batch)
         except BaseException:
             writer.abort()
@@ -134,7 +146,8 @@ def rescore(config: RescoreConfig, *, model: CLIPN | None = None,
             atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
     written = read_manifest(out)
     return RescoreSummary(out, len(written), sum(r.ok for r in written), sum(r.is_ood is True for r in written),
-                          time.perf_counter() - started, scorer.method.name)
+                          time.perf_counter() - started, scorer.method.name,
+                          in_distribution=sum(r.ok and r.is_ood is False for r in written))
 
 
 def _clip_retrieval_model(config: RescoreConfig, model: CLIPN | None,
@@ -151,7 +164,15 @@ def _clip_retrieval_model(config: RescoreConfig, model: CLIPN | None,
     return FeatureHeader(model.embed_dim, "", model.source.name, "", config.pretrained), model
 
 
-def _calibrate(config: RescoreConfig, scorer: Scorer) -> Calibration:
+def _warn_reference_is_source(config: RescoreConfig) -> None:
+    """Warn when ``--reference`` names the manifest being rescored: its OOD images then count as known ID."""
+    rescored = real_path(config.clip_retrieval or config.manifest)
+    if any(real_path(item) == rescored for item in config.reference):
+        warnings.warn("--reference includes the manifest being rescored: the fitted method then treats its OOD images "
+                      "as in-distribution too; fit on images you know are in-distribution", stacklevel=3)
+
+
+def _calibrate(config: RescoreConfig, scorer: Scorer, adapted: AdaptiveResult | None = None) -> Calibration:
     """Fit ``--id-recall`` on ``--calibrate-on``: a manifest's stored features of this tower, else the images."""
     rescored = real_path(config.clip_retrieval or config.manifest)
     if any(real_path(item) == rescored for item in config.calibrate_on):
@@ -169,11 +190,13 @@ def _calibrate(config: RescoreConfig, scorer: Scorer) -> Calibration:
         for _ in score_files(scorer, files, feature_sink=blocks.append):
             pass
     features = torch.cat(blocks) if blocks else torch.zeros(0, scorer.model.embed_dim)
+    if adapted is not None:  # scored against the scan's proxies, as its rows are
+        return calibrate_adapted(scorer, adapted, features, config.id_recall or 0.0, " ".join(config.calibrate_on))
     return calibrate(scorer, features, config.id_recall or 0.0, source=" ".join(config.calibrate_on))
 
 
 def _rescored(rows: Sequence[ManifestRow], features: np.ndarray, scorer: Scorer,
-              undecided: bool, kept: list[bool]) -> Iterator[list[ManifestRow]]:
+              undecided: bool, kept: list[bool], adapted: AdaptiveResult | None = None) -> Iterator[list[ManifestRow]]:
     """Yield the new rows in the source's order: error rows as they were, ok rows scored from features.
 
     ``kept`` gets, for every source ok row, whether its new row is still ok.
@@ -186,6 +209,8 @@ def _rescored(rows: Sequence[ManifestRow], features: np.ndarray, scorer: Scorer,
         position += len(ok)
         errors = [(i, str(row.error)) for i, row in enumerate(chunk) if not row.ok]
         result = scorer.score_features(block) if ok else None
+        if result is not None and adapted is not None:
+            result = replace_scores(result, adapted, position - len(ok), scorer.threshold)
         if result is not None and undecided:
             result.is_ood = None
         built = build_rows([row.path for row in chunk], errors, ok, result)
@@ -208,10 +233,11 @@ def _store_features(source: Path, out: Path, header: FeatureHeader, rows: Sequen
 
 
 def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: Path,
-                      fitted: Calibration | None = None) -> None:
+                      fitted: Calibration | None = None, adapted: AdaptiveResult | None = None) -> None:
     """Write the new manifest's meta (paths stay relative to the source scan's folder)."""
     previous = read_meta(source)
     method = scorer.method
+    name = adapted_method(method.name) if adapted is not None else method.name  # adapted scores have no own rule
     names = list(scorer.class_vectors.class_names)
     rule = {"threshold": config.threshold, "calibration": config.calibration, "id_recall": config.id_recall,
             "keep_fraction": config.keep_fraction}
@@ -220,10 +246,15 @@ def _write_side_files(config: RescoreConfig, scorer: Scorer, source: Path, out: 
     meta: dict[str, Any] = {
         "oodfilter_version": __version__, "cwd": base, "model": scorer.model.source.name,
         "fingerprints": scorer.class_vectors.fingerprints, "method": method.name, **plan.meta(),
-        "decision": plan.describe(method.name, method.threshold_free), "classes_sha256": classes_digest(names),
+        "decision": plan.describe(name, method.threshold_free and adapted is None),
+        "classes_sha256": classes_digest(names),
         "num_classes": len(names), "templates": list(scorer.class_vectors.templates),
         "templates_sha256": templates_digest(scorer.class_vectors.templates),
         "rescored_from": str(real_path(source)), "precision": scorer.precision,
+        "reference": reference_record(scorer),
+        "reference_sha256": scorer.reference.sha256 if scorer.reference is not None else None,
     }
+    if adapted is not None:
+        meta["adapt"] = adapted.meta
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from oodfilter.sinks.manifest import manifest_format, read_manifest, sidecar
 from oodfilter.sinks.rows import ManifestRow
 from oodfilter.text.classes import ClassList
 from oodfilter.text.templates import DEFAULT_TEMPLATES
+
+if TYPE_CHECKING:
+    from oodfilter.scoring.adapt_config import AdaptConfig
 
 
 @dataclass
@@ -44,9 +48,13 @@ class RescoreConfig:
         method, templates, threshold, calibration, keep_fraction: As for ``scan``.
         id_recall, calibrate_on: Fit a threshold keeping this share of known-ID images, as for ``scan``; a
             ``calibrate_on`` manifest with stored features of the same image tower is read, not re-encoded.
+        reference: Known in-distribution images the fitted methods (knn, mahalanobis) fit on, as for
+            ``scan``; a manifest with stored features of the same image tower is read, not re-encoded.
         device: Where the text encoder and the scoring run.
         cache_dir: Text-vector cache folder.
         overwrite: Replace an existing manifest of ours at ``out``.
+        adapt: Run the dataset-aware pass (:func:`oodfilter.scoring.adaptive.adaptive_scores`) with these
+            settings and write its scores; None: the method's scores.
 
     """
 
@@ -63,9 +71,11 @@ class RescoreConfig:
     id_recall: float | None = None
     calibrate_on: list[str] = field(default_factory=list)
     keep_fraction: float | None = None
+    reference: list[str] = field(default_factory=list)
     device: str = "auto"
     cache_dir: str | None = None
     overwrite: bool = False
+    adapt: AdaptConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -96,8 +106,9 @@ def check_rescore(config: RescoreConfig, *, model_given: bool = False) -> Checke
     Raises:
         InputError: bad or contradicting options, an output that would replace something (or the
             source), a source without rows or stored features, clip-retrieval input without a model, an
-            unreadable calibration file, ``--calibrate-on`` without images, or a method the model
-            (named, or stored with the features) cannot run.
+            unreadable calibration file, ``--calibrate-on`` or ``--reference`` without images, a fitted
+            method without ``--reference``, or a method the model (named, or stored with the features)
+            cannot run.
         ClassListError: the class list cannot be read.
         UnknownNameError: an unknown method or template set.
 
@@ -106,7 +117,8 @@ def check_rescore(config: RescoreConfig, *, model_given: bool = False) -> Checke
     out = Path(config.out)
     check_options(config, source, out)
     spec = ScorerSpec(model=config.model or "", classes=config.classes, method=config.method,
-                      templates=config.templates, threshold=config.threshold, calibration=config.calibration)
+                      templates=config.templates, threshold=config.threshold, calibration=config.calibration,
+                      reference=tuple(config.reference))
     class_names = check_spec(spec, model_known=True).class_names or ClassList()
     for item in config.calibrate_on:
         if not header_path(item).is_file():  # stored features are matched to the model once it is loaded
@@ -124,6 +136,9 @@ def check_rescore(config: RescoreConfig, *, model_given: bool = False) -> Checke
             raise InputError(f"manifest {source} is missing or has no rows; scan first (with --save-features)")
         header = read_header(source)
         features = load_features(source, [row.path for row in rows if row.ok])
+    if config.adapt is not None and len(features) < config.adapt.min_images:
+        raise InputError(f"--adapt learns from the scan itself and needs at least {config.adapt.min_images} scored "
+                         f"images; {source} has {len(features)}: rescore it without --adapt")
     model = config.model or (header.model if header is not None else None)
     if model and not model_given:  # the method against the model's name: before any download
         check_method_fits_model(ScorerSpec(model=model, method=config.method))
@@ -146,6 +161,10 @@ def check_options(config: RescoreConfig, source: Path, out: Path) -> None:
         raise InputError("--threshold must be a finite number")
     check_decision_options(config.threshold, config.id_recall, config.calibrate_on, config.calibration,
                            config.keep_fraction)
+    if config.adapt is not None and config.calibration:
+        raise InputError("--calibration was fitted on the method's own scores, not on the scores --adapt writes: "
+                         "decide with --id-recall and --calibrate-on (fitted on adapted scores), --threshold or "
+                         "--keep-fraction")
     sides = [sidecar(out, name) for name in ("meta.json", "features.json", "calibration.json")]
     if not config.overwrite and not out.exists() and any(side.exists() for side in sides):
         raise InputError(f"side files of {out} already exist (e.g. {next(x for x in sides if x.exists()).name}): pass "

@@ -35,9 +35,11 @@ from oodfilter.report.class_rates import ClassRate
 from oodfilter.safe_yaml import YamlAliasError, load_yaml
 from oodfilter.scan.config import ScanConfig
 from oodfilter.scan.decisions import DecisionPlan, decide_keep_fraction, plan_decisions, undecided
+from oodfilter.scan.label_check import label_rows
 from oodfilter.scan.preflight import RESUME_WORDS, PreparedScan, prepare_scan, resume_refused, scorer_spec
 from oodfilter.scoring.factory import build_scorer
 from oodfilter.scoring.files import score_files
+from oodfilter.scoring.reference import reference_record
 from oodfilter.scoring.scorer import Scorer
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
@@ -71,6 +73,11 @@ class ScanSummary:
         planned: The actions a dry run would carry out.
         resharded: What ``--action reshard`` wrote (or would write, in a dry run); None for other actions.
         per_class: Per top class: images, flagged, share, median score (most images first).
+        label_issues: Images that look confidently like another class than their folder's (the label check
+            of ``classes_from_folders``); None without it.
+        threshold: The threshold the scan decided with (given, calibrated, or the keep fraction's boundary);
+            None for a threshold-free rule or no decision.
+        decision: The decision rule in words (as in the manifest meta); None when nothing decides.
 
     """
 
@@ -87,6 +94,9 @@ class ScanSummary:
     planned: list[PlannedAction] = field(default_factory=list)
     resharded: ReshardReport | None = None
     per_class: list[ClassRate] = field(default_factory=list)
+    label_issues: int | None = None
+    threshold: float | None = None
+    decision: str | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -130,21 +140,26 @@ def _locked_scan(prepared: PreparedScan, progress: Progress | None, model: CLIPN
     meta = _run_identity(config, scorer, plan)
     _write_beside(out, meta, config)
 
-    summary = ScanSummary(manifest=out, method=scorer.method.name)
+    summary = ScanSummary(manifest=out, method=scorer.method.name, decision=meta["decision"])
     start = time.perf_counter()
     if remaining:
         unreadable = [ManifestRow(item.name, "error", error=item.error) for item in files
                       if item.error is not None and item.name not in done]
+        labels = prepared.folder_classes
+        if labels is not None:
+            unreadable = label_rows(unreadable, labels.get)
         unreadable_paths = {row.path for row in unreadable}
         readable = [path for path in remaining if path not in unreadable_paths]
         features = _feature_writer(config, out, scorer, done)
         scored = _row_batches(config, spec, scorer, readable, features) if readable else iter([])
+        if labels is not None:  # the label check: the folder's class against the yes-branch's confident top class
+            scored = (label_rows(rows, labels.get, config.label_min_prob) for rows in scored)
         if plan.keep_fraction is not None:  # decided once every score is known
             scored = (undecided(rows) for rows in scored)
         batches: Iterator[list[ManifestRow]] = chain([unreadable] if unreadable else [], scored)
         if features is not None:  # each batch's row keys reach the disk after its features, before its rows
             batches = features.bound(batches)
-        writer = ManifestWriter(out, append=config.resume)
+        writer = ManifestWriter(out, append=config.resume, label_columns=labels is not None)
         try:
             _write_rows(batches, writer, progress, len(wanted), len(wanted) - len(remaining))
         except BaseException:
@@ -155,14 +170,17 @@ def _locked_scan(prepared: PreparedScan, progress: Progress | None, model: CLIPN
             features.close()
     elif config.resume:  # nothing left to score: a Parquet manifest a kill left unfinished is finished now
         finish_manifest(out)
+    summary.threshold = plan.threshold
     if plan.keep_fraction is not None:
-        meta["keep_boundary"] = decide_keep_fraction(out, plan.keep_fraction)
+        meta["keep_boundary"] = summary.threshold = decide_keep_fraction(out, plan.keep_fraction)
         atomic_write_text(sidecar(out, "meta.json"), json.dumps(meta, indent=2))
     summary.seconds = time.perf_counter() - start
     summary.scanned = len(remaining)
     del done, remaining  # a million paths each: not kept while the manifest is read back
     tally = tally_manifest(out, wanted, None if config.action in ("tag", RESHARD) else config.select == "ood")
     _count(summary, tally)
+    if prepared.folder_classes is not None:
+        summary.label_issues = tally.label_issues
     if config.action == RESHARD:
         summary.resharded = reshard(out, [item.name for item in files if item.error is None], str(config.dest),
                                     select_ood=config.select == "ood", dry_run=config.dry_run)
@@ -264,6 +282,7 @@ def _run_identity(config: ScanConfig, scorer: Scorer, plan: DecisionPlan) -> dic
         **plan.meta(),
         "decision": plan.describe(method.name, method.threshold_free),
         "num_classes": len(scorer.class_vectors),
+        "reference": reference_record(scorer),
     }
 
 
@@ -271,9 +290,11 @@ def _identity(config: ScanConfig, scorer: Scorer, rule: dict[str, Any]) -> dict[
     """Return the settings a resume must share, known before any calibration is fitted."""
     return {"fingerprints": scorer.class_vectors.fingerprints, "method": scorer.method.name, "decision_rule": rule,
             "precision": scorer.precision, "decode": "fast" if config.fast_decode else "full",
+            "label_check": config.classes_from_folders,
             "classes_sha256": classes_digest(list(scorer.class_vectors.class_names)),
             "templates": _templates_identity(config.templates, clipn_model=scorer.model.no_branch_trained),
-            "templates_sha256": templates_digest(scorer.class_vectors.templates)}
+            "templates_sha256": templates_digest(scorer.class_vectors.templates),
+            "reference_sha256": scorer.reference.sha256 if scorer.reference is not None else None}
 
 
 def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str | list[str]:
@@ -284,7 +305,7 @@ def _templates_identity(templates: str | list[str], *, clipn_model: bool) -> str
 
 # The templates' name is recorded for people; what a resume compares is the digest of their text.
 _IDENTITY_KEYS = ("fingerprints", "method", "decision_rule", "classes_sha256", "templates_sha256", "precision",
-                  "decode")
+                  "decode", "label_check", "reference_sha256")
 
 
 def _legacy_precision(previous: dict[str, Any], scorer: Scorer, out: Path) -> None:
@@ -311,6 +332,7 @@ def _resume_state(config: ScanConfig, out: Path, meta: dict[str, Any], previous:
         return set()
     _legacy_precision(previous, scorer, out)
     previous.setdefault("decode", "full")  # made before --fast-decode existed: every image decoded in full
+    previous.setdefault("label_check", False)  # made before the label check existed
     different = [key for key in _IDENTITY_KEYS if previous.get(key) != meta[key]]
     if different:
         raise resume_refused(out, different, {**RESUME_WORDS, "precision": (

@@ -12,6 +12,8 @@ from oodfilter.deprecation import deprecated_attribute, warn_deprecated
 from oodfilter.lazy import lazy_attribute, lazy_dir
 
 _EXPORTS = {
+    "AdaptConfig": "oodfilter.scoring.adaptive",
+    "AdaptiveResult": "oodfilter.scoring.adaptive",
     "FeatureBatch": "oodfilter.scoring.methods",
     "ManifestRow": "oodfilter.sinks.rows",  # not in __all__: reachable here as before the rows moved to sinks
     "ScoreMethod": "oodfilter.scoring.methods",
@@ -19,6 +21,7 @@ _EXPORTS = {
     "Scorer": "oodfilter.scoring.scorer",
     "ScorerSpec": "oodfilter.scoring.spec",
     "ScoringContext": "oodfilter.scoring.methods",
+    "adaptive_scores": "oodfilter.scoring.adaptive",
     "build_scorer": "oodfilter.scoring.factory",
     "choose_method": "oodfilter.scoring.methods",
     "functional": "oodfilter.scoring.functional",
@@ -29,6 +32,7 @@ _DEPRECATED = {"scorers": "score_methods"}
 
 if TYPE_CHECKING:
     from oodfilter.scoring import functional
+    from oodfilter.scoring.adaptive import AdaptConfig, AdaptiveResult, adaptive_scores
     from oodfilter.scoring.factory import build_scorer
     from oodfilter.scoring.files import score_files
     from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext, choose_method, score_methods
@@ -53,12 +57,15 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AdaptConfig",
+    "AdaptiveResult",
     "FeatureBatch",
     "ScoreMethod",
     "ScoreResult",
     "Scorer",
     "ScorerSpec",
     "ScoringContext",
+    "adaptive_scores",
     "build_scorer",
     "choose_method",
     "functional",

@@ -16,6 +16,7 @@ from oodfilter.decision.calibration import Calibration
 from oodfilter.errors import InputError
 from oodfilter.model.no_branch import model_has_trained_no_branch
 from oodfilter.scoring.methods import ScoreMethod, choose_method, plain_methods, score_methods
+from oodfilter.scoring.reference_paths import check_reference, check_reference_given
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.text.classes import ClassList, clean_class_names, read_class_names
 from oodfilter.text.templates import AUTO_TEMPLATES, resolve_templates
@@ -36,7 +37,7 @@ class CheckedSpec:
 
 
 def check_spec(spec: ScorerSpec, *, method: ScoreMethod | None = None, read_classes: bool = True,
-               model_known: bool = False) -> CheckedSpec:
+               model_known: bool = False, reference_given: bool = False) -> CheckedSpec:
     """Run every check of ``spec`` that needs no model and no encoding; return what was read.
 
     Args:
@@ -45,10 +46,12 @@ def check_spec(spec: ScorerSpec, *, method: ScoreMethod | None = None, read_clas
         read_classes: Read (and check) the class list; False when class vectors are given instead.
         model_known: The model is given (or a CLIPN method may run with an untrained no-branch): do not
             judge the method against the model's name.
+        reference_given: Reference features are given already loaded (not as ``spec.reference`` paths).
 
     Raises:
         InputError: a bad batch size, two decision rules, a method the model cannot run, a method without
-            decisions where decisions are required, or an unreadable calibration file.
+            decisions where decisions are required, an unreadable calibration file, a missing ``reference``
+            item, or a method fitted on reference images (knn, mahalanobis) without them.
         ClassListError: the class list is missing, unreadable or empty.
         UnknownNameError: an unknown template set or method.
 
@@ -63,6 +66,8 @@ def check_spec(spec: ScorerSpec, *, method: ScoreMethod | None = None, read_clas
         score_methods.check_known(spec.method)  # nothing loaded for a typo
     if not model_known:
         check_method_fits_model(spec, method)  # from the name: before any download
+    check_reference(spec.reference)  # a missing reference path fails before the model loads
+    check_reference_given(spec.method, spec.reference, method, reference_given=reference_given)
     return CheckedSpec(names, load_spec_calibration(spec))
 
 

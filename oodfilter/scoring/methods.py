@@ -115,6 +115,7 @@ class ScoreMethod(ABC):
     name: ClassVar[str]
     needs_no_branch: ClassVar[bool] = False
     threshold_free: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = False  # fitted on reference ID features (knn, mahalanobis)
 
     def check_prerequisites(self, context: PrerequisiteContext) -> None:  # noqa: B027 - optional hook
         """Refuse now what :meth:`prepare` would refuse for a reason known before any text is encoded.
@@ -242,10 +243,20 @@ def choose_method(method: str | None, *, no_branch_trained: bool, model_name: st
 
 
 def plain_methods() -> list[str]:
-    """Return the methods that need no trained no-branch (for messages; plugins are read, not imported)."""
-    found = survey(score_methods, ("needs_no_branch",))
-    return [name for name, (_, attributes) in found.entries.items() if not attributes.get("needs_no_branch", False)]
+    """Return the methods that need no trained no-branch (for messages; plugins are read, not imported).
 
+    Those fitted on reference images come last, each said with what it needs ("knn (with --reference)"), so
+    a message listing them never offers a method that would be refused next.
+    """
+    found = survey(score_methods, ("needs_no_branch", "needs_reference"))
+    plain = [(name, attributes) for name, (_, attributes) in found.entries.items()
+             if not attributes.get("needs_no_branch", False)]
+    return ([name for name, attributes in plain if not attributes.get("needs_reference", False)]
+            + [f"{name} (with --reference)" for name, attributes in plain if attributes.get("needs_reference", False)])
+
+
+# The reference-fitted methods (knn, mahalanobis) live in their own module and register on import.
+from oodfilter.scoring import fitted as _fitted  # noqa: E402, F401 - registers knn and mahalanobis
 
 _DEPRECATED = {"scorers": "score_methods"}
 

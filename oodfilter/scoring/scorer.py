@@ -6,6 +6,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,6 +21,9 @@ from oodfilter.scoring.methods import FeatureBatch, ScoreMethod, ScoringContext,
 from oodfilter.scoring.result import ScoreResult
 from oodfilter.sinks.rows import ManifestRow
 from oodfilter.text.class_vectors import ClassVectors, text_precision
+
+if TYPE_CHECKING:
+    from oodfilter.scoring.reference import ReferenceFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +74,7 @@ class Scorer:
         reference_features: torch.Tensor | None = None,
     ) -> None:
         self.method = score_methods.create(method) if isinstance(method, str) else method
+        self.reference: ReferenceFeatures | None = None  # what build_scorer fitted the method on, for the record
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}")
         _check_compatible(model, class_vectors, self.method, allow_untrained_no_branch)

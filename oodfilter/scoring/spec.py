@@ -36,6 +36,9 @@ class ScorerSpec:
         precision: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
         batch_size: Images per forward pass.
         cache_dir: Cache root for class vectors and prepared method state.
+        reference: Known in-distribution images the fitted methods (``knn``, ``mahalanobis``) fit on: image
+            files, folders, globs, or manifests (one that stores features of the model's image tower is
+            read without encoding).
 
     """
 
@@ -52,3 +55,4 @@ class ScorerSpec:
     precision: str = "auto"
     batch_size: int = 64
     cache_dir: str | None = None
+    reference: Sequence[str] = ()

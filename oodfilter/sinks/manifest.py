@@ -36,7 +36,7 @@ from oodfilter.messages import excerpt
 from oodfilter.outputs import os_error
 from oodfilter.sinks.names import ENCODING, ERRORS, arrow_text_column, from_arrow_value
 from oodfilter.sinks.path_set import PathSet
-from oodfilter.sinks.rows import COLUMNS, ManifestRow, row_from_record
+from oodfilter.sinks.rows import ALL_COLUMNS, COLUMNS, ManifestRow, columns_of, row_from_record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 
@@ -155,10 +155,12 @@ class ManifestWriter:
     Args:
         path: The manifest file; its suffix picks the format.
         append: Keep the rows already there (resume); a torn last line is cut off first.
+        label_columns: Give a new CSV file the label check's columns (``folder_class``, ``label_issue``);
+            an appended CSV keeps its header's columns. JSONL and Parquet rows carry them when set.
 
     """
 
-    def __init__(self, path: str | Path, *, append: bool) -> None:
+    def __init__(self, path: str | Path, *, append: bool, label_columns: bool = False) -> None:
         self.path = Path(path)
         self.format = manifest_format(self.path)
         if self.format == ".parquet":
@@ -181,8 +183,10 @@ class ManifestWriter:
             raise os_error("open the manifest", self._journal, error) from error
         self._csv: Any = None
         if self.format == ".csv":
-            self._csv = csv.DictWriter(self._handle, fieldnames=COLUMNS, extrasaction="ignore")
-            if self._handle.tell() == 0:
+            fresh = self._handle.tell() == 0
+            columns = (ALL_COLUMNS if label_columns else COLUMNS) if fresh else _csv_header(self._journal)
+            self._csv = csv.DictWriter(self._handle, fieldnames=columns, extrasaction="ignore")
+            if fresh:
                 self._csv.writeheader()
 
     def write(self, rows: list[ManifestRow]) -> None:
@@ -256,13 +260,20 @@ def rewrite_manifest(path: str | Path, rows: list[ManifestRow]) -> Path:
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding=ENCODING, errors=ERRORS, newline="") as handle:
             if fmt == ".csv":
-                writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+                writer = csv.DictWriter(handle, fieldnames=columns_of(rows), extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows([_csv_record(row) for row in rows])
             else:
                 handle.write("".join(json.dumps(row.to_dict()) + "\n" for row in rows))
 
     return atomic_write(out, write)  # an OSError becomes an OutputError naming the file
+
+
+def _csv_header(path: Path) -> tuple[str, ...]:
+    """Return the columns of an existing CSV manifest's header (the known ones: a resume appends to it)."""
+    with open(path, encoding=ENCODING, errors=ERRORS, newline="") as handle:
+        header = next(csv.reader(handle), [])
+    return ALL_COLUMNS if all(column in header for column in ALL_COLUMNS) else COLUMNS
 
 
 def _csv_record(row: ManifestRow) -> dict[str, Any]:
@@ -384,9 +395,10 @@ def _csv_value(column: str | None, text: str | None, where: str) -> Any:
             return float(text)
         except ValueError as error:
             raise InputError(f"manifest {where}: column '{column}' holds {excerpt(text)}, not a number") from error
-    if column == "is_ood":
+    if column in ("is_ood", "label_issue"):
         if text not in ("True", "False"):
-            raise InputError(f"manifest {where}: column 'is_ood' holds {excerpt(text)}; expected True, False or empty")
+            raise InputError(f"manifest {where}: column '{column}' holds {excerpt(text)}; expected True, False or "
+                             "empty")
         return text == "True"
     return text
 
@@ -469,6 +481,9 @@ def _write_parquet_atomically(path: Path, rows: list[ManifestRow], merged: dict[
         "top_class": arrow_text_column(pa, [row.top_class for row in rows]),
         "top_prob": pa.array([row.top_prob for row in rows], type=pa.float64()),
     }
+    if columns_of(rows) == ALL_COLUMNS:  # a scan with the class list from folders: its label check
+        columns["folder_class"] = arrow_text_column(pa, [row.folder_class for row in rows])
+        columns["label_issue"] = pa.array([row.label_issue for row in rows], type=pa.bool_())
     table = pa.table(columns)
     if merged is not None:
         table = table.replace_schema_metadata({_MERGED_KEY: json.dumps(merged).encode()})

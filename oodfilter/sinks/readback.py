@@ -41,6 +41,7 @@ class ManifestTally:
         in_distribution: Rows decided in-distribution.
         per_class: Per top class rates (see :func:`oodfilter.report.class_rates.class_rates`).
         selected: Paths of the ok rows whose decision is the selected one (the files an action acts on).
+        label_issues: Ok rows whose label check says they may be mislabelled (``label_issue`` True).
 
     """
 
@@ -50,6 +51,7 @@ class ManifestTally:
     in_distribution: int = 0
     per_class: list[ClassRate] = field(default_factory=list)
     selected: set[str] = field(default_factory=set)
+    label_issues: int = 0
 
     @property
     def errors(self) -> int:
@@ -80,6 +82,7 @@ def tally_manifest(manifest: str | Path, wanted: Iterable[str], select_ood: bool
         tally.ok += 1
         tally.ood += row.is_ood is True
         tally.in_distribution += row.is_ood is False
+        tally.label_issues += row.label_issue is True
         rates.add(row)
         if select_ood is not None and row.is_ood is select_ood:
             tally.selected.add(row.path)

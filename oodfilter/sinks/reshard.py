@@ -26,6 +26,7 @@ from oodfilter.data.shards import open_shard, sample_name, shard_index, split_me
 from oodfilter.errors import InputError
 from oodfilter.real_path import real_path
 from oodfilter.sinks.manifest import iter_manifest
+from oodfilter.sinks.rows import ManifestRow
 
 RESHARD = "reshard"
 
@@ -114,11 +115,24 @@ def reshard(manifest: str | Path, samples: list[str], dest: str | Path, *, selec
         InputError: see :func:`plan_reshard`; a manifest row without a decision.
 
     """
+    return reshard_rows(iter_manifest(manifest), samples, dest, select_ood=select_ood, dry_run=dry_run)
+
+
+def reshard_rows(rows: Iterable[ManifestRow], samples: list[str], dest: str | Path, *, select_ood: bool,
+                 dry_run: bool = False) -> ReshardReport:
+    """Write each input shard's samples that ``rows``' decisions keep into ``dest`` (see :func:`reshard`).
+
+    ``rows`` are a manifest's rows (a sample's first row counts), named as in ``samples``.
+
+    Raises:
+        InputError: see :func:`reshard`.
+
+    """
     plan = plan_reshard(samples, dest)
     wanted = set(samples)
     dropped: set[str] = set()
     report = ReshardReport(plan)
-    for row in iter_manifest(manifest):
+    for row in rows:
         if row.path not in wanted:
             continue
         wanted.discard(row.path)

@@ -23,6 +23,10 @@ def rows_to_columns(rows: Sequence[ManifestRow]) -> dict[str, np.ndarray]:
         "is_ood": np.array([-1 if row.is_ood is None else int(row.is_ood) for row in rows], dtype=np.int8),
         "top_class": np.array([row.top_class or "" for row in rows], dtype=object),
         "top_prob": np.array([np.nan if row.top_prob is None else row.top_prob for row in rows], dtype=np.float64),
+        # the label check (--classes-from-folders); the driver sets it, so actors send it empty
+        "folder_class": np.array([row.folder_class or "" for row in rows], dtype=object),
+        "label_issue": np.array([-1 if row.label_issue is None else int(row.label_issue) for row in rows],
+                                dtype=np.int8),
     }
 
 
@@ -30,11 +34,16 @@ def rows_from_columns(columns: Mapping[str, np.ndarray]) -> list[ManifestRow]:
     """Decode columns written by :func:`rows_to_columns` back into rows."""
     rows = []
     for i, path in enumerate(columns["path"]):
+        folder = str(columns["folder_class"][i]) if "folder_class" in columns else ""
+        issue = int(columns["label_issue"][i]) if "label_issue" in columns else -1
+        folder_class, label_issue = folder or None, None if issue < 0 else bool(issue)
         if str(columns["status"][i]) != "ok":
-            rows.append(ManifestRow(path=str(path), status="error", error=str(columns["error"][i])))
+            rows.append(ManifestRow(path=str(path), status="error", error=str(columns["error"][i]),
+                                    folder_class=folder_class, label_issue=label_issue))
             continue
         decision = int(columns["is_ood"][i])
         rows.append(ManifestRow(path=str(path), status="ok", ood_score=float(columns["ood_score"][i]),
                                 is_ood=None if decision < 0 else bool(decision),
-                                top_class=str(columns["top_class"][i]), top_prob=float(columns["top_prob"][i])))
+                                top_class=str(columns["top_class"][i]), top_prob=float(columns["top_prob"][i]),
+                                folder_class=folder_class, label_issue=label_issue))
     return rows

@@ -36,6 +36,10 @@ class ManifestRow:
         is_ood: The decision, or None when the method gives none without a threshold.
         top_class: The most likely ID class (ok rows).
         top_prob: Its probability under the yes classifier (ok rows).
+        folder_class: The class its folder names, when the class list came from the folders
+            (``--classes-from-folders``); None otherwise.
+        label_issue: True when the image looks confidently like another class than its folder's
+            (:func:`oodfilter.scan.label_check.is_label_issue`); None when there is no folder class.
 
     """
 
@@ -46,10 +50,24 @@ class ManifestRow:
     is_ood: bool | None = None
     top_class: str | None = None
     top_prob: float | None = None
+    folder_class: str | None = None
+    label_issue: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the row as a mapping in column order."""
-        return asdict(self)
+        """Return the row as a mapping in column order; the label-check columns only when the row has them.
+
+        Manifests of scans without ``--classes-from-folders`` keep the columns they always had.
+        """
+        record = asdict(self)
+        if not self.has_label_columns:
+            for column in LABEL_COLUMNS:
+                del record[column]
+        return record
+
+    @property
+    def has_label_columns(self) -> bool:
+        """Whether the row carries the label check's columns (a scan with the class list from folders)."""
+        return self.folder_class is not None or self.label_issue is not None
 
     @property
     def ok(self) -> bool:
@@ -74,7 +92,16 @@ class ManifestRow:
         return getattr(self, column, default)
 
 
-COLUMNS: tuple[str, ...] = tuple(ManifestRow.__dataclass_fields__)
+# The label check's columns: written only by scans whose class list came from folders, optional when read.
+LABEL_COLUMNS: tuple[str, ...] = ("folder_class", "label_issue")
+# The columns every manifest has.
+COLUMNS: tuple[str, ...] = tuple(name for name in ManifestRow.__dataclass_fields__ if name not in LABEL_COLUMNS)
+ALL_COLUMNS: tuple[str, ...] = (*COLUMNS, *LABEL_COLUMNS)
+
+
+def columns_of(rows: Sequence[ManifestRow]) -> tuple[str, ...]:
+    """Return the columns a file of ``rows`` needs: :data:`ALL_COLUMNS` when any row has a label check."""
+    return ALL_COLUMNS if any(row.has_label_columns for row in rows) else COLUMNS
 
 
 def build_rows(
@@ -133,6 +160,8 @@ def row_from_record(record: Mapping[str, Any], where: str) -> ManifestRow:
     if missing:
         raise InputError(f"manifest {where}: missing column(s) {', '.join(missing)}; is this an oodfilter manifest?")
     values = {column: _checked(column, record[column], where) for column in COLUMNS}
+    values.update({column: _checked(column, record[column], where) for column in LABEL_COLUMNS
+                   if column in record})  # absent in manifests of scans without a label check
     if values["status"] not in STATUSES:
         raise InputError(f"manifest {where}: column 'status' must be 'ok' or 'error', got {excerpt(values['status'])}")
     if values["status"] == "ok" and (values["ood_score"] is None or values["top_class"] is None):
@@ -142,7 +171,7 @@ def row_from_record(record: Mapping[str, Any], where: str) -> ManifestRow:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "path": (str,), "status": (str,), "error": (str,), "ood_score": (float, int), "is_ood": (bool,),
-    "top_class": (str,), "top_prob": (float, int),
+    "top_class": (str,), "top_prob": (float, int), "folder_class": (str,), "label_issue": (bool,),
 }
 
 

@@ -106,3 +106,16 @@ def test_the_robustness_study_runs_through_its_documented_command(shared_data, t
         assert all(0 < row["mean_linf"] <= 4 / 255 + 1e-12 for row in attacked.values())
     table = (tmp_path / "out" / "robustness.md").read_text()
     assert "| score | atd | 4 |" in table and "| feature | neglabel | 0 |" in table
+
+
+@pytest.mark.slow
+def test_the_fitted_figure_runs_through_its_documented_command(shared_data, tmp_path):
+    result = _run_quick("fitted_quick.py", shared_data, tmp_path)
+    report = json.loads((tmp_path / "out" / "fitted.json").read_text())
+    methods = report["methods"]
+    assert list(methods) == ["mcm", "knn (default k)", "knn k=10", "mahalanobis pseudo", "mahalanobis single"]
+    assert all(0.0 <= methods[m][s]["auroc"] <= 1.0 for m in methods for s in ("near", "dtd"))
+    assert methods["knn (default k)"]["fit"] == {"k": 1, "backend": "faiss"}  # a reference of under 1,500 images
+    assert methods["mahalanobis single"]["fit"]["gaussians"] == 1
+    assert 1 <= methods["mahalanobis pseudo"]["fit"]["gaussians"] <= 10  # the quick world's 10 ID classes at most
+    assert "mahalanobis pseudo" in result.stdout

@@ -148,3 +148,22 @@ def test_errors_that_need_no_model_import_nothing_heavy(case, files):
     assert code == 2, output
     assert message in output, output
     assert heavy == [], f"{case}: imported {heavy}"
+
+
+def test_apply_decides_and_acts_without_torch(tmp_path):
+    """`oodfilter apply` scores nothing: a whole run (and its refusals) imports no model library."""
+    (tmp_path / "images").mkdir()
+    rows = []
+    for index, colour in enumerate(("red", "green", "blue")):
+        Image.new("RGB", (32, 24), colour).save(tmp_path / "images" / f"{index}.png")
+        rows.append({"path": f"images/{index}.png", "status": "ok", "error": None, "ood_score": index / 2,
+                     "is_ood": None, "top_class": "tench", "top_prob": 0.5})
+    (tmp_path / "scan.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "scan.jsonl.meta.json").write_text(json.dumps({"cwd": str(tmp_path), "method": "mcm"}))
+    code, heavy, output = run_cli("apply", "scan.jsonl", "--action", "copy", "--dest", "images/sub", "--threshold",
+                                  "0.4", cwd=tmp_path)
+    assert (code, heavy) == (2, []) and "inside the scanned folder" in output, output
+    code, heavy, output = run_cli("apply", "scan.jsonl", "--action", "copy", "--dest", "copied", "--threshold", "0.4",
+                                  cwd=tmp_path)
+    assert (code, heavy) == (0, []), output
+    assert sorted(path.name for path in (tmp_path / "copied").iterdir()) == ["1.png", "2.png"]

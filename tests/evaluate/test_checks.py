@@ -14,6 +14,7 @@ from PIL import Image
 
 from oodfilter.errors import ClassListError, InputError, UnknownNameError
 from oodfilter.evaluate import runner
+from oodfilter.evaluate.checks import check_eval
 from oodfilter.evaluate.config import EvalConfig
 from oodfilter.evaluate.robustness import robustness
 from oodfilter.evaluate.robustness_config import RobustnessConfig
@@ -95,3 +96,19 @@ ROBUSTNESS = RobustnessConfig(id="id", ood="ood", classes="classes.txt", model="
 def test_robustness_refuses_before_any_model_is_built(sets, no_model, options, error, message):
     with pytest.raises(error, match=message):
         robustness(replace(ROBUSTNESS, **options))
+
+
+def test_id_labels_that_miss_an_id_image_are_refused_naming_it(sets, no_model):
+    """Labels whose paths match no (or not every) ID image were ignored: id_accuracy came out null or partial."""
+    (sets / "labels.csv").write_text("file,class_name\nid/0.png,tench\nid/1.png,goldfish\n")
+    with pytest.raises(InputError, match=r"no label for 2 of the 4 ID images, the first being \S*id/2\.png"):
+        evaluate(replace(EVAL, id_labels="labels.csv"))
+    (sets / "labels.csv").write_text("file,class_name\n" + "".join(f"other/{i}.png,tench\n" for i in range(4)))
+    with pytest.raises(InputError, match=r"no label for 4 of the 4 ID images, the first being \S*id/0\.png"):
+        evaluate(replace(EVAL, id_labels="labels.csv"))
+
+
+def test_id_labels_of_every_id_image_pass(sets):
+    (sets / "labels.csv").write_text("file,class_index\n" + "".join(f"id/{i}.png,{i % 2}\n" for i in range(4)))
+    checked = check_eval(replace(EVAL, id_labels="labels.csv"))
+    assert sorted(checked.labels.values()) == [0, 0, 1, 1]

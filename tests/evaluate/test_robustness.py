@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -156,13 +157,33 @@ def test_bad_options_are_refused_with_the_fix(sets, tmp_path, tiny_model):
 
 
 @pytest.mark.slow
-def test_cli_prints_the_table_and_writes_the_results(sets, tmp_path):
+def test_cli_prints_a_rich_table_per_objective(sets, tmp_path):
+    """The results were printed only as raw Markdown; a table per objective now, the numbers of robustness.json."""
     classes = tmp_path / "classes.txt"
     classes.write_text("\n".join(CLASSES) + "\n")
     result = CliRunner().invoke(cli, ["robustness", "--model", "test-tiny", "--classes", str(classes), "--id", sets[0],
                                       "--ood", sets[1], "--methods", "msp,atd", "--eps", "0,4", "--steps", "3",
                                       "--limit", "4", "--out", str(tmp_path / "out"), "--cache-dir",
                                       str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    assert "| score | atd |" not in result.output
+    written = json.loads((tmp_path / "out" / "robustness.json").read_text())["robustness"]
+    lines = result.output.splitlines()
+    for objective in ("feature", "score"):
+        start = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{objective} attack on 4 OOD"))
+        for row in (r for r in written["rows"] if r["objective"] == objective):
+            line = next(line for line in lines[start:] if re.match(rf"\W*{row['method']}\W+{row['eps']:g}\W", line))
+            assert f"{100 * row['auroc']:.2f}" in line and f"{100 * row['fpr95']:.2f}" in line
+
+
+@pytest.mark.slow
+def test_cli_prints_the_table_and_writes_the_results(sets, tmp_path):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(CLASSES) + "\n")
+    result = CliRunner().invoke(cli, ["robustness", "--model", "test-tiny", "--classes", str(classes), "--id", sets[0],
+                                      "--ood", sets[1], "--methods", "msp,atd", "--eps", "0,4", "--steps", "3",
+                                      "--limit", "4", "--out", str(tmp_path / "out"), "--cache-dir",
+                                      str(tmp_path / "cache"), "--markdown"])
     assert result.exit_code == 0, result.output
     assert "| score | atd | 4 |" in result.output and "| feature | msp | 0 |" in result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [

@@ -59,6 +59,10 @@ def test_metrics_match_saved_scores_and_files_are_written(tiny_model, coloured_s
         png = out.with_name(f"results.{method}.png")
         with Image.open(png) as image:
             assert image.size == (720, 400)
+            legend = image.text["Description"].splitlines()  # the legend names the sets, with each one's AUROC
+        assert legend == ["ID (n=10)"] + [
+            f"OOD {name} (n=10, AUROC {100 * saved['results'][method][name]['auroc']:.1f}%, FPR95 "
+            f"{100 * saved['results'][method][name]['fpr95']:.1f}%)" for name in ("far", "near")]
     # Scores equal those of a Scorer on the same images: one shared feature pass changes nothing.
     index = oodfilter.build_class_vectors(tiny_model, ["red thing", "crimson object"], cache_dir=tmp_path)
     rows = _rows(oodfilter.Scorer(tiny_model, index, "atd"), sorted(str(p) for p in (coloured_sets / "id")

@@ -13,8 +13,9 @@ from PIL import Image
 
 from oodfilter.cli.main import cli
 from oodfilter.report import ReportConfig, write_report
-from oodfilter.report.summary import decision_boundary
+from oodfilter.report.summary import decision_boundary, summarise
 from oodfilter.scan import ScanConfig, scan
+from oodfilter.sinks.manifest import read_manifest, read_meta
 from oodfilter.sinks.rows import ManifestRow
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -26,7 +27,7 @@ def scanned(tmp_path, tiny_model, awkward_images):
     shutil.copytree(awkward_images[0], folder / "awkward", symlinks=True)
     out = tmp_path / "scan.jsonl"
     # clipn-clean: with these random weights and synthetic images it decides both ways (the quoted reference
-    # captions put every image on one side), so the page has a decision boundary and its borderline gallery.
+    # captions put every image on one side), so the page has a decision boundary and both strips beside it.
     scan(ScanConfig(inputs=[str(folder)], classes=["tench", "goldfish", "banded texture"], out=str(out),
                     cache_dir=str(tmp_path / "cache"), workers=0, templates="clipn-clean"), model=tiny_model)
     return out
@@ -36,9 +37,13 @@ def test_page_is_self_contained_and_complete(scanned, tmp_path):
     page_path = write_report(scanned, tmp_path / "report.html", ReportConfig(per_gallery=5))
     page = page_path.read_text()
     assert re.findall(r'(?:src|href)="(?!data:)', page) == []  # nothing fetched from anywhere
-    assert page.count('class="thumb"') == 15  # three galleries of five
-    for heading in ("Score distribution", "Most OOD", "Borderline", "Most in-distribution", "Per top class",
-                    "Errors (5)"):
+    data = summarise(read_manifest(scanned), read_meta(scanned), per_gallery=5, browse=500)
+    strips = [data.most_ood, data.near_flagged, data.near_kept, data.most_id]
+    assert all(strips) and len(data.browse) == 8  # both decisions occur; the grid has every ok image
+    # four strips (issue 30: "Borderline" was a score-sorted list, not the two sides of the boundary) and the grid
+    assert page.count('class="thumb"') == sum(map(len, strips)) + 8
+    for heading in ("Score distribution", "Most OOD", "Nearest the decision boundary", "Just flagged", "Just kept",
+                    "Most in-distribution", "Browse (8)", "Per top class", "Errors (5)"):
         assert heading in page
     assert "decompression bomb" in page or "exceeds the limit" in page  # the error messages are listed
     assert "atd threshold-free rule" in page
@@ -53,8 +58,6 @@ def test_decision_boundary_rules():
 
 
 def test_unreadable_gallery_image_becomes_a_placeholder(scanned, tmp_path):
-    from oodfilter.sinks.manifest import read_manifest
-
     first_ok = next(r for r in read_manifest(scanned) if r.status == "ok")
     os.remove(first_ok.path)  # the image is gone since the scan
     page = write_report(scanned, tmp_path / "r.html", ReportConfig(per_gallery=100)).read_text()
@@ -79,7 +82,9 @@ def test_report_renders_in_headless_chromium(scanned, tmp_path):
     assert console == [], console
     loaded = re.search(r'data-thumbs-loaded="(\d+)"', dom.stdout)
     total = re.search(r'data-thumbs-total="(\d+)"', dom.stdout)
-    assert loaded and total and int(total.group(1)) == 24 and int(loaded.group(1)) == 24
+    data = summarise(read_manifest(scanned), read_meta(scanned), per_gallery=8, browse=500)
+    thumbs = sum(map(len, [data.most_ood, data.near_flagged, data.near_kept, data.most_id, data.browse]))
+    assert loaded and total and int(total.group(1)) == thumbs and int(loaded.group(1)) == thumbs
     shot = tmp_path / "shot.png"
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,1600", url], capture_output=True,
                    timeout=120)

@@ -34,10 +34,17 @@ def test_streamed_summary_equals_the_sorted_definitions(count, k, meta):
     by_score = sorted(ok, key=lambda r: r.score)  # stable: ties in manifest order
     boundary = decision_boundary(rows, meta)
     data = summarise_stream(lambda: iter(rows), meta, per_gallery=k)
-    assert data.most_id == by_score[:k]
-    assert data.most_ood == by_score[::-1][:k]
-    nearest = sorted(ok, key=lambda r: abs(r.score - boundary))[:k] if boundary is not None else []
-    assert data.borderline == sorted(nearest, key=lambda r: r.score)
+    flagged = [r for r in by_score if r.is_ood is True]
+    kept = [r for r in by_score if r.is_ood is False]
+    assert data.most_ood == flagged[::-1][:k]  # among the flagged only (issue 30: not the highest of all rows)
+    assert data.near_flagged == flagged[:k]
+    assert data.near_kept == kept[::-1][:k]
+    assert data.most_id == kept[:k]  # among the kept only
+    if "threshold" in meta:  # with a threshold the two strips hold the k rows nearest it (equal distances aside)
+        def distance(row):
+            return abs(row.score - boundary)
+        nearest = sorted(map(distance, ok))[:k]
+        assert sorted(map(distance, data.near_flagged + data.near_kept))[:k] == nearest
     assert list(data.scores) == [r.score for r in ok]
     assert data.counts == {"total": count, "ok": len(ok), "errors": count - len(ok),
                            "ood": sum(r.is_ood is True for r in ok), "id": sum(r.is_ood is False for r in ok),

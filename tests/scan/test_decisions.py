@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -260,3 +261,21 @@ def test_a_calibrated_scan_resumes_after_its_calibration_images_are_gone(tmp_pat
     rows = read_manifest(out)
     assert len(rows) == 24 and read_meta(out)["threshold"] == threshold
     assert all(row.is_ood == (row.score > threshold) for row in rows)
+
+
+def test_the_summary_shows_the_calibrated_threshold_and_the_rule(tmp_path, folders):
+    """The summary gave counts only: the threshold a calibration chose was in meta.json alone."""
+    calibration_folder, inputs = folders
+    classes = tmp_path / "classes.txt"
+    classes.write_text("tench\ngoldfish\nhen\nostrich\n")
+    out = tmp_path / "scan.jsonl"
+    result = CliRunner().invoke(cli, ["scan", str(inputs), "--model", "test-tiny", "--classes", str(classes),
+                                      "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--method", "mcm",
+                                      "--id-recall", "0.9", "--calibrate-on", str(calibration_folder), "--out",
+                                      str(out)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    meta = read_meta(out)
+    assert meta["threshold"] is not None
+    shown = re.escape(f"{meta['threshold']:.6g}")
+    assert re.search(rf"│ threshold\s+│ {shown}\s+│", result.output), result.output
+    assert re.search(rf"│ decision\s+│ ood_score > {shown} \(calibrated to keep 90% of 30", result.output)

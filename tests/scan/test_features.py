@@ -321,3 +321,14 @@ def test_calibrating_a_rescore_on_its_own_manifest_is_warned_about(tmp_path):
         _run(tmp_path, "rescore", out, "--classes", _classes(tmp_path, "m.txt", ["hen"]), "--method", "mcm",
              "--id-recall", 0.5, "--calibrate-on", out, "--out", tmp_path / "r.jsonl", "--cache-dir",
              tmp_path / "cache", "-q")
+
+
+def test_rescore_without_a_decision_says_so_instead_of_0_ood(tmp_path, scanned):
+    _, out = scanned
+    classes = _classes(tmp_path, "b.txt", ["hen", "tench"])
+    result = _run(tmp_path, "rescore", out, "--classes", classes, "--method", "msp", "--out", tmp_path / "r.jsonl",
+                  "--cache-dir", tmp_path / "cache")
+    assert "no decision for 14 (pass --threshold" in result.output and "0 OOD" not in result.output
+    decided = _run(tmp_path, "rescore", out, "--classes", classes, "--method", "msp", "--threshold", "-1",
+                   "--out", tmp_path / "d.jsonl", "--cache-dir", tmp_path / "cache")
+    assert "14 OOD, 0 in-distribution ->" in decided.output and "no decision" not in decided.output

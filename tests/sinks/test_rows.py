@@ -40,6 +40,15 @@ def test_columns_round_trip_every_kind_of_row():
     assert rows_from_columns(columns) == rows
 
 
+def test_columns_round_trip_the_label_check():
+    rows = [ManifestRow("a", "ok", ood_score=0.3, is_ood=True, top_class="cat", top_prob=0.8, folder_class="dog",
+                        label_issue=True),
+            ManifestRow("b", "ok", ood_score=0.1, is_ood=False, top_class="dog", top_prob=0.6, folder_class="dog",
+                        label_issue=False),
+            ManifestRow("c", "error", error="not an image", folder_class="dog")]
+    assert rows_from_columns(rows_to_columns(rows)) == rows
+
+
 @pytest.mark.parametrize(("record", "message"), [
     ({"path": "a"}, "missing column"),
     ({"path": "a", "status": "ok", "error": None, "ood_score": "0.5", "is_ood": True, "top_class": "c",

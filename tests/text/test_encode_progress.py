@@ -147,3 +147,33 @@ def test_a_build_interrupted_in_the_no_tower_keeps_the_yes_vectors(fresh_tiny_mo
                         progress=record.hooks)
     assert record.counts[-1] == (7 * len(NAMES), 7 * len(NAMES))  # the no tower's captions only
     assert record.lines[0].startswith(f"encoding {7 * len(NAMES)} captions with the no tower, about ")
+
+
+def test_image_files_encoded_inside_the_block_report_their_count_unreadable_ones_too(tiny_model, tmp_path):
+    """Evaluations and plugin fits encode image files with no display at all; their count now reaches the hooks."""
+    from oodfilter.data.loader import encode_image_files
+
+    folder = _images(tmp_path / "images")
+    (folder / "broken.png").write_bytes(b"not an image")
+    paths = sorted(str(p) for p in folder.iterdir())
+    counts: list[tuple[int, int]] = []
+    with reporting_encodes(EncodeHooks(images=lambda done, total: counts.append((done, total)))):
+        encoded = encode_image_files(tiny_model.encode_image, tiny_model.preprocess, paths, batch_size=1)
+    assert len(encoded.paths) == 2 and len(encoded.errors) == 1
+    _assert_counts_rise_to(counts, 3)
+    counts.clear()
+    encode_image_files(tiny_model.encode_image, tiny_model.preprocess, paths, batch_size=1)
+    assert counts == []  # nothing installed outside the block
+
+
+def test_eval_shows_the_image_encodes(tmp_path):
+    """`oodfilter eval` showed only caption encodes; its image sets (most of its time) now count on a line."""
+    id_images, ood_images = _images(tmp_path / "id"), _images(tmp_path / "ood")
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(NAMES) + "\n")
+    result = CliRunner().invoke(cli, ["eval", "--model", "test-tiny", "--classes", str(classes), "--id",
+                                      str(id_images), "--ood", str(ood_images), "--methods", "msp", "--templates",
+                                      "photo", "--workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out",
+                                      str(tmp_path / "results.json")])
+    assert result.exit_code == 0, result.output
+    assert len(re.findall(r"^encoding images 2/2 \(", result.output, re.MULTILINE)) == 2, result.output

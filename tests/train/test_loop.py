@@ -223,3 +223,14 @@ def test_training_teaches_the_no_branch_on_real_images(tmp_path, shared_data):
     assert before["val_ctw_auroc"] == 0.5
     assert result.metrics["val_ctw_auroc"] >= 0.65
     assert np.mean(train_losses[-5:]) < 0.75 * before["val_loss"]
+
+
+@pytest.mark.parametrize(("fraction", "expected"), [("0", "no validation (--val-fraction 0 holds no pairs out)"),
+                                                    ("0.3", "validation: val_loss ")])
+def test_cli_says_what_validation_measured_or_why_none(tmp_path, caption_table, fraction, expected):
+    """The summary printed the raw dict of validation metrics, "validation {}" when there were none."""
+    result = CliRunner().invoke(cli, ["finetune", "--model", "test-tiny", "--data", str(caption_table), "--out",
+                                      str(tmp_path / "out"), "--steps", "1", "--batch-size", "6", "--workers", "0",
+                                      "--val-fraction", fraction, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert expected in result.output and "{" not in result.output
