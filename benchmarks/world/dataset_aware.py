@@ -1,10 +1,15 @@
 """Dataset-aware filtering on the benchmark world: every method on near-OOD, DTD and scan-like mixtures.
 
-Run:   python benchmarks/world/dataset_aware.py [--seeds 3] [--out world_dataset_aware]  (~15 min after run.py)
+Run:   python benchmarks/world/dataset_aware.py [--seeds 3] [--out world_dataset_aware]
 Smoke: python benchmarks/world/dataset_aware.py --quick
 
 Needs the ``bench`` extra and reuses run.py's cache (world A and its generic no-branch per seed; built here
-when missing). Per seed, on world A with the generic no-branch, from image features computed once:
+when missing, ~5 min a seed on 2 cores). The cache key holds the images' paths: point
+``$OODFILTER_SHARED_DATA`` at the same data folder run.py used (a checkout elsewhere finds ``../shared/data``
+under another path and builds the worlds again). With the worlds cached, the first run encodes NegLabel's
+and CSP's candidate captions per seed (~8 min a seed on 2 shared cores, cached afterwards); a run on a
+warm cache takes a few minutes. Per seed, on world A with the generic no-branch, from image features
+computed once:
 
 * The 1000 held-out ID images are split at random (per seed) into a **calibration half**, the reference
   ID images a user would calibrate on, never scanned, and a **scanned half**.
