@@ -249,6 +249,31 @@ def check_decode(stdout: str) -> None:
                      stdout), stdout
 
 
+def check_dataset_aware(stdout: str) -> None:
+    assert re.search(r"^CPU: .+; \d+ cores", stdout, re.MULTILINE), stdout
+    listed = re.search(r"^methods: (.+); adaptive pass on: (.+)$", stdout, re.MULTILINE)
+    assert listed is not None, stdout
+    methods = listed.group(1).split(", ")
+    adapted = [] if listed.group(2).startswith("none") else [f"{m}+adapt" for m in listed.group(2).split(", ")]
+    assert methods[:8] == ["msp", "maxlogit", "energy", "mcm", "neglabel", "plp", "ctw", "atd"]
+    assert set(methods[8:]) <= {"knn", "mahalanobis", "csp", "fused"}
+    whole, *mixtures = markdown_tables(stdout)
+    assert len(mixtures) == 4  # AUROC, FPR95, caught, ID kept
+    assert [row["method"] for row in whole] == methods + adapted
+    columns = [f"{s} {f}%" for s in ("near-OOD", "DTD") for f in (10, 30, 50)]
+    for rows in [whole, *mixtures]:
+        assert [row["method"] for row in rows] == methods + adapted
+        for row in rows:
+            assert all(0 <= float(cell) <= 100 for key, cell in row.items() if key != "method"), row
+    assert all(list(row)[1:] == columns for row in mixtures[0])
+    # A method that does not learn from the scan keeps the same scanned ID images at the same threshold in
+    # every scan: its ID kept is one figure, whole sets and mixtures alike.
+    id_kept = {row["method"]: row for row in mixtures[3]}
+    for row in whole:
+        if not row["method"].endswith("+adapt"):
+            assert {id_kept[row["method"]][c] for c in columns} == {row["ID kept"]}, row
+
+
 SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "class_vectors": (False, check_class_vectors),  # WordNet names when present, generated ones otherwise
     "scan_throughput": (True, check_scan_throughput),
@@ -261,7 +286,10 @@ SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "remote": (True, check_remote),
     "startup": (False, check_startup),
     "decode": (True, check_decode),
+    "world/dataset_aware": (True, check_dataset_aware),
 }
+# Scripts of benchmarks/world registered here (the others are run by tests/benchmarks/test_world.py).
+WORLD_SCRIPTS = {"world/dataset_aware"}
 
 
 def test_every_benchmark_script_has_a_documented_smoke_run() -> None:
@@ -270,7 +298,7 @@ def test_every_benchmark_script_has_a_documented_smoke_run() -> None:
         path.stem
         for path in (ROOT / "benchmarks").glob("*.py")
         if 'if __name__ == "__main__":' in path.read_text()
-    }
+    } | WORLD_SCRIPTS
     assert scripts == set(SCRIPTS), "add the new script's --quick run to SCRIPTS"
     assert "machine" not in scripts
     for name in scripts:
