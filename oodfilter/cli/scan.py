@@ -46,7 +46,8 @@ option = functools.partial(config_option, SCAN_CONFIG)
 @option("--reference", multiple=True, help="Known in-distribution images the fitted methods (knn, mahalanobis) fit on: "
         "files, folders, globs or a manifest (one with stored features of the same image tower is read, not "
         "re-encoded); repeatable.")
-@option("--save-features", is_flag=True, help="Store each image's embedding (float16, <out>.features.f16) so "
+@option("--save-features", is_flag=True, help="Store each image's embedding (float16 rows in <out>.features.<id>.f16, "
+        "described by <out>.features.json) so "
         "'oodfilter rescore' can score another class list or method without the image encoder.")
 @option("--templates", help="Prompt template set: auto (clipn for CLIPN models, else photo), clipn (the "
         "reference's captions, quotes included), clipn-clean (the same without quotes), photo, ensemble ({default}).")

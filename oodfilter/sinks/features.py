@@ -1,6 +1,6 @@
 """Stored image embeddings beside a manifest: pay for the image encoder once, rescore in seconds.
 
-``<out>.features.f16`` holds one L2-normalised image embedding per ``ok`` row of the manifest, in the
+``<out>.features.<id>.f16`` holds one L2-normalised image embedding per ``ok`` row of the manifest, in the
 manifest's row order, as raw little-endian float16 (N, D); ``<out>.features.json`` says what they are
 (dimension, dtype, the image tower's fingerprint, the model). Raw rows rather than ``.npy``: a batch is
 appended and fsync'd *before* its manifest rows, so after a crash the file holds at least as many rows
