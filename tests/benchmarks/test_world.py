@@ -119,3 +119,50 @@ def test_the_fitted_figure_runs_through_its_documented_command(shared_data, tmp_
     assert methods["mahalanobis single"]["fit"]["gaussians"] == 1
     assert 1 <= methods["mahalanobis pseudo"]["fit"]["gaussians"] <= 10  # the quick world's 10 ID classes at most
     assert "mahalanobis pseudo" in result.stdout
+
+
+def _docstring_smoke_line(script: str) -> list[str]:
+    """The arguments of the script's documented "Smoke: python benchmarks/world/<script> ..." line."""
+    lines = [line for line in (REPO / "benchmarks" / "world" / script).read_text().splitlines()
+             if line.startswith("Smoke: python ")]
+    assert len(lines) == 1, f"{script} documents no single Smoke: line"
+    return lines[0].split("(")[0].split()[3:]
+
+
+@pytest.mark.slow
+def test_the_adapt_defaults_study_runs_through_its_documented_command(shared_data, tmp_path):
+    assert _docstring_smoke_line("adapt_defaults.py")[:2] == ["--quick", "--out"]
+    result = _run_quick("adapt_defaults.py", shared_data, tmp_path)
+    report = json.loads((tmp_path / "out" / "adapt_defaults.json").read_text())
+    config, figures = report["config"], report["results"]["0"]
+    assert config["quick"] is True and config["seeds"] == [0] and config["methods"] == ["atd", "mcm"]
+    assert config["id_images"] == 20 and config["probe"] == 10  # the quick world's 5 ID classes of 4 training images
+    assert config["settings"]["first pass only"] is None
+    assert config["settings"]["default (2%, no positives)"]["negative_fraction"] == 0.02
+    assert config["settings"]["5%, positives 16 (first default)"]["positives_per_class"] == 16
+    cases = {f"{m} {share}% {name}" for m in ("atd", "mcm") for share in (0, 10, 30, 50) for name in config["settings"]}
+    assert set(figures) == cases
+    assert all(0.0 <= f["auroc"] <= 1.0 and 0.0 <= f["fpr95"] <= 1.0 for f in figures.values())
+    assert all(f["negatives"] == 0 for key, f in figures.items() if key.endswith("first pass only"))
+    for method in ("atd", "mcm"):  # 5% of the mixture is at least one image: the pass mines from it
+        assert any(f["negatives"] > 0 for key, f in figures.items() if key.startswith(f"{method} ") and " 5%" in key)
+    assert "mcm 50% default (2%, no positives)" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_fused_validation_runs_through_its_documented_command(shared_data, tmp_path):
+    assert _docstring_smoke_line("fused_validation.py")[:2] == ["--quick", "--out"]
+    result = _run_quick("fused_validation.py", shared_data, tmp_path)
+    record = json.loads((tmp_path / "out" / "fused_validation.json").read_text())
+    assert record["quick"] is True and record["seed"] == 0 and record["every"] == 200
+    assert record["nouns"] == 336 and record["modifiers"] == 10  # 67,186 nouns and 1,987 modifiers, every 200th
+    assert 0 < record["negatives"] < record["nouns"] + 10 * record["modifiers"]  # 15% of each part is mined
+    assert record["sizes"] == {"id": 20, "near": 20, "far": 14}
+    reports = record["reports"]
+    assert list(reports) == ["mcm", "atd", "ctw", "neglabel", "csp", "atd-neg", "atd-neg-1", "product", "mean"]
+    for report in reports.values():
+        assert all(0.0 <= report[s][m] <= 1.0 for s in ("near", "far") for m in ("auroc", "fpr95"))  # type: ignore[index]
+    ruled = {m for m, r in reports.items() if "id_kept" in r}
+    assert ruled == {"atd", "ctw", "atd-neg", "atd-neg-1", "product"}  # the scores with a probability rule
+    assert all(0.0 <= reports[m]["id_kept"] <= 1.0 for m in ruled)
+    assert f"negatives {record['negatives']} (" in result.stdout
