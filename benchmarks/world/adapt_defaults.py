@@ -1,6 +1,7 @@
 """Pick the dataset-aware pass's defaults (``oodfilter rescore --adapt``) on a dev mixture, never the test sets.
 
-Run:   OODFILTER_SHARED_DATA=/work/shared/data python benchmarks/world/adapt_defaults.py [--seeds 0 1 2]
+Run:   OODFILTER_SHARED_DATA=/work/shared/data python benchmarks/world/adapt_defaults.py [--seeds 0 1 2] [--out DIR]
+Smoke: python benchmarks/world/adapt_defaults.py --quick --out /tmp/adapt        (< 2 min; pipeline check only)
 
 Needs world A's models cached (``benchmarks/world/run.py`` builds them). The dev data are Tiny-ImageNet
 *training* images only: ID = the 100 ID classes' training images, OOD = the other 100 classes' training
@@ -9,7 +10,11 @@ and method, datasets of 3000 ID images with 0, 10, 30 and 50% OOD are scored by 
 and by the pass under a few settings; the figure is the AUROC (ID vs OOD) within the dataset. For the
 clean dataset (0% OOD) there is no OOD inside it: 1000 OOD training images outside it are scored against
 the proxies the clean dataset produced (``score_with_proxies``), and the AUROC is ID of the dataset vs
-those, so a pass that hurts a clean dataset shows as a lower figure there.
+those, so a pass that hurts a clean dataset shows as a lower figure there. Writes ``adapt_defaults.json``
+(the configuration and the figures per seed) into --out.
+
+``--quick`` runs every setting on run.py's quick world (seed 0, its 20 ID and 20 OOD training images: all
+ID images, half the OOD ones as the probe), building what its cache lacks; its figures mean nothing.
 
 Measured (seeds 0-2, mean AUROC; 2 shared AMD EPYC cores, ~3.5 min): first pass only vs the defaults
 (2% seeds, no positive proxies) vs the first defaults (5%, 16-image positives):
@@ -21,9 +26,11 @@ mcm clean (vs outside OOD) 0.970 vs 0.909 vs 0.861. The pass did not beat the fi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +44,7 @@ import oodfilter
 from benchmarks.world.build import WORLD_TEMPLATES, load_feature_bank
 from benchmarks.world.data import load_world_data
 from benchmarks.world.evaluation import make_scorer
-from benchmarks.world.run import TEMPLATES, generic_no_branch_model
+from benchmarks.world.run import QUICK_DATA, TEMPLATES, generic_no_branch_model
 from oodfilter.evaluate.metrics import auroc, fpr_at_95_tpr
 from oodfilter.scoring.adaptive import AdaptConfig, adaptive_scores, score_with_proxies
 
@@ -74,9 +81,13 @@ def _figures(scorer: oodfilter.Scorer, config: AdaptConfig | None, data: np.ndar
             "negatives": meta.get("negatives", 0), "seeds": meta.get("negative_seeds", 0)}
 
 
-def run_seed(seed: int, data, bank, cache: Path, methods: list[str]) -> dict:
-    """Every method, mixture and setting on world A of ``seed`` with its generic no-branch."""
-    model = generic_no_branch_model(data, bank, cache, seed, False, Path("/tmp/adapt-defaults-trees"))
+def run_seed(seed: int, data, bank, cache: Path, methods: list[str], quick: bool = False,
+             trees: Path = Path("/tmp/adapt-defaults-trees")) -> dict:
+    """Every method, mixture and setting on world A of ``seed`` with its generic no-branch.
+
+    ``quick``: the quick world's no-branch, and its few images (all ID ones, half the OOD ones as the probe).
+    """
+    model = generic_no_branch_model(data, bank, cache, seed, quick, trees)
     names = [data.names[c] for c in data.id_classes]
     chosen = set(data.id_classes)
     head = model.clip.visual.head
@@ -86,18 +97,19 @@ def run_seed(seed: int, data, bank, cache: Path, methods: list[str]) -> dict:
             return torch.nn.functional.normalize(head(pooled), dim=-1).numpy().astype(np.float32)
         id_all = encode([i for i in data.train if i.label in chosen])
         ood_all = encode([i for i in data.train if i.label not in chosen])
+    id_images, probe_size = (len(id_all), len(ood_all) // 2) if quick else (ID_IMAGES, PROBE)
     rng = np.random.default_rng(seed)
-    id_rows = id_all[rng.permutation(len(id_all))[:ID_IMAGES]]
+    id_rows = id_all[rng.permutation(len(id_all))[:id_images]]
     ood_order = rng.permutation(len(ood_all))
-    probe = ood_all[ood_order[:PROBE]]
-    pool = ood_all[ood_order[PROBE:]]
+    probe = ood_all[ood_order[:probe_size]]
+    pool = ood_all[ood_order[probe_size:]]
     out: dict = {}
     for method in methods:
         scorer = make_scorer(model, names, method, cache, TEMPLATES)
         for share in SHARES:
-            count = min(len(pool), round(ID_IMAGES * share / (1 - share)))
+            count = min(len(pool), round(id_images * share / (1 - share)))
             mixed = np.concatenate([id_rows, pool[:count]])
-            ood = np.r_[np.zeros(ID_IMAGES, bool), np.ones(count, bool)]
+            ood = np.r_[np.zeros(id_images, bool), np.ones(count, bool)]
             order = rng.permutation(len(mixed))
             for name, config in SETTINGS.items():
                 out[f"{method} {int(share * 100)}% {name}"] = _figures(scorer, config, mixed[order], ood[order], probe)
@@ -109,14 +121,28 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", default=["atd", "mcm"])
     parser.add_argument("--cache-dir", default=str(oodfilter.text.default_cache_dir() / "world"))
-    parser.add_argument("--out", default="adapt_defaults.json")
+    parser.add_argument("--out", default="adapt_defaults_results", help="folder for adapt_defaults.json")
+    parser.add_argument("--quick", action="store_true", help="a smoke run on the quick world, seed 0 (< 2 min)")
     args = parser.parse_args()
+    if args.quick:
+        args.seeds = [0]
     torch.set_num_threads(2)
     started = time.perf_counter()
-    data = load_world_data()
-    bank = load_feature_bank(data, Path(args.cache_dir), templates=WORLD_TEMPLATES, log=print)
-    results = {seed: run_seed(seed, data, bank, Path(args.cache_dir), args.methods) for seed in args.seeds}
-    Path(args.out).write_text(json.dumps(results, indent=1))
+    data = load_world_data(**QUICK_DATA) if args.quick else load_world_data()  # as run.py builds them
+    templates = WORLD_TEMPLATES[:2] if args.quick else WORLD_TEMPLATES
+    bank = load_feature_bank(data, Path(args.cache_dir), templates=templates, log=print)
+    with tempfile.TemporaryDirectory() as quick_trees:  # a fresh link tree: the quick world's images only
+        trees = Path(quick_trees) if args.quick else Path("/tmp/adapt-defaults-trees")
+        results = {seed: run_seed(seed, data, bank, Path(args.cache_dir), args.methods, args.quick, trees)
+                   for seed in args.seeds}
+    id_train = sum(i.label in set(data.id_classes) for i in data.train)
+    config = {"quick": args.quick, "seeds": args.seeds, "methods": args.methods, "shares": list(SHARES),
+              "id_images": id_train if args.quick else ID_IMAGES,
+              "probe": (len(data.train) - id_train) // 2 if args.quick else PROBE,
+              "settings": {name: None if c is None else dataclasses.asdict(c) for name, c in SETTINGS.items()}}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "adapt_defaults.json").write_text(json.dumps({"config": config, "results": results}, indent=1))
     keys = list(results[args.seeds[0]])
     print(f"{'case':50s} " + " ".join(f"seed{s} auroc/fpr95" for s in args.seeds) + "  mean auroc")
     for key in keys:

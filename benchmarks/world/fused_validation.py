@@ -1,6 +1,7 @@
 """Choosing the fused score on a validation split of the benchmark world (never its test sets).
 
-Run:  python benchmarks/world/fused_validation.py [--seed 0] [--every 2] [--out fused_validation.json]
+Run:   python benchmarks/world/fused_validation.py [--seed 0] [--every 2] [--out fused_validation_results]
+Smoke: python benchmarks/world/fused_validation.py --quick --out /tmp/fused      (< 2 min; pipeline check only)
 
 Needs world A of the seed and its generic no-branch in the world cache (``run.py`` builds them, ~20 min).
 Validation sets (the world's *training* images; the held-out images and DTD are the test sets):
@@ -17,7 +18,11 @@ template, NegLabel's defaults), scored from the same features:
 - ``product``: 1 − (1 − ATD)(1 − CSP), the two ID probabilities as independent evidence, with ATD's rule
   (``oodfilter_csp.fused_scores``, the shipped ``fused``);
 - ``mean``: (ATD + CSP) / 2.
-Prints a table and writes the figures as JSON.
+Prints a table and writes the figures (and the configuration) as ``fused_validation.json`` into --out.
+
+``--quick`` scores every candidate on run.py's quick world (seed 0), building what its cache lacks, with a
+small pool: every 200th noun and (quick only) every 200th modifier unless --every says otherwise; its
+figures mean nothing.
 
 Seed 0, --every 2 (8013 negatives, 2996 of them conjugated; 4000 ID, 4000 near, 800 far images; AMD EPYC,
 2 shared cores, 162 s with the pool's encodings cached, ~13 min without):
@@ -60,11 +65,12 @@ import oodfilter
 from benchmarks.world.build import WORLD_TEMPLATES, load_feature_bank
 from benchmarks.world.data import load_world_data
 from benchmarks.world.evaluation import make_scorer, set_metrics
-from benchmarks.world.run import TEMPLATES, generic_no_branch_model
+from benchmarks.world.run import QUICK_DATA, TEMPLATES, generic_no_branch_model
 from oodfilter.scoring import functional as fn
 from oodfilter.scoring.functional import ScoreOutput
 from oodfilter.scoring.methods import FeatureBatch
 from oodfilter_csp import CSP, Fused, atd_over_negatives, fused_scores
+from oodfilter_csp.pool import load_modifiers
 from oodfilter_neglabel import NegLabel, load_vocabulary, neglabel_scores
 
 FORMS = ("atd-neg", "atd-neg-1", "product", "mean")
@@ -112,28 +118,35 @@ def _report(scores: dict[str, oodfilter.ScoreResult]) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--every", type=int, default=2, help="keep every n-th noun of the vocabulary")
+    parser.add_argument("--every", type=int, default=None,
+                        help="keep every n-th noun of the vocabulary (default 2; 200 with --quick)")
     parser.add_argument("--cache-dir", default=str(oodfilter.text.default_cache_dir() / "world"))
-    parser.add_argument("--out", default="fused_validation.json")
+    parser.add_argument("--out", default="fused_validation_results", help="folder for fused_validation.json")
+    parser.add_argument("--quick", action="store_true", help="a smoke run on the quick world, seed 0 (< 2 min)")
     args = parser.parse_args()
+    if args.quick:
+        args.seed = 0
+    if args.every is None:
+        args.every = 200 if args.quick else 2
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     started = time.perf_counter()
     cache = Path(args.cache_dir)
-    data = load_world_data()
-    bank = load_feature_bank(data, cache, templates=WORLD_TEMPLATES)
+    data = load_world_data(**QUICK_DATA) if args.quick else load_world_data()  # as run.py builds them
+    bank = load_feature_bank(data, cache, templates=WORLD_TEMPLATES[:2] if args.quick else WORLD_TEMPLATES)
     with tempfile.TemporaryDirectory() as trees:
-        model = generic_no_branch_model(data, bank, cache, args.seed, False, Path(trees))
+        model = generic_no_branch_model(data, bank, cache, args.seed, args.quick, Path(trees))
     names = [data.names[c] for c in data.id_classes]
     features = validation_features(model, data, bank)
     nouns = list(load_vocabulary())[:: args.every]
+    modifiers = list(load_modifiers())[:: args.every] if args.quick else None  # None: the shipped ~2k
     reports: dict[str, dict[str, object]] = {}
     for method, templates in (("mcm", TEMPLATES), ("atd", TEMPLATES), ("ctw", TEMPLATES),
                               ("neglabel", "photo"), ("csp", "photo")):
-        chosen = NegLabel(nouns) if method == "neglabel" else CSP(nouns) if method == "csp" else method
+        chosen = NegLabel(nouns) if method == "neglabel" else CSP(nouns, modifiers) if method == "csp" else method
         scorer = make_scorer(model, names, chosen, cache, templates)  # type: ignore[arg-type]
         reports[method] = _report({s: scorer.score_features(f) for s, f in features.items()})
         print(f"{method}: {time.perf_counter() - started:.0f} s", flush=True)
-    forms = _Forms(nouns, templates="photo")
+    forms = _Forms(nouns, modifiers, templates="photo")
     scorer = make_scorer(model, names, forms, cache, TEMPLATES)
     for form in FORMS:
         forms.form = form
@@ -147,9 +160,13 @@ def main() -> None:
                f"{r['caught']['far']:.3f}" if "id_kept" in r else ""  # type: ignore[index]
         print(f"{method:10} {near['auroc']:10.4f} {near['fpr95']:10.4f} {far['auroc']:10.4f} "  # type: ignore[index]
               f"{far['fpr95']:10.4f}  {rule}")  # type: ignore[index]
-    record = {"seed": args.seed, "every": args.every, "reports": reports, "seconds": time.perf_counter() - started,
+    record = {"seed": args.seed, "every": args.every, "quick": args.quick, "nouns": len(nouns),
+              "modifiers": len(modifiers) if modifiers is not None else len(load_modifiers()),
+              "negatives": len(forms.negative_names), "reports": reports, "seconds": time.perf_counter() - started,
               "machine": platform.processor() or platform.machine(), "sizes": {s: len(f) for s, f in features.items()}}
-    Path(args.out).write_text(json.dumps(record, indent=1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fused_validation.json").write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
