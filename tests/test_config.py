@@ -126,7 +126,7 @@ def test_model_options_are_shared_and_field_names_are_kept():
     assert {f.name for f in dataclasses.fields(EvalConfig)} == {
         "classes", "id", "ood", "id_labels", "methods", "model", "pretrained", "out", "templates", "batch_size",
         "workers", "device", "precision", "cache_dir", "fpr_convention", "plots", "overwrite", "attack_eps",
-        "attack_steps"}
+        "attack_steps", "reference"}
     assert "cache_dir" not in {f.name for f in dataclasses.fields(FinetuneConfig)}
     assert default_of(ScanConfig, "batch_size") == 64 and default_of(FinetuneConfig, "batch_size") == 256
     assert default_of(ScanConfig, "include") == [] and default_of(FinetuneConfig, "lr") == 3e-4

@@ -82,8 +82,12 @@ def test_index_from_another_model_is_refused(tiny_model, fresh_tiny_model, cache
 
 
 def test_unknown_method_lists_the_registered_ones(tiny_model, index):
-    with pytest.raises(oodfilter.UnknownNameError, match="registered: atd, ctw, energy"):
+    with pytest.raises(oodfilter.UnknownNameError, match="registered: ") as refused:
         oodfilter.Scorer(tiny_model, index, "magic")
+    # every built-in, in name order; installed plugins (neglabel, plp, csp, ...) sit among them
+    listed = str(refused.value).split("registered: ", 1)[1].split(", ")
+    builtins = {"atd", "ctw", "energy", "knn", "mahalanobis", "maxlogit", "mcm", "msp"}
+    assert builtins <= set(listed) and listed == sorted(listed)
 
 
 def test_atd_with_one_class_warns(tiny_model, cache_dir):
