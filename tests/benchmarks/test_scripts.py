@@ -207,6 +207,22 @@ def check_scale(stdout: str) -> None:
     assert len(re.findall(r"10x the rows -> [\d.-]+x the memory above the floor", stdout)) == 3, stdout
 
 
+def check_adaptive(stdout: str) -> None:
+    assert re.search(r"^CPU: .+; \d+ cores; model test-tiny", stdout, re.MULTILINE), stdout
+    rows = table(stdout, "rows")
+    assert [row["rows"] for row in rows] == ["20000", "200000"]
+    for row in rows:
+        assert int(row["negatives"]) >= 1  # the planted junk directions give the pass negatives to build
+        positive(row["stream s"])
+        positive(row["baseline s"])
+    large = rows[-1]
+    # the held-whole pass holds the (N, D) float32 array (25.6 MB at 200k x 32); the streamed one a few
+    # numbers per image
+    assert float(large["baseline MB above floor"]) >= 20
+    assert float(large["stream MB above floor"]) < float(large["baseline MB above floor"]) / 2
+    assert re.search(r"\(\d+ bytes per row at 200000 rows\).*same scores as the held-whole pass: yes", stdout), stdout
+
+
 def check_remote(stdout: str) -> None:
     rows = {row["source"]: row for row in table(stdout, "source")}
     assert list(rows) == ["local files", "WebDataset shards (local)", "S3 server on 127.0.0.1 (moto)",
@@ -287,6 +303,7 @@ SCRIPTS: dict[str, tuple[bool, Callable[[str], None]]] = {
     "startup": (False, check_startup),
     "decode": (True, check_decode),
     "world/dataset_aware": (True, check_dataset_aware),
+    "adaptive": (False, check_adaptive),
 }
 # Scripts of benchmarks/world registered here (the others are run by tests/benchmarks/test_world.py).
 WORLD_SCRIPTS = {"world/dataset_aware"}
