@@ -11,6 +11,7 @@ is loaded, before any image is scored.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -123,6 +124,7 @@ def _prepared(config: ScanConfig, lock: ManifestLock, model_given: bool) -> Prep
     _check_output_is_free(config, out, files)
     manifest_format(out)  # a known suffix (it was refused only when the first rows were written)
     checked = check_spec(scorer_spec(config), model_known=model_given)  # class list, templates, method
+    _warn_reference_overlaps_scan(config, files)
     if config.calibration:
         Calibration.load(config.calibration)  # a file that does not parse fails now (its fit: once scores exist)
     previous = previous_meta(config, out)
@@ -137,6 +139,20 @@ def _prepared(config: ScanConfig, lock: ManifestLock, model_given: bool) -> Prep
     if labelled is not None:
         by_path = {item.name: name for item in files if (name := labelled.class_of(item)) is not None}
     return PreparedScan(config, files, previous, rule, done, lock, by_path)
+
+
+def _warn_reference_overlaps_scan(config: ScanConfig, files: list[Discovered]) -> None:
+    """Warn when scanned images are also ``--reference`` images: a fitted method scores them as known ID."""
+    if not config.reference:
+        return
+    from oodfilter.scoring.reference_paths import reference_images
+
+    scanned = {os.path.normpath(os.path.abspath(item.path)) for item in files if isinstance(item, DiscoveredFile)}
+    shared = scanned.intersection(reference_images(config.reference))
+    if shared:
+        warnings.warn(f"{len(shared)} of the {len(scanned)} scanned images are also --reference images (e.g. "
+                      f"{min(shared)}): a fitted method scores them as known in-distribution whatever they contain; "
+                      "fit on images you know are in-distribution, not on the images you filter", stacklevel=3)
 
 
 def scorer_spec(config: ScanConfig) -> ScorerSpec:

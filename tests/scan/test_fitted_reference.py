@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from oodfilter.cli.main import cli
+from oodfilter.scan import ScanConfig, scan
 from oodfilter.sinks.features import load_features
 from oodfilter.sinks.manifest import read_manifest, read_meta
 
@@ -80,6 +82,21 @@ def test_knn_scores_the_reference_images_themselves_near_zero(world, tmp_path):
     own = [row.score for row in read_manifest(out)]
     others = [row.score for row in read_manifest(scanned) if row.ok]
     assert max(own) < 5e-3 < min(others)
+
+
+def test_a_scan_of_its_own_reference_images_is_warned_about(world, tmp_path, tiny_model):
+    def scan_with_reference(folder: str) -> list[str]:
+        config = ScanConfig(inputs=[str(world / folder)], classes=str(world / "classes.txt"), method="knn",
+                            reference=[str(world / "ref")], out=str(tmp_path / f"{folder}.jsonl"),
+                            cache_dir=str(world / "cache"), workers=0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scan(config, model=tiny_model)
+        return [str(w.message) for w in caught if "also --reference images" in str(w.message)]
+
+    said = scan_with_reference("ref")  # every scanned image is a reference image: scores near 0 whatever it is
+    assert len(said) == 1 and said[0].startswith("10 of the 10 scanned images are also --reference images")
+    assert scan_with_reference("scan") == []  # other images: nothing to say
 
 
 def test_rescore_fits_on_stored_reference_features_without_encoding_an_image(world, tmp_path, reference_manifest,
