@@ -1,15 +1,16 @@
 """The class list of a labelled folder (ImageFolder layout): one class per sub-folder, its name cleaned for prompts.
 
 ``photos/golden_retriever/1.jpg`` is an image of the class ``golden retriever``. Names are cleaned the same way
-everywhere: underscores and hyphens become spaces, runs of spaces one, ends trimmed. Two folders that clean to
-the same name are one class (listed once). Folders named by WordNet ids (``n01443537``, ImageNet's layout) are
-refused: a prompt "a photo of a n01443537" means nothing to the text tower, so the scan would score against
-noise; the message says to rename the folders or to pass ``--classes`` with the names.
+everywhere: underscores and hyphens become spaces, runs of spaces one, ends trimmed. Two folders that clean to the
+same name, ignoring case, are one class (listed once, with a warning). Folders named by WordNet ids (``n01443537``,
+ImageNet's layout) are refused: a prompt "a photo of a n01443537" means nothing to the text tower, so the scan would
+score against noise; the message says to rename the folders or to pass ``--classes`` with the names.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,34 @@ def folder_classes(inputs: Sequence[str]) -> FolderClasses:
                          "WordNet id, which means nothing in a prompt; rename the folders to class names, or pass "
                          "--classes FILE with the names")
     by_folder: dict[str, str] = {}
+    spelled: dict[str, str] = {}  # casefolded class name -> the first folder's spelling
     for name in folders:
         cleaned = clean_class_name(name)
         if not cleaned:
             raise InputError(f"--classes-from-folders: the folder name {name!r} in {root} is no class name once "
                              "underscores, hyphens and spaces are dropped; rename or remove it")
-        by_folder[name] = cleaned
+        by_folder[name] = spelled.setdefault(cleaned.casefold(), cleaned)
+    merged = {cls: [f for f, c in by_folder.items() if c == cls] for cls in spelled.values()}
+    for cls, names in merged.items():
+        if len(names) > 1:  # "a_b", "a b" and "A-B" would be classes no prompt tells apart
+            warnings.warn(f"--classes-from-folders: the folders {', '.join(repr(n) for n in names)} in {root} name "
+                          f"one class, {cls!r}; rename them if they are different classes", stacklevel=2)
     return FolderClasses(root=root, class_names=list(dict.fromkeys(by_folder.values())), by_folder=by_folder)
+
+
+def unlabelled_note(labelled: FolderClasses, files: Sequence[Discovered], by_path: dict[str, str]) -> str | None:
+    """Return what the label check cannot see, said in words (None when every class and image is covered).
+
+    Classes whose folder holds no image (they stay in the class list, so images can be scored as them) and
+    images outside any class folder (directly in the root, or in a hidden folder): scored, not checked.
+    """
+    said = []
+    empty = [cls for cls in labelled.class_names if cls not in set(by_path.values())]
+    if empty:
+        said.append(f"{len(empty)} class folder(s) hold no image ({', '.join(repr(c) for c in empty[:3])}"
+                    f"{', ...' if len(empty) > 3 else ''}) but stay in the class list")
+    outside = [item for item in files if isinstance(item, DiscoveredFile) and item.name not in by_path]
+    if outside:
+        said.append(f"{len(outside)} image(s) are in no class folder (e.g. {outside[0].path}: directly in "
+                    f"{labelled.root} or in a hidden folder) and are scored without a label check")
+    return "; ".join(said) if said else None

@@ -25,7 +25,7 @@ from oodfilter.errors import InputError
 from oodfilter.real_path import real_path
 from oodfilter.scan.config import ScanConfig
 from oodfilter.scan.decision_rule import decision_rule
-from oodfilter.scan.folder_classes import folder_classes
+from oodfilter.scan.folder_classes import folder_classes, unlabelled_note
 from oodfilter.scoring.checks import check_spec
 from oodfilter.scoring.spec import ScorerSpec
 from oodfilter.sinks.lock import ManifestLock
@@ -138,6 +138,9 @@ def _prepared(config: ScanConfig, lock: ManifestLock, model_given: bool) -> Prep
     by_path = None
     if labelled is not None:
         by_path = {item.name: name for item in files if (name := labelled.class_of(item)) is not None}
+        note = unlabelled_note(labelled, files, by_path)
+        if note:
+            warnings.warn(f"--classes-from-folders: {note}", stacklevel=3)
     return PreparedScan(config, files, previous, rule, done, lock, by_path)
 
 

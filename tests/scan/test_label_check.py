@@ -102,9 +102,35 @@ def test_classes_are_the_sorted_cleaned_sub_folders_once_each(tmp_path):
     for name in ("zebra", "golden_retriever", "golden-retriever", ".git", "ant"):
         (tmp_path / name).mkdir()
     (tmp_path / "notes.txt").write_text("not a class")
-    found = folder_classes([str(tmp_path)])
+    with pytest.warns(UserWarning, match="name one class, 'golden retriever'"):
+        found = folder_classes([str(tmp_path)])
     assert found.class_names == ["ant", "golden retriever", "zebra"]
     assert found.by_folder["golden-retriever"] == found.by_folder["golden_retriever"] == "golden retriever"
+
+
+def test_folders_that_differ_only_by_case_or_separators_are_one_class_and_said(tmp_path):
+    for name in ("a_b", "a b", "A-B", "cat"):
+        (tmp_path / name).mkdir()
+    with pytest.warns(UserWarning, match=r"the folders 'A-B', 'a b', 'a_b' in .* name one class, 'A B'"):
+        found = folder_classes([str(tmp_path)])
+    assert found.class_names == ["A B", "cat"]  # not "A B" and "a b": no prompt tells them apart
+    assert {found.by_folder[n] for n in ("a_b", "a b", "A-B")} == {"A B"}
+
+
+def test_what_the_label_check_cannot_see_is_said(tmp_path, labelled):
+    (labelled / "empty_class").mkdir()
+    (labelled / ".hidden" / "stray.jpg").symlink_to(next((labelled / "banded").glob("*.jpg")).resolve())
+    config = ScanConfig(inputs=[str(labelled)], classes_from_folders=True, model="test-tiny", workers=0,
+                        out=str(tmp_path / "m.jsonl"), cache_dir=str(tmp_path / "cache"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scan(config)
+    said = [str(w.message) for w in caught if str(w.message).startswith("--classes-from-folders:")]
+    assert len(said) == 1, said
+    assert "1 class folder(s) hold no image ('empty class') but stay in the class list" in said[0]
+    assert "2 image(s) are in no class folder" in said[0]  # loose.jpg in the root and .hidden/stray.jpg
+    rows = {Path(r.path).name: r for r in read_manifest(tmp_path / "m.jsonl")}
+    assert rows["stray.jpg"].folder_class is None and rows["loose.jpg"].folder_class is None
 
 
 @pytest.mark.parametrize(("make", "words"), [
