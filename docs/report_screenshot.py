@@ -46,7 +46,9 @@ def main() -> None:
             picture(rng, i).save(folder / f"picture_{i:02d}.png")
         (folder / "broken.jpg").write_text("not an image")
         manifest = Path(tmp) / "scan.jsonl"
+        # clipn-clean: with the quoted reference captions the random-weight model puts every image near 1.0
         scan(ScanConfig(inputs=[str(folder)], classes=["circle", "stripes", "line drawing"], model="test-tiny",
+                        templates="clipn-clean",
                         out=str(manifest), workers=0, cache_dir=tmp))
         page = write_report(manifest, Path(tmp) / "report.html")
         subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
