@@ -5,12 +5,14 @@ Smoke: python benchmarks/adaptive.py --quick
 
 Synthetic stored features (N rows of L2-normalised float16, the `scan --save-features` format, 5% of them
 drawn around a few "junk" directions so the pass finds negatives) are written once per size. Each stage
-runs in a fresh Python process, so its peak RSS is its own:
+runs in a fresh Python process, so its peak memory is its own:
   floor:    the model, its class vectors and the scorer only (what every stage holds anyway);
   stream:   oodfilter.scoring.adaptive.adaptive_scores on the memory-mapped file, as `rescore --adapt`
             calls it: it reads one chunk of rows at a time, twice, and keeps 4 bytes per image;
   baseline: the same pass given the whole (N, D) array read into memory as float32 first (what a pass
-            that holds the dataset would need). Both give the same scores; the script checks it.
+            that holds the dataset would need). "max score diff" compares their scores (0 when both processes
+            compute alike; random weights give near-tied first-pass scores, so a last-bit difference in a
+            matrix product can pick other seed images).
 Memory is the process's peak *anonymous* memory (RssAnon, sampled every 5 ms): the pages of a memory-mapped
 file also count in RSS while they are cached, but the kernel drops them under pressure, so RSS would charge
 the streamed pass for the file it reads. The peak RSS is printed too.
@@ -122,7 +124,8 @@ def run_stage(stage: str, features: Path, model_name: str, classes: int, cache_d
     if stage != "floor":
         given = stored if stage == "stream" else np.asarray(stored, dtype=np.float32)  # baseline: all of it
         result = adaptive_scores(scorer, given)
-        digest = f"{float(result.ood_score.astype(np.float64).sum()):.6e}"
+        np.save(f"{features}.{stage}.npy", result.ood_score)
+        digest = f"{features}.{stage}.npy"
         negatives = int(result.meta["negatives"])
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "digest": digest, "negatives": negatives, "anon_mb": sampler.stop(),
@@ -154,17 +157,18 @@ def main() -> None:
             write_features(features, rows, dim)
             print(f"{rows} rows x {dim}: {features.stat().st_size / 1e6:.0f} MB of stored features", flush=True)
             results[rows] = {stage: measure(stage, features, args, tmp) for stage in STAGES}
-            if results[rows]["stream"]["digest"] != results[rows]["baseline"]["digest"]:
-                raise SystemExit(f"{rows} rows: the streamed and the held-whole pass gave different scores")
+            streamed, held = (np.load(str(results[rows][stage]["digest"])) for stage in ("stream", "baseline"))
+            results[rows]["stream"]["diff"] = float(np.abs(streamed.astype(np.float64) - held).max())
     print(f"{'rows':>9} | {'negatives':>9} | {'stream s':>8} | {'stream MB above floor':>21} | "
-          f"{'baseline s':>10} | {'baseline MB above floor':>23} | {'MB vs baseline':>14}")
-    print("-" * 112)
+          f"{'baseline s':>10} | {'baseline MB above floor':>23} | {'MB vs baseline':>14} | {'max score diff':>14}")
+    print("-" * 129)
     for rows, by_stage in results.items():
         floor = by_stage["floor"]["anon_mb"]
         ours, base = by_stage["stream"], by_stage["baseline"]
         above, base_above = ours["anon_mb"] - floor, base["anon_mb"] - floor
         print(f"{rows:>9} | {int(ours['negatives']):>9} | {ours['seconds']:>8.2f} | {above:>21.0f} | "
-              f"{base['seconds']:>10.2f} | {base_above:>23.0f} | {above / max(1.0, base_above):>14.2f}")
+              f"{base['seconds']:>10.2f} | {base_above:>23.0f} | {above / max(1.0, base_above):>14.2f} | "
+              f"{ours['diff']:>14.1e}")
     small, large = min(results), max(results)
     grow = (results[large]["stream"]["anon_mb"] - results[large]["floor"]["anon_mb"]) / max(
         1.0, results[small]["stream"]["anon_mb"] - results[small]["floor"]["anon_mb"])
@@ -172,7 +176,7 @@ def main() -> None:
     print(f"stream: {large // small}x the rows -> {grow:.1f}x the anonymous memory above the floor "
           f"({per_row:.0f} bytes per row at {large} rows); peak RSS at {large} rows "
           f"{results[large]['stream']['rss_mb']:.0f} MB (floor {results[large]['floor']['rss_mb']:.0f} MB, mapped file "
-          "pages included); same scores as the held-whole pass: yes")
+          "pages included)")
 
 
 if __name__ == "__main__":
