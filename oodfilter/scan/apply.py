@@ -137,8 +137,9 @@ def run_apply(config: ApplyConfig) -> ApplySummary:
     base = manifest_base(source, meta)
     resolved = [resolve_row_path(row.path, base) for row in rows]
     review = _review(config, source, rows)
-    roots = _input_roots(source, meta, base, resolved)
-    _check_action(config, rows, resolved, roots)
+    recorded = _input_roots(source, meta, base)
+    roots = recorded or []
+    _check_action(config, source, rows, resolved, recorded)
     files_as_of = _files_as_of(source, meta)
     decided = decide_rows(config, rows, meta, review, resolved, files_as_of)
     select_ood = config.select == "ood"
@@ -205,20 +206,31 @@ def _files_as_of(source: Path, meta: dict[str, Any]) -> int | None:
     return None
 
 
-def _input_roots(source: Path, meta: dict[str, Any], base: str, resolved: list[str]) -> list[str]:
+def _input_roots(source: Path, meta: dict[str, Any], base: str) -> list[str] | None:
     """Return the folders the scan read (absolute): destinations keep each file's path below its folder, as a scan's do.
 
     From the applied manifest's meta (``input_roots``), else the scan's recorded inputs (its
-    ``config.yaml``), else the folder every local row lies in.
+    ``config.yaml``), else those of the manifest it was rescored from; None when no record says.
     """
-    recorded = meta.get("input_roots")
-    if isinstance(recorded, list) and recorded and all(isinstance(p, str) and os.path.isabs(p) for p in recorded):
-        return [os.path.normpath(p) for p in recorded]
-    roots = [root for text in _scan_inputs(source) if (root := _root_of_input(text, base)) is not None]
-    if roots:
-        return sorted(set(roots))
-    local = [os.path.dirname(path) for path in resolved if not is_url(path) and split_sample_name(path) is None]
-    return [os.path.commonpath(local)] if local else []
+    seen: set[Path] = set()
+    while real_path(source) not in seen:
+        seen.add(real_path(source))
+        recorded = meta.get("input_roots")
+        if isinstance(recorded, list) and recorded and all(isinstance(p, str) and os.path.isabs(p) for p in recorded):
+            return [os.path.normpath(p) for p in recorded]
+        roots = [root for text in _scan_inputs(source) if (root := _root_of_input(text, base)) is not None]
+        if roots:
+            return sorted(set(roots))
+        earlier = meta.get("rescored_from")
+        if not isinstance(earlier, str) or not earlier or not sidecar(earlier, "meta.json").is_file():
+            return None
+        source = Path(earlier)
+        try:
+            meta = read_meta(source)
+        except InputError:
+            return None
+        base = manifest_base(source, meta)
+    return None
 
 
 def _scan_inputs(source: Path) -> list[str]:
@@ -260,8 +272,9 @@ def _root_of(path: str, roots: list[str]) -> str:
     return max(holding, key=len) if holding else os.path.dirname(path)
 
 
-def _check_action(config: ApplyConfig, rows: list[ManifestRow], resolved: list[str], roots: list[str]) -> None:
-    """Refuse an action the scan would refuse: non-local rows, a destination that is a file or inside an input."""
+def _check_action(config: ApplyConfig, source: Path, rows: list[ManifestRow], resolved: list[str],
+                  recorded: list[str] | None) -> None:
+    """Refuse an action the scan would refuse: non-local rows, rows outside the folders it read, a bad destination."""
     if config.action == RESHARD:
         plan_reshard([path for row, path in zip(rows, resolved, strict=True)
                       if row.ok or split_sample_name(path) is not None], str(config.dest))
@@ -273,6 +286,7 @@ def _check_action(config: ApplyConfig, rows: list[ManifestRow], resolved: list[s
         raise InputError(f"--action {config.action} works on local image files only, and {remote} is not one (a URL "
                          "or a shard's sample); use --action list or tag and act on the manifest, or --action "
                          "reshard --dest DIR to write shards without the selected samples")
+    roots = _check_inside_inputs(config, source, rows, resolved, recorded)
     dest = str(config.dest)
     if os.path.lexists(dest) and not os.path.isdir(dest):
         raise InputError(f"--dest {dest} is not a folder (a file, or a symbolic link that leads nowhere: a loop or a "
@@ -282,6 +296,28 @@ def _check_action(config: ApplyConfig, rows: list[ManifestRow], resolved: list[s
         if where == root or where.is_relative_to(root):
             raise InputError(f"--dest {dest} is inside the scanned folder {root}; choose a folder outside it so a "
                              "later scan does not pick up the moved files")
+
+
+def _check_inside_inputs(config: ApplyConfig, source: Path, rows: list[ManifestRow], resolved: list[str],
+                         recorded: list[str] | None) -> list[str]:
+    """Refuse to act on a row that lies outside the folders the scan read (a manifest edited by hand).
+
+    Each row's folder is resolved (``..`` and symbolic links) and compared with the resolved roots; the
+    row's own name is kept, as the action moves the name the scan read (a link, not what it leads to).
+    """
+    if recorded is None:
+        raise InputError(f"manifest {source} does not record which folders the scan read (no "
+                         f"{sidecar(source, 'config.yaml').name} beside it, nor input_roots in its meta), so --action "
+                         f"{config.action} cannot check that its rows are files the scan read; scan the folders again "
+                         "with --action, or use --action list and act on the listed paths yourself")
+    roots = sorted({real_path(root) for root in recorded})
+    for row, path in zip(rows, resolved, strict=True):
+        where = real_path(os.path.dirname(path)) / os.path.basename(path)
+        if not any(where != root and where.is_relative_to(root) for root in roots):
+            raise InputError(f"manifest {source} has a row outside the folders the scan read "
+                             f"({', '.join(map(str, roots))}): {row.path}; apply acts only on files the scan read, "
+                             "so remove that row (or scan its folder and apply to that manifest)")
+    return recorded
 
 
 def _check_decided(config: ApplyConfig, rows: list[ManifestRow]) -> None:

@@ -405,3 +405,42 @@ def test_reshard_from_an_applied_decision(tmp_path, real_images, tiny_model, tex
     left = {(Path(path).name, key) for path in shards for key in shard_index(str(marked / path.name)).samples}
     named = [(Path(shard).name, key) for shard, key in map(split_sample_name, samples)]  # type: ignore[misc]
     assert left == set(named) - {named[0], named[7]}
+
+
+@pytest.mark.parametrize("where", ["dotdot", "absolute", "linked folder"])
+def test_a_row_outside_the_scanned_folders_is_refused_and_nothing_is_moved(tmp_path, scanned, where):
+    from dataclasses import replace
+
+    from oodfilter.sinks.manifest import rewrite_manifest
+
+    folder, out = scanned
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    secret = victim / "secret.jpg"
+    secret.write_bytes(b"not yours")
+    old = os.stat(sidecar(out, "meta.json")).st_mtime_ns - 10**10
+    os.utime(secret, ns=(old, old))  # looks unchanged since the scan to an mtime check
+    (folder / "photos" / "door").symlink_to(victim, target_is_directory=True)
+    edited = {"dotdot": "inputs/../victim/secret.jpg", "absolute": str(secret),
+              "linked folder": "inputs/photos/door/secret.jpg"}[where]
+    rows = read_manifest(out)
+    first = next(index for index, row in enumerate(rows) if row.ok)
+    rows[first] = replace(rows[first], path=edited)  # a hand-edited manifest
+    rewrite_manifest(out, rows)
+    dest = tmp_path / "flagged"
+    for action in ("move", "copy", "link"):
+        message = _error(out, "--keep-fraction", 0.05, "--action", action, "--dest", dest, "--out",
+                         tmp_path / "a.jsonl")
+        assert "outside the folders the scan read" in message and edited in message and str(out) in message
+    assert secret.read_bytes() == b"not yours" and not dest.exists() and not (tmp_path / "a.jsonl").exists()
+    _apply(out, "--keep-fraction", 0.05, "--out", tmp_path / "tagged.jsonl")  # tag acts on no file: allowed
+
+
+def test_a_manifest_without_a_record_of_its_inputs_is_not_acted_on(tmp_path, scanned):
+    _, out = scanned
+    sidecar(out, "config.yaml").unlink()  # made by hand, or by an older tool: which folders were read is unknown
+    dest = tmp_path / "flagged"
+    message = _error(out, "--keep-fraction", 0.05, "--action", "move", "--dest", dest, "--out", tmp_path / "a.jsonl")
+    assert "which folders the scan read" in message and str(out) in message
+    assert not dest.exists()
+    _apply(out, "--keep-fraction", 0.05, "--action", "list", "--out", tmp_path / "l.jsonl")
