@@ -54,6 +54,7 @@ class ApplySummary:
         in_distribution: Rows decided in-distribution.
         decision: What decided the rows, in words.
         changed: Rows made error rows because their file changed since the scan.
+        missing: Rows made error rows because their file is gone since the scan.
         ignored_marks: Review marks on error rows, left as they are.
         selected: Resolved paths of the rows the action takes (the selected decision), in manifest order.
         actions: What move/copy/link did (None for other actions and dry runs).
@@ -71,6 +72,7 @@ class ApplySummary:
     in_distribution: int = 0
     decision: str | None = None
     changed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
     ignored_marks: list[str] = field(default_factory=list)
     selected: list[str] = field(default_factory=list)
     actions: ActionReport | None = None
@@ -80,7 +82,7 @@ class ApplySummary:
 
     @property
     def errors(self) -> int:
-        """Error rows (the scan's, and files changed since it)."""
+        """Error rows (the scan's, and files changed or gone since it)."""
         return self.total - self.ok
 
 
@@ -94,9 +96,10 @@ def apply_manifest(manifest: str | Path, *, out: str | Path | None = None, thres
 
     Each ok row is decided by the review's mark, else the review's threshold, else the decision option
     given here, else the manifest's own decision; error rows stay as they are, and a row whose file was
-    modified after the scan becomes an error row. The rows are written to ``out`` (never over an existing
-    file unless ``overwrite``), then the action runs as a scan's does (``move``/``copy``/``link`` journaled
-    for ``oodfilter undo``). With ``only_marked`` the review's marks alone decide: the other rows get no
+    modified or replaced (a later mtime or ctime) or deleted after the scan becomes an error row. The rows
+    are written to ``out`` (never over an existing file unless ``overwrite``), then the action runs as a
+    scan's does (``move``/``copy``/``link`` journaled for ``oodfilter undo``, and only on rows below the
+    folders the scan read). With ``only_marked`` the review's marks alone decide: the other rows get no
     decision and no action takes them (reshard keeps them), so a move takes exactly the files marked
     "drop". See :class:`~oodfilter.scan.apply_config.ApplyConfig` for each argument.
 
@@ -144,7 +147,7 @@ def run_apply(config: ApplyConfig) -> ApplySummary:
     decided = decide_rows(config, rows, meta, review, resolved, files_as_of)
     select_ood = config.select == "ood"
     summary = ApplySummary(out, source, total=len(rows), dry_run=config.dry_run,
-                           decision=decided.meta.get("decision"), changed=decided.changed,
+                           decision=decided.meta.get("decision"), changed=decided.changed, missing=decided.missing,
                            ignored_marks=decided.ignored_marks)
     for row, path in zip(decided.rows, resolved, strict=True):
         summary.ok += row.ok

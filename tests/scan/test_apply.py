@@ -444,3 +444,34 @@ def test_a_manifest_without_a_record_of_its_inputs_is_not_acted_on(tmp_path, sca
     assert "which folders the scan read" in message and str(out) in message
     assert not dest.exists()
     _apply(out, "--keep-fraction", 0.05, "--action", "list", "--out", tmp_path / "l.jsonl")
+
+
+def test_a_file_replaced_with_an_older_mtime_is_still_changed_since_the_scan(tmp_path, scanned):
+    _, out = scanned
+    rows = [row for row in read_manifest(out) if row.ok]
+    replaced, other = _file(out, rows[0].path), _file(out, rows[1].path)
+    old = os.stat(sidecar(out, "meta.json")).st_mtime_ns - 10**10
+    shutil.copyfile(other, replaced)  # another image put in its place, its mtime set back (cp -p, rsync -t, tar)
+    os.utime(replaced, ns=(old, old))
+    dest = tmp_path / "flagged"
+    summary = oodfilter.apply_manifest(out, keep_fraction=0.05, action="move", dest=dest, out=tmp_path / "a.jsonl")
+    applied = {row.path: row for row in read_manifest(tmp_path / "a.jsonl")}
+    assert applied[rows[0].path].status == "error" and "changed since the scan" in str(applied[rows[0].path].error)
+    assert summary.changed == [rows[0].path] and replaced.exists()
+
+
+def test_a_file_deleted_since_the_scan_becomes_an_error_row_and_no_folder_is_made_for_it(tmp_path, scanned):
+    _, out = scanned
+    rows = read_manifest(out)
+    textures = [row for row in rows if row.ok and "textures/" in row.path]
+    for row in textures:
+        _file(out, row.path).unlink()  # every texture gone after the scan
+    dest = tmp_path / "flagged"
+    summary = oodfilter.apply_manifest(out, threshold=-1e9, action="move", dest=dest, out=tmp_path / "a.jsonl")
+    applied = {row.path: row for row in read_manifest(tmp_path / "a.jsonl")}
+    assert all(applied[row.path].status == "error" and "missing since the scan" in str(applied[row.path].error)
+               for row in textures)
+    assert summary.missing == [row.path for row in textures]
+    assert summary.actions is not None and not summary.actions.skipped
+    assert summary.actions.done == sum(row.ok for row in rows) - len(textures)
+    assert not (dest / "textures").exists()
