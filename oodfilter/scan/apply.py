@@ -145,6 +145,8 @@ def run_apply(config: ApplyConfig) -> ApplySummary:
     _check_action(config, source, rows, resolved, recorded)
     files_as_of = _files_as_of(source, meta)
     decided = decide_rows(config, rows, meta, review, resolved, files_as_of)
+    if config.action == RESHARD:
+        _check_shards_unchanged(source, decided.changed, decided.missing, base)
     select_ood = config.select == "ood"
     summary = ApplySummary(out, source, total=len(rows), dry_run=config.dry_run,
                            decision=decided.meta.get("decision"), changed=decided.changed, missing=decided.missing,
@@ -321,6 +323,22 @@ def _check_inside_inputs(config: ApplyConfig, source: Path, rows: list[ManifestR
                              f"({', '.join(map(str, roots))}): {row.path}; apply acts only on files the scan read, "
                              "so remove that row (or scan its folder and apply to that manifest)")
     return recorded
+
+
+def _check_shards_unchanged(source: Path, changed: list[str], missing: list[str], base: str) -> None:
+    """Refuse to reshard shards that changed or went missing since the scan: its rows no longer describe them.
+
+    A replaced shard's samples were not scored (a reshard would keep them all as unscanned, or write an
+    empty shard), and a missing one cannot be read, so nothing is written until they are scanned again.
+    """
+    problems = []
+    for rows, how in ((changed, "changed since the scan"), (missing, "missing since the scan")):
+        shards = sorted({parts[0] for path in rows if (parts := split_sample_name(resolve_row_path(path, base)))})
+        if shards:
+            problems.append(f"{len(shards)} shard(s) {how} (first: {shards[0]})")
+    if problems:
+        raise InputError(f"--action reshard: of the shards manifest {source} scored, {' and '.join(problems)}, so "
+                         "its scores do not describe their samples and nothing was written; scan those shards again")
 
 
 def _check_decided(config: ApplyConfig, rows: list[ManifestRow]) -> None:

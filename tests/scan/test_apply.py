@@ -475,3 +475,28 @@ def test_a_file_deleted_since_the_scan_becomes_an_error_row_and_no_folder_is_mad
     assert summary.actions is not None and not summary.actions.skipped
     assert summary.actions.done == sum(row.ok for row in rows) - len(textures)
     assert not (dest / "textures").exists()
+
+
+def test_reshard_refuses_shards_changed_since_the_scan(tmp_path, real_images, tiny_model, text_cache):
+    from shard_data import write_shards  # tests/support
+
+    shards = write_shards(tmp_path / "shards", real_images[:12], per_shard=6)
+    out = tmp_path / "scan.jsonl"
+    config = ScanConfig(inputs=[str(path) for path in shards], classes=CLASSES, model="test-tiny", out=str(out),
+                        workers=0, templates="photo", cache_dir=str(text_cache), device="cpu", method="mcm")
+    scan(config, model=tiny_model)
+    replacement = write_shards(tmp_path / "other", real_images[12:18], per_shard=6)[0]
+    old = os.stat(sidecar(out, "meta.json")).st_mtime_ns - 10**10
+    shutil.copyfile(replacement, shards[1])  # other samples under the scanned shard's name, its mtime set back
+    os.utime(shards[1], ns=(old, old))
+    dest = tmp_path / "filtered"
+    for dry_run in (True, False):
+        with pytest.raises(InputError, match="changed since the scan") as refused:
+            oodfilter.apply_manifest(out, keep_fraction=0.5, action="reshard", dest=dest, out=tmp_path / "r.jsonl",
+                                     dry_run=dry_run)
+        assert str(shards[1]) in str(refused.value)
+    assert not dest.exists() and not (tmp_path / "r.jsonl").exists()
+    shards[0].unlink()
+    with pytest.raises(InputError, match="missing since the scan"):
+        oodfilter.apply_manifest(out, keep_fraction=0.5, action="reshard", dest=dest, out=tmp_path / "r.jsonl")
+    assert not dest.exists()
