@@ -500,3 +500,24 @@ def test_reshard_refuses_shards_changed_since_the_scan(tmp_path, real_images, ti
     with pytest.raises(InputError, match="missing since the scan"):
         oodfilter.apply_manifest(out, keep_fraction=0.5, action="reshard", dest=dest, out=tmp_path / "r.jsonl")
     assert not dest.exists()
+
+
+def test_a_rescored_manifest_acts_within_the_folders_its_source_scan_read(tmp_path, scanned):
+    from dataclasses import replace
+
+    from oodfilter.sinks.manifest import rewrite_manifest
+
+    folder, out = scanned
+    rescored = tmp_path / "rescored.jsonl"  # as rescore writes it: rows and meta, no config.yaml of its own
+    shutil.copyfile(out, rescored)
+    meta = {**read_meta(out), "rescored_from": str(out.resolve())}
+    sidecar(rescored, "meta.json").write_text(json.dumps(meta))
+    dest = tmp_path / "flagged"
+    summary = oodfilter.apply_manifest(rescored, threshold=-1e9, action="copy", dest=dest, out=tmp_path / "a.jsonl")
+    assert summary.actions is not None and summary.actions.done == summary.ok > 0
+    assert read_meta(tmp_path / "a.jsonl")["input_roots"] == [str(folder)]
+    rows = read_manifest(rescored)
+    rows[0] = replace(rows[0], path=str(tmp_path / "victim.jpg"))
+    rewrite_manifest(rescored, rows)
+    assert "outside the folders the scan read" in _error(rescored, "--threshold", -1e9, "--action", "copy",
+                                                         "--dest", tmp_path / "d2", "--out", tmp_path / "b.jsonl")
