@@ -467,6 +467,9 @@ def test_a_file_deleted_since_the_scan_becomes_an_error_row_and_no_folder_is_mad
     for row in textures:
         _file(out, row.path).unlink()  # every texture gone after the scan
     dest = tmp_path / "flagged"
+    output = _apply(out, "--threshold", -1e9, "--action", "move", "--dest", dest, "--dry-run")
+    assert f"{len(textures)} files missing since the scan are error rows" in output
+    assert not [line for line in output.splitlines() if line.startswith("would move") and "textures/" in line]
     summary = oodfilter.apply_manifest(out, threshold=-1e9, action="move", dest=dest, out=tmp_path / "a.jsonl")
     applied = {row.path: row for row in read_manifest(tmp_path / "a.jsonl")}
     assert all(applied[row.path].status == "error" and "missing since the scan" in str(applied[row.path].error)
