@@ -45,9 +45,10 @@ def apply_command(manifest: str, quiet: bool, **options: Any) -> None:
     Each ok row is decided by the --review mark, else the review's threshold, else --threshold,
     --calibration, --id-recall or --keep-fraction, else the decision MANIFEST holds (with --only-marked:
     the marks alone; the other rows get no decision and no action takes them). Error rows stay as
-    they are; a file modified since the scan becomes an error row and is not acted on. The new manifest's
-    meta says what decided (applied_from, the review's sha256). Nothing is overwritten, files go only to
-    --dest outside the scanned folders, and a dry run writes nothing.
+    they are; a file modified or replaced (a later mtime or ctime) or deleted since the scan becomes an
+    error row and is not acted on. The new manifest's meta says what decided (applied_from, the review's
+    sha256). Nothing is overwritten, only files below the folders the scan read are acted on, files go only
+    to --dest outside them, and a dry run writes nothing.
     """
     from oodfilter.scan.apply import run_apply
     from oodfilter.scan.apply_config import ApplyConfig
@@ -82,6 +83,9 @@ def _print_summary(summary: Any, action: str, select: str) -> None:
     if summary.changed:
         say(f"{len(summary.changed)} files changed since the scan are error rows and were not acted on "
             f"(first: {summary.changed[0]}); scan them again")
+    if summary.missing:
+        say(f"{len(summary.missing)} files missing since the scan are error rows and were not acted on "
+            f"(first: {summary.missing[0]})")
     if summary.ignored_marks:
         say(f"{len(summary.ignored_marks)} review marks are on error rows and were ignored "
             f"(first: {summary.ignored_marks[0]})")

@@ -87,8 +87,11 @@ def load_review(path: str | Path) -> Review:
     digest = record.get("manifest_sha256")
     if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
         raise InputError(f"{where}: 'manifest_sha256' must be the 64 hex digits of the manifest's sha256")
+    if "marks" not in record:  # a file cut short or made by another tool, not a review with no marks
+        raise InputError(f"{where}: 'marks' is missing; a review file always has it (an empty object when nothing "
+                         "is marked): export it again from the report page")
     return Review(Path(path), _sha256_of(data), manifest, digest.lower(), _threshold(record.get("threshold"), where),
-                  _marks(record.get("marks"), where))
+                  _marks(record["marks"], where))
 
 
 def check_review(review: Review, manifest: str | Path, paths: set[str]) -> None:
@@ -136,10 +139,9 @@ def _threshold(value: Any, where: str) -> float | None:
 
 
 def _marks(value: Any, where: str) -> dict[str, str]:
-    if value is None:
-        return {}
     if not isinstance(value, dict):
-        raise InputError(f"{where}: 'marks' must map row paths to \"keep\" or \"drop\"")
+        raise InputError(f"{where}: 'marks' must map row paths to \"keep\" or \"drop\" (an empty object when "
+                         "nothing is marked)")
     for path, mark in value.items():
         if not path or not is_storable(path):
             raise InputError(f"{where}: 'marks' holds the key {excerpt(path)}, which is no row path")

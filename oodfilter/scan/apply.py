@@ -54,6 +54,7 @@ class ApplySummary:
         in_distribution: Rows decided in-distribution.
         decision: What decided the rows, in words.
         changed: Rows made error rows because their file changed since the scan.
+        missing: Rows made error rows because their file is gone since the scan.
         ignored_marks: Review marks on error rows, left as they are.
         selected: Resolved paths of the rows the action takes (the selected decision), in manifest order.
         actions: What move/copy/link did (None for other actions and dry runs).
@@ -71,6 +72,7 @@ class ApplySummary:
     in_distribution: int = 0
     decision: str | None = None
     changed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
     ignored_marks: list[str] = field(default_factory=list)
     selected: list[str] = field(default_factory=list)
     actions: ActionReport | None = None
@@ -80,7 +82,7 @@ class ApplySummary:
 
     @property
     def errors(self) -> int:
-        """Error rows (the scan's, and files changed since it)."""
+        """Error rows (the scan's, and files changed or gone since it)."""
         return self.total - self.ok
 
 
@@ -94,9 +96,10 @@ def apply_manifest(manifest: str | Path, *, out: str | Path | None = None, thres
 
     Each ok row is decided by the review's mark, else the review's threshold, else the decision option
     given here, else the manifest's own decision; error rows stay as they are, and a row whose file was
-    modified after the scan becomes an error row. The rows are written to ``out`` (never over an existing
-    file unless ``overwrite``), then the action runs as a scan's does (``move``/``copy``/``link`` journaled
-    for ``oodfilter undo``). With ``only_marked`` the review's marks alone decide: the other rows get no
+    modified or replaced (a later mtime or ctime) or deleted after the scan becomes an error row. The rows
+    are written to ``out`` (never over an existing file unless ``overwrite``), then the action runs as a
+    scan's does (``move``/``copy``/``link`` journaled for ``oodfilter undo``, and only on rows below the
+    folders the scan read). With ``only_marked`` the review's marks alone decide: the other rows get no
     decision and no action takes them (reshard keeps them), so a move takes exactly the files marked
     "drop". See :class:`~oodfilter.scan.apply_config.ApplyConfig` for each argument.
 
@@ -137,13 +140,16 @@ def run_apply(config: ApplyConfig) -> ApplySummary:
     base = manifest_base(source, meta)
     resolved = [resolve_row_path(row.path, base) for row in rows]
     review = _review(config, source, rows)
-    roots = _input_roots(source, meta, base, resolved)
-    _check_action(config, rows, resolved, roots)
+    recorded = _input_roots(source, meta, base)
+    roots = recorded or []
+    _check_action(config, source, rows, resolved, recorded)
     files_as_of = _files_as_of(source, meta)
     decided = decide_rows(config, rows, meta, review, resolved, files_as_of)
+    if config.action == RESHARD:
+        _check_shards_unchanged(source, decided.changed, decided.missing, base)
     select_ood = config.select == "ood"
     summary = ApplySummary(out, source, total=len(rows), dry_run=config.dry_run,
-                           decision=decided.meta.get("decision"), changed=decided.changed,
+                           decision=decided.meta.get("decision"), changed=decided.changed, missing=decided.missing,
                            ignored_marks=decided.ignored_marks)
     for row, path in zip(decided.rows, resolved, strict=True):
         summary.ok += row.ok
@@ -205,20 +211,31 @@ def _files_as_of(source: Path, meta: dict[str, Any]) -> int | None:
     return None
 
 
-def _input_roots(source: Path, meta: dict[str, Any], base: str, resolved: list[str]) -> list[str]:
+def _input_roots(source: Path, meta: dict[str, Any], base: str) -> list[str] | None:
     """Return the folders the scan read (absolute): destinations keep each file's path below its folder, as a scan's do.
 
     From the applied manifest's meta (``input_roots``), else the scan's recorded inputs (its
-    ``config.yaml``), else the folder every local row lies in.
+    ``config.yaml``), else those of the manifest it was rescored from; None when no record says.
     """
-    recorded = meta.get("input_roots")
-    if isinstance(recorded, list) and recorded and all(isinstance(p, str) and os.path.isabs(p) for p in recorded):
-        return [os.path.normpath(p) for p in recorded]
-    roots = [root for text in _scan_inputs(source) if (root := _root_of_input(text, base)) is not None]
-    if roots:
-        return sorted(set(roots))
-    local = [os.path.dirname(path) for path in resolved if not is_url(path) and split_sample_name(path) is None]
-    return [os.path.commonpath(local)] if local else []
+    seen: set[Path] = set()
+    while real_path(source) not in seen:
+        seen.add(real_path(source))
+        recorded = meta.get("input_roots")
+        if isinstance(recorded, list) and recorded and all(isinstance(p, str) and os.path.isabs(p) for p in recorded):
+            return [os.path.normpath(p) for p in recorded]
+        roots = [root for text in _scan_inputs(source) if (root := _root_of_input(text, base)) is not None]
+        if roots:
+            return sorted(set(roots))
+        earlier = meta.get("rescored_from")
+        if not isinstance(earlier, str) or not earlier or not sidecar(earlier, "meta.json").is_file():
+            return None
+        source = Path(earlier)
+        try:
+            meta = read_meta(source)
+        except InputError:
+            return None
+        base = manifest_base(source, meta)
+    return None
 
 
 def _scan_inputs(source: Path) -> list[str]:
@@ -260,8 +277,9 @@ def _root_of(path: str, roots: list[str]) -> str:
     return max(holding, key=len) if holding else os.path.dirname(path)
 
 
-def _check_action(config: ApplyConfig, rows: list[ManifestRow], resolved: list[str], roots: list[str]) -> None:
-    """Refuse an action the scan would refuse: non-local rows, a destination that is a file or inside an input."""
+def _check_action(config: ApplyConfig, source: Path, rows: list[ManifestRow], resolved: list[str],
+                  recorded: list[str] | None) -> None:
+    """Refuse an action the scan would refuse: non-local rows, rows outside the folders it read, a bad destination."""
     if config.action == RESHARD:
         plan_reshard([path for row, path in zip(rows, resolved, strict=True)
                       if row.ok or split_sample_name(path) is not None], str(config.dest))
@@ -273,6 +291,7 @@ def _check_action(config: ApplyConfig, rows: list[ManifestRow], resolved: list[s
         raise InputError(f"--action {config.action} works on local image files only, and {remote} is not one (a URL "
                          "or a shard's sample); use --action list or tag and act on the manifest, or --action "
                          "reshard --dest DIR to write shards without the selected samples")
+    roots = _check_inside_inputs(config, source, rows, resolved, recorded)
     dest = str(config.dest)
     if os.path.lexists(dest) and not os.path.isdir(dest):
         raise InputError(f"--dest {dest} is not a folder (a file, or a symbolic link that leads nowhere: a loop or a "
@@ -282,6 +301,44 @@ def _check_action(config: ApplyConfig, rows: list[ManifestRow], resolved: list[s
         if where == root or where.is_relative_to(root):
             raise InputError(f"--dest {dest} is inside the scanned folder {root}; choose a folder outside it so a "
                              "later scan does not pick up the moved files")
+
+
+def _check_inside_inputs(config: ApplyConfig, source: Path, rows: list[ManifestRow], resolved: list[str],
+                         recorded: list[str] | None) -> list[str]:
+    """Refuse to act on a row that lies outside the folders the scan read (a manifest edited by hand).
+
+    Each row's folder is resolved (``..`` and symbolic links) and compared with the resolved roots; the
+    row's own name is kept, as the action moves the name the scan read (a link, not what it leads to).
+    """
+    if recorded is None:
+        raise InputError(f"manifest {source} does not record which folders the scan read (no "
+                         f"{sidecar(source, 'config.yaml').name} beside it, nor input_roots in its meta), so --action "
+                         f"{config.action} cannot check that its rows are files the scan read; scan the folders again "
+                         "with --action, or use --action list and act on the listed paths yourself")
+    roots = sorted({real_path(root) for root in recorded})
+    for row, path in zip(rows, resolved, strict=True):
+        where = real_path(os.path.dirname(path)) / os.path.basename(path)
+        if not any(where != root and where.is_relative_to(root) for root in roots):
+            raise InputError(f"manifest {source} has a row outside the folders the scan read "
+                             f"({', '.join(map(str, roots))}): {row.path}; apply acts only on files the scan read, "
+                             "so remove that row (or scan its folder and apply to that manifest)")
+    return recorded
+
+
+def _check_shards_unchanged(source: Path, changed: list[str], missing: list[str], base: str) -> None:
+    """Refuse to reshard shards that changed or went missing since the scan: its rows no longer describe them.
+
+    A replaced shard's samples were not scored (a reshard would keep them all as unscanned, or write an
+    empty shard), and a missing one cannot be read, so nothing is written until they are scanned again.
+    """
+    problems = []
+    for rows, how in ((changed, "changed since the scan"), (missing, "missing since the scan")):
+        shards = sorted({parts[0] for path in rows if (parts := split_sample_name(resolve_row_path(path, base)))})
+        if shards:
+            problems.append(f"{len(shards)} shard(s) {how} (first: {shards[0]})")
+    if problems:
+        raise InputError(f"--action reshard: of the shards manifest {source} scored, {' and '.join(problems)}, so "
+                         "its scores do not describe their samples and nothing was written; scan those shards again")
 
 
 def _check_decided(config: ApplyConfig, rows: list[ManifestRow]) -> None:

@@ -4,14 +4,15 @@ Each ok row is decided by, in this order: a review file's mark ("drop": OOD, "ke
 else the review's threshold (when the reviewer moved the slider); else apply's own decision option
 (``--threshold``, ``--calibration``, ``--id-recall`` on manifests of known-ID images, ``--keep-fraction``);
 else the decision the manifest already holds. Error rows are left as they are. A row whose file was
-modified after the scan read it becomes an error row: its score is not the file's any more.
+modified or replaced after the scan read it (its mtime or ctime is later: a file put back with an old
+mtime still has a new ctime), or deleted since, becomes an error row: its score is not a file's any more.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ DECISION_KEYS = ("threshold", "decision_rule", "calibration", "keep_fraction", "
 _SCORE_KEYS = {"method": "method", "fingerprints": "model", "classes_sha256": "class list",
                "templates_sha256": "prompt templates", "precision": "precision",
                "decode": "decoding (--fast-decode or not)"}
-CHANGED = ("changed since the scan (modified after its manifest was written), so its score is not this file's; "
-           "scan it again")
+CHANGED = ("changed since the scan (modified or replaced after its manifest was written), so its score is not this "
+           "file's; scan it again")
+MISSING = "missing since the scan (deleted or moved after its manifest was written), so nothing was done with it"
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Decided:
         calibration: The calibration in use (saved beside the new manifest), or None.
         changed: Paths of the rows made error rows because their file changed since the scan.
         ignored_marks: Marks on error rows (left as they are).
+        missing: Paths of the rows made error rows because their file is gone since the scan.
 
     """
 
@@ -55,6 +58,7 @@ class Decided:
     calibration: Calibration | None
     changed: list[str]
     ignored_marks: list[str]
+    missing: list[str] = field(default_factory=list)
 
 
 def decide_rows(config: ApplyConfig, rows: list[ManifestRow], meta: dict[str, Any], review: Review | None,
@@ -67,8 +71,8 @@ def decide_rows(config: ApplyConfig, rows: list[ManifestRow], meta: dict[str, An
         meta: The source manifest's meta.
         review: The review file, checked against the manifest, or None.
         resolved: Each row's resolved path (:func:`~oodfilter.sinks.row_paths.resolve_row_path`).
-        files_as_of: Nanoseconds since the epoch when the scan read its files; a local file modified after
-            it makes its row an error row (None: no check).
+        files_as_of: Nanoseconds since the epoch when the scan read its files; a local file modified or
+            replaced after it, or gone, makes its row an error row (None: no check).
 
     Raises:
         InputError: a calibration that does not fit the manifest's scores, or ``--calibrate-on`` that is
@@ -76,11 +80,13 @@ def decide_rows(config: ApplyConfig, rows: list[ManifestRow], meta: dict[str, An
 
     """
     changed: list[str] = []
+    missing: list[str] = []
     new: list[ManifestRow] = []
     for row, path in zip(rows, resolved, strict=True):
-        if row.ok and files_as_of is not None and _modified_after(path, files_as_of):
-            changed.append(row.path)
-            new.append(ManifestRow(row.path, "error", error=CHANGED))
+        state = _since_scan(path, files_as_of) if row.ok and files_as_of is not None else None
+        if state is not None:
+            (changed if state == "changed" else missing).append(row.path)
+            new.append(ManifestRow(row.path, "error", error=CHANGED if state == "changed" else MISSING))
         else:
             new.append(row)
     ok = [index for index, row in enumerate(new) if row.ok]
@@ -113,18 +119,27 @@ def decide_rows(config: ApplyConfig, rows: list[ManifestRow], meta: dict[str, An
                 continue
             new[index] = replace(row, is_ood=mark == "drop")
         decision_meta["decision"] = _with_marks(decision_meta.get("decision"), review, config.only_marked)
-    return Decided(new, decision_meta, calibration, changed, ignored)
+    return Decided(new, decision_meta, calibration, changed, ignored, missing)
 
 
-def _modified_after(path: str, moment: int) -> bool:
-    """Whether the local file (or shard) ``path`` names was modified after ``moment`` (ns); False when gone."""
+def _since_scan(path: str, moment: int) -> str | None:
+    """Return "changed" when the local file (or shard) ``path`` names changed after ``moment`` (ns); "missing": gone.
+
+    Both the mtime and the ctime count: tools that put another file in place (``cp -p``, ``rsync -t``,
+    ``mv``, ``tar``, ``git checkout``) can set the mtime back, never the ctime (which chmod and new hard
+    links also move on: such a row errs on the safe side).
+    """
     if is_url(path):
-        return False
+        return None
     parts = split_sample_name(path)
+    target = parts[0] if parts is not None else path
     try:
-        return os.stat(parts[0] if parts is not None else path).st_mtime_ns > moment
-    except OSError:  # gone (the action says so), or a link loop (the scan made it an error row)
-        return False
+        status = os.stat(target)
+    except FileNotFoundError:
+        return "missing"
+    except OSError:  # a link loop, a path through a file: the scan made such a row an error row
+        return None
+    return "changed" if max(status.st_mtime_ns, status.st_ctime_ns) > moment else None
 
 
 def _base_rule(config: ApplyConfig, meta: dict[str, Any],

@@ -62,6 +62,18 @@ def test_malformed_reviews_are_refused_naming_the_field(tmp_path, manifest, chan
         load_review(_write(tmp_path / "r.json", manifest, changes))
 
 
+def test_a_review_without_marks_is_refused_and_empty_marks_are_kept(tmp_path, manifest):
+    path = _write(tmp_path / "r.json", manifest)
+    record = json.loads(path.read_text())
+    del record["marks"]  # not "no marks": a file cut short or written by another tool
+    path.write_text(json.dumps(record))
+    with pytest.raises(InputError, match="'marks' is missing"):
+        load_review(path)
+    with pytest.raises(InputError, match="'marks' must map"):
+        load_review(_write(tmp_path / "r.json", manifest, {"marks": None}))
+    assert load_review(_write(tmp_path / "r.json", manifest, {"marks": {}})).marks == {}
+
+
 @pytest.mark.parametrize("data", [b"", b"{", b"[]", b"\xff\xfe\x00", b"NaN", b"[" * 100_000])
 def test_a_review_that_is_not_json_or_not_an_object_is_refused(tmp_path, data):
     (tmp_path / "r.json").write_bytes(data)

@@ -405,3 +405,122 @@ def test_reshard_from_an_applied_decision(tmp_path, real_images, tiny_model, tex
     left = {(Path(path).name, key) for path in shards for key in shard_index(str(marked / path.name)).samples}
     named = [(Path(shard).name, key) for shard, key in map(split_sample_name, samples)]  # type: ignore[misc]
     assert left == set(named) - {named[0], named[7]}
+
+
+@pytest.mark.parametrize("where", ["dotdot", "absolute", "linked folder"])
+def test_a_row_outside_the_scanned_folders_is_refused_and_nothing_is_moved(tmp_path, scanned, where):
+    from dataclasses import replace
+
+    from oodfilter.sinks.manifest import rewrite_manifest
+
+    folder, out = scanned
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    secret = victim / "secret.jpg"
+    secret.write_bytes(b"not yours")
+    old = os.stat(sidecar(out, "meta.json")).st_mtime_ns - 10**10
+    os.utime(secret, ns=(old, old))  # looks unchanged since the scan to an mtime check
+    (folder / "photos" / "door").symlink_to(victim, target_is_directory=True)
+    edited = {"dotdot": "inputs/../victim/secret.jpg", "absolute": str(secret),
+              "linked folder": "inputs/photos/door/secret.jpg"}[where]
+    rows = read_manifest(out)
+    first = next(index for index, row in enumerate(rows) if row.ok)
+    rows[first] = replace(rows[first], path=edited)  # a hand-edited manifest
+    rewrite_manifest(out, rows)
+    dest = tmp_path / "flagged"
+    for action in ("move", "copy", "link"):
+        message = _error(out, "--keep-fraction", 0.05, "--action", action, "--dest", dest, "--out",
+                         tmp_path / "a.jsonl")
+        assert "outside the folders the scan read" in message and edited in message and str(out) in message
+    assert secret.read_bytes() == b"not yours" and not dest.exists() and not (tmp_path / "a.jsonl").exists()
+    _apply(out, "--keep-fraction", 0.05, "--out", tmp_path / "tagged.jsonl")  # tag acts on no file: allowed
+
+
+def test_a_manifest_without_a_record_of_its_inputs_is_not_acted_on(tmp_path, scanned):
+    _, out = scanned
+    sidecar(out, "config.yaml").unlink()  # made by hand, or by an older tool: which folders were read is unknown
+    dest = tmp_path / "flagged"
+    message = _error(out, "--keep-fraction", 0.05, "--action", "move", "--dest", dest, "--out", tmp_path / "a.jsonl")
+    assert "which folders the scan read" in message and str(out) in message
+    assert not dest.exists()
+    _apply(out, "--keep-fraction", 0.05, "--action", "list", "--out", tmp_path / "l.jsonl")
+
+
+def test_a_file_replaced_with_an_older_mtime_is_still_changed_since_the_scan(tmp_path, scanned):
+    _, out = scanned
+    rows = [row for row in read_manifest(out) if row.ok]
+    replaced, other = _file(out, rows[0].path), _file(out, rows[1].path)
+    old = os.stat(sidecar(out, "meta.json")).st_mtime_ns - 10**10
+    shutil.copyfile(other, replaced)  # another image put in its place, its mtime set back (cp -p, rsync -t, tar)
+    os.utime(replaced, ns=(old, old))
+    dest = tmp_path / "flagged"
+    summary = oodfilter.apply_manifest(out, keep_fraction=0.05, action="move", dest=dest, out=tmp_path / "a.jsonl")
+    applied = {row.path: row for row in read_manifest(tmp_path / "a.jsonl")}
+    assert applied[rows[0].path].status == "error" and "changed since the scan" in str(applied[rows[0].path].error)
+    assert summary.changed == [rows[0].path] and replaced.exists()
+
+
+def test_a_file_deleted_since_the_scan_becomes_an_error_row_and_no_folder_is_made_for_it(tmp_path, scanned):
+    _, out = scanned
+    rows = read_manifest(out)
+    textures = [row for row in rows if row.ok and "textures/" in row.path]
+    for row in textures:
+        _file(out, row.path).unlink()  # every texture gone after the scan
+    dest = tmp_path / "flagged"
+    output = _apply(out, "--threshold", -1e9, "--action", "move", "--dest", dest, "--dry-run")
+    assert f"{len(textures)} files missing since the scan are error rows" in output
+    assert not [line for line in output.splitlines() if line.startswith("would move") and "textures/" in line]
+    summary = oodfilter.apply_manifest(out, threshold=-1e9, action="move", dest=dest, out=tmp_path / "a.jsonl")
+    applied = {row.path: row for row in read_manifest(tmp_path / "a.jsonl")}
+    assert all(applied[row.path].status == "error" and "missing since the scan" in str(applied[row.path].error)
+               for row in textures)
+    assert summary.missing == [row.path for row in textures]
+    assert summary.actions is not None and not summary.actions.skipped
+    assert summary.actions.done == sum(row.ok for row in rows) - len(textures)
+    assert not (dest / "textures").exists()
+
+
+def test_reshard_refuses_shards_changed_since_the_scan(tmp_path, real_images, tiny_model, text_cache):
+    from shard_data import write_shards  # tests/support
+
+    shards = write_shards(tmp_path / "shards", real_images[:12], per_shard=6)
+    out = tmp_path / "scan.jsonl"
+    config = ScanConfig(inputs=[str(path) for path in shards], classes=CLASSES, model="test-tiny", out=str(out),
+                        workers=0, templates="photo", cache_dir=str(text_cache), device="cpu", method="mcm")
+    scan(config, model=tiny_model)
+    replacement = write_shards(tmp_path / "other", real_images[12:18], per_shard=6)[0]
+    old = os.stat(sidecar(out, "meta.json")).st_mtime_ns - 10**10
+    shutil.copyfile(replacement, shards[1])  # other samples under the scanned shard's name, its mtime set back
+    os.utime(shards[1], ns=(old, old))
+    dest = tmp_path / "filtered"
+    for dry_run in (True, False):
+        with pytest.raises(InputError, match="changed since the scan") as refused:
+            oodfilter.apply_manifest(out, keep_fraction=0.5, action="reshard", dest=dest, out=tmp_path / "r.jsonl",
+                                     dry_run=dry_run)
+        assert str(shards[1]) in str(refused.value)
+    assert not dest.exists() and not (tmp_path / "r.jsonl").exists()
+    shards[0].unlink()
+    with pytest.raises(InputError, match="missing since the scan"):
+        oodfilter.apply_manifest(out, keep_fraction=0.5, action="reshard", dest=dest, out=tmp_path / "r.jsonl")
+    assert not dest.exists()
+
+
+def test_a_rescored_manifest_acts_within_the_folders_its_source_scan_read(tmp_path, scanned):
+    from dataclasses import replace
+
+    from oodfilter.sinks.manifest import rewrite_manifest
+
+    folder, out = scanned
+    rescored = tmp_path / "rescored.jsonl"  # as rescore writes it: rows and meta, no config.yaml of its own
+    shutil.copyfile(out, rescored)
+    meta = {**read_meta(out), "rescored_from": str(out.resolve())}
+    sidecar(rescored, "meta.json").write_text(json.dumps(meta))
+    dest = tmp_path / "flagged"
+    summary = oodfilter.apply_manifest(rescored, threshold=-1e9, action="copy", dest=dest, out=tmp_path / "a.jsonl")
+    assert summary.actions is not None and summary.actions.done == summary.ok > 0
+    assert read_meta(tmp_path / "a.jsonl")["input_roots"] == [str(folder)]
+    rows = read_manifest(rescored)
+    rows[0] = replace(rows[0], path=str(tmp_path / "victim.jpg"))
+    rewrite_manifest(rescored, rows)
+    assert "outside the folders the scan read" in _error(rescored, "--threshold", -1e9, "--action", "copy",
+                                                         "--dest", tmp_path / "d2", "--out", tmp_path / "b.jsonl")
