@@ -2,9 +2,10 @@
 
 Formats by suffix: ``.jsonl`` (default), ``.csv``, ``.parquet`` (needs the ``parquet`` extra). JSONL and
 CSV are appended and flushed batch by batch; a line cut short by a crash is dropped when the manifest is
-reopened. Parquet cannot be appended safely, so its rows go to ``<out>.partial.jsonl`` while the scan runs
-and are written to the Parquet file (atomically) when it finishes. File names that are not UTF-8 keep
-their exact bytes in every format (see :mod:`oodfilter.sinks.names`).
+reopened (a JSONL reader warns that it was not read; a last line that is a whole row without its newline
+is read, and kept by a resume). Parquet cannot be appended safely, so its rows go to
+``<out>.partial.jsonl`` while the scan runs and are written to the Parquet file (atomically) when it
+finishes. File names that are not UTF-8 keep their exact bytes in every format (see :mod:`oodfilter.sinks.names`).
 
 and are written to the Parquet file (atomically) when it finishes. The Parquet file records the size and
 digest of the journal it took in, so a kill between its rename and the journal's removal leaves a journal
@@ -288,9 +289,22 @@ def _truncate_torn_tail(path: Path) -> None:
     """
     data = path.read_bytes()
     keep = _complete_csv_length(data, path) if path.suffix.lower() == ".csv" else data.rfind(b"\n") + 1
-    if keep < len(data):
-        with open(path, "rb+") as handle:
-            handle.truncate(keep)
+    if keep == len(data):
+        return
+    if path.suffix.lower() != ".csv" and _is_json_object(data[keep:]):  # a whole row: readers count it, so keep it
+        with open(path, "ab") as handle:
+            handle.write(b"\n")
+        return
+    with open(path, "rb+") as handle:
+        handle.truncate(keep)
+
+
+def _is_json_object(line: bytes) -> bool:
+    """Whether ``line`` is one whole JSON object (a JSONL row's last line that only lacks its newline)."""
+    try:
+        return isinstance(parse_json(line), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
 
 
 def _complete_csv_records(text: str, path: Path) -> tuple[list[list[str]], int]:
@@ -356,7 +370,11 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestRow]:
         return
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.endswith(b"\n"):  # the part after the last newline is torn
+            if not line.endswith(b"\n") and not _is_json_object(line):  # torn: a write cut short
+                if line.strip():
+                    warnings.warn(f"manifest {path}: its last line (line {number}) is incomplete, e.g. from an "
+                                  "interrupted write, and was not read; a scan resumed with --resume scores that "
+                                  "file again, or remove the line", stacklevel=2)
                 return
             if not line.strip():
                 continue
