@@ -61,6 +61,22 @@ def sidecar(path: str | Path, name: str) -> Path:
     return out.with_name(f"{out.name}.{name}")
 
 
+def check_manifest_file(path: str | Path) -> None:
+    """Refuse a manifest path that is not a file (missing, a folder) before anything reads it.
+
+    Raises:
+        InputError: names the path and what to pass instead.
+
+    """
+    if not Path(path).is_file():
+        raise InputError(f"manifest {path} does not exist (or is not a file); pass a manifest oodfilter scan wrote")
+
+
+def no_rows_error(path: str | Path) -> InputError:
+    """Return the error for a manifest that holds no row (empty, or nothing in it is a complete record)."""
+    return InputError(f"manifest {path} has no rows; scan first")
+
+
 def read_manifest(path: str | Path) -> list[ManifestRow]:
     """Read and validate every complete row of a manifest (and, for Parquet, of its partial journal).
 
