@@ -40,6 +40,7 @@ from oodfilter.sinks.path_set import PathSet
 from oodfilter.sinks.rows import ALL_COLUMNS, COLUMNS, ManifestRow, columns_of, row_from_record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
+_BOM = "\ufeff"  # the byte order mark that "utf-8-sig" writers put first
 
 
 def manifest_format(path: str | Path) -> str:
@@ -289,7 +290,7 @@ def rewrite_manifest(path: str | Path, rows: list[ManifestRow]) -> Path:
 def _csv_header(path: Path) -> tuple[str, ...]:
     """Return the columns of an existing CSV manifest's header (the known ones: a resume appends to it)."""
     with open(path, encoding=ENCODING, errors=ERRORS, newline="") as handle:
-        header = next(csv.reader(handle), [])
+        header = [name.removeprefix(_BOM) for name in next(csv.reader(handle), [])]
     return ALL_COLUMNS if all(column in header for column in ALL_COLUMNS) else COLUMNS
 
 
@@ -406,6 +407,7 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestRow]:
 
 def _read_csv(path: Path) -> list[ManifestRow]:
     text = path.read_bytes().decode(ENCODING, ERRORS)  # names that are not UTF-8 are stored as their bytes
+    text = text.removeprefix(_BOM)  # a spreadsheet's "CSV UTF-8" starts with one
     records, _ = _complete_csv_records(text, path)
     if not records:
         return []

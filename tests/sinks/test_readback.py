@@ -87,3 +87,17 @@ def test_a_resume_keeps_a_last_row_without_its_newline_and_cuts_a_torn_one(tmp_p
     writer.write([ROWS[2]])
     writer.close()
     assert read_manifest(manifest) == ROWS[:3]
+
+
+def test_a_csv_manifest_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    import csv
+
+    from oodfilter.sinks.rows import COLUMNS
+
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", encoding="utf-8-sig", newline="") as handle:  # as a spreadsheet saves "CSV UTF-8"
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows([{k: "" if v is None else v for k, v in row.to_dict().items()} for row in ROWS])
+    assert manifest.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert read_manifest(manifest) == ROWS
