@@ -389,9 +389,7 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestRow]:
         for number, line in enumerate(handle, start=1):
             if not line.endswith(b"\n") and not _is_json_object(line):  # torn: a write cut short
                 if line.strip():
-                    warnings.warn(f"manifest {path}: its last line (line {number}) is incomplete, e.g. from an "
-                                  "interrupted write, and was not read; a scan resumed with --resume scores that "
-                                  "file again, or remove the line", stacklevel=2)
+                    _warn_incomplete(path, f"its last line (line {number}) is incomplete")
                 return
             if not line.strip():
                 continue
@@ -405,10 +403,18 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestRow]:
             yield row_from_record(record, f"{path} line {number}")
 
 
+def _warn_incomplete(path: Path, what: str) -> None:
+    """Warn that the end of a manifest was cut short (so not read), naming the file."""
+    warnings.warn(f"manifest {path}: {what}, e.g. from an interrupted write, and was not read; a scan resumed with "
+                  "--resume scores that file again, or complete or remove it by hand", stacklevel=3)
+
+
 def _read_csv(path: Path) -> list[ManifestRow]:
     text = path.read_bytes().decode(ENCODING, ERRORS)  # names that are not UTF-8 are stored as their bytes
     text = text.removeprefix(_BOM)  # a spreadsheet's "CSV UTF-8" starts with one
-    records, _ = _complete_csv_records(text, path)
+    records, end = _complete_csv_records(text, path)
+    if text[end:].strip():  # a record without its newline may be cut anywhere (a number, a name): never guessed at
+        _warn_incomplete(path, f"its last record (record {len(records) + 1}, or its end) is incomplete")
     if not records:
         return []
     header, rows = records[0], []

@@ -101,3 +101,15 @@ def test_a_csv_manifest_with_a_utf8_byte_order_mark_is_read(tmp_path):
         writer.writerows([{k: "" if v is None else v for k, v in row.to_dict().items()} for row in ROWS])
     assert manifest.read_bytes().startswith(b"\xef\xbb\xbf")
     assert read_manifest(manifest) == ROWS
+
+
+def test_a_csv_record_without_its_newline_is_reported_not_silently_dropped(tmp_path):
+    from oodfilter.sinks.manifest import ManifestWriter
+
+    manifest = tmp_path / "m.csv"
+    writer = ManifestWriter(manifest, append=False)
+    writer.write(ROWS)
+    writer.close()
+    manifest.write_bytes(manifest.read_bytes().rstrip(b"\r\n"))
+    with pytest.warns(UserWarning, match=r"m\.csv: its last record \(record 5, or its end\) is incomplete.*not read"):
+        assert read_manifest(manifest) == ROWS[:3]
