@@ -20,8 +20,9 @@ def undo_command(journal: Path) -> None:
     back only into folders the scan read. Each step checks the files first: a file is removed or moved back
     only while it holds exactly the bytes the scan wrote, inside the scan's destination folder, reached
     without a symbolic link, and (for a copy) while its original is still there and identical. Anything
-    else is refused, listed, and left untouched; the exit status is then 3. Running undo again finishes an
-    undo that was interrupted.
+    else is refused, listed, and left untouched; the exit status is then 3. A last journal line cut short
+    mid-line (a kill, a truncated copy) is reported, naming it, with exit status 3 too: the complete lines are
+    still undone. Running undo again finishes an undo that was interrupted.
     """
     from oodfilter.sinks.names import printable
     from oodfilter.sinks.undo import undo_journal

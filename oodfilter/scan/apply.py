@@ -32,7 +32,14 @@ from oodfilter.scan.apply_decide import DECISION_KEYS, decide_rows
 from oodfilter.sinks.actions import ActionReport, PlannedAction, apply_actions, plan_actions
 from oodfilter.sinks.features import remove_features
 from oodfilter.sinks.lock import ManifestLock
-from oodfilter.sinks.manifest import read_manifest, read_meta, rewrite_manifest, sidecar
+from oodfilter.sinks.manifest import (
+    check_manifest_file,
+    no_rows_error,
+    read_manifest,
+    read_meta,
+    rewrite_manifest,
+    sidecar,
+)
 from oodfilter.sinks.reshard import RESHARD, ReshardReport, plan_reshard, reshard_rows
 from oodfilter.sinks.row_paths import manifest_base, resolve_row_path
 from oodfilter.sinks.rows import ManifestRow
@@ -131,11 +138,11 @@ def run_apply(config: ApplyConfig) -> ApplySummary:
     """
     config.validate()
     source, out = Path(config.manifest), config.out_path
-    _check_source(source)
+    check_manifest_file(source)
     _check_output_is_free(config, source, out)
     rows = read_manifest(source)
     if not rows:
-        raise InputError(f"manifest {source} has no rows; scan first")
+        raise no_rows_error(source)
     meta = read_meta(source)
     base = manifest_base(source, meta)
     resolved = [resolve_row_path(row.path, base) for row in rows]
@@ -167,11 +174,6 @@ def run_apply(config: ApplyConfig) -> ApplySummary:
         _write(out, decided.rows, new_meta, decided.calibration)
         _act(config, summary, decided.rows, resolved, roots, journal=sidecar(out, "journal.jsonl"))
     return summary
-
-
-def _check_source(source: Path) -> None:
-    if not source.is_file():
-        raise InputError(f"manifest {source} does not exist (or is not a file); pass a manifest oodfilter scan wrote")
 
 
 def _check_output_is_free(config: ApplyConfig, source: Path, out: Path) -> None:

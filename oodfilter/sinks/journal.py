@@ -239,8 +239,32 @@ def entry_problem(entry: JournalEntry) -> str | None:
     return None
 
 
+def torn_tail(path: Path) -> str | None:
+    """Say which last line of a journal is incomplete (cut short mid-line, so not read), or None.
+
+    A last line without its newline that is a whole JSON object is read like any other (only its newline
+    is missing); one that is not (a kill while it was written, or a truncated copy) cannot be read, and
+    the action it records may have run, so the caller reports it.
+    """
+    data = path.read_bytes()
+    tail = data[data.rfind(b"\n") + 1:]
+    if not tail.strip() or _is_json_object(tail):
+        return None
+    number = data.count(b"\n") + 1
+    return (f"journal {path} line {number} is incomplete (cut short mid-line: a kill while it was "
+            "written, or a truncated copy) and was not read; the action it records, if it ran, was not undone: "
+            "check that run's destination folder by hand, then remove the line")
+
+
+def _is_json_object(line: bytes) -> bool:
+    try:
+        return isinstance(parse_json(line), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
 def read_journal(path: Path) -> list[JournalEntry]:
-    """Read and check every complete line of a journal (a torn last line, from a kill, is ignored).
+    """Read and check every complete line of a journal (a torn last line is left out: see :func:`torn_tail`).
 
     Returns:
         The action entries, in journal order, each with its run's header (signatures not yet checked:
@@ -255,7 +279,9 @@ def read_journal(path: Path) -> list[JournalEntry]:
         raise InputError(f"journal {path} does not exist; pass the <manifest>.journal.jsonl a scan wrote")
     headers: dict[str, JournalHeader] = {}
     entries = []
-    lines = path.read_bytes().split(b"\n")[:-1]
+    lines = path.read_bytes().split(b"\n")
+    if not _is_json_object(lines[-1]):  # blank, or torn mid-line; a whole object only lacks its newline
+        lines.pop()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -319,7 +345,10 @@ class JournalWriter:
 
 
 def _drop_torn_tail(handle: IO[bytes]) -> None:
-    """Cut a last line without its newline (a kill while writing it: its action never started)."""
+    """Cut a last line without its newline (a kill while writing it: its action never started).
+
+    A last line that is a whole JSON object is kept (readers read it) and given its newline.
+    """
     size = os.fstat(handle.fileno()).st_size
     keep, end = 0, size
     with open(handle.name, "rb") as reader:
@@ -332,7 +361,14 @@ def _drop_torn_tail(handle: IO[bytes]) -> None:
                 break
             end = start
     if keep != size:
-        handle.truncate(keep)
+        with open(handle.name, "rb") as reader:
+            reader.seek(keep)
+            whole = _is_json_object(reader.read())
+        if whole:
+            handle.write(b"\n")
+            handle.flush()
+        else:
+            handle.truncate(keep)
         os.fsync(handle.fileno())
 
 

@@ -2,9 +2,10 @@
 
 Formats by suffix: ``.jsonl`` (default), ``.csv``, ``.parquet`` (needs the ``parquet`` extra). JSONL and
 CSV are appended and flushed batch by batch; a line cut short by a crash is dropped when the manifest is
-reopened. Parquet cannot be appended safely, so its rows go to ``<out>.partial.jsonl`` while the scan runs
-and are written to the Parquet file (atomically) when it finishes. File names that are not UTF-8 keep
-their exact bytes in every format (see :mod:`oodfilter.sinks.names`).
+reopened (a JSONL reader warns that it was not read; a last line that is a whole row without its newline
+is read, and kept by a resume). Parquet cannot be appended safely, so its rows go to
+``<out>.partial.jsonl`` while the scan runs and are written to the Parquet file (atomically) when it
+finishes. File names that are not UTF-8 keep their exact bytes in every format (see :mod:`oodfilter.sinks.names`).
 
 and are written to the Parquet file (atomically) when it finishes. The Parquet file records the size and
 digest of the journal it took in, so a kill between its rename and the journal's removal leaves a journal
@@ -39,6 +40,7 @@ from oodfilter.sinks.path_set import PathSet
 from oodfilter.sinks.rows import ALL_COLUMNS, COLUMNS, ManifestRow, columns_of, row_from_record
 
 FORMATS = (".jsonl", ".csv", ".parquet")
+_BOM = "\ufeff"  # the byte order mark that "utf-8-sig" writers put first
 
 
 def manifest_format(path: str | Path) -> str:
@@ -58,6 +60,22 @@ def sidecar(path: str | Path, name: str) -> Path:
     """Return the path of a file kept beside the manifest (``<out>.<name>``)."""
     out = Path(path)
     return out.with_name(f"{out.name}.{name}")
+
+
+def check_manifest_file(path: str | Path) -> None:
+    """Refuse a manifest path that is not a file (missing, a folder) before anything reads it.
+
+    Raises:
+        InputError: names the path and what to pass instead.
+
+    """
+    if not Path(path).is_file():
+        raise InputError(f"manifest {path} does not exist (or is not a file); pass a manifest oodfilter scan wrote")
+
+
+def no_rows_error(path: str | Path) -> InputError:
+    """Return the error for a manifest that holds no row (empty, or nothing in it is a complete record)."""
+    return InputError(f"manifest {path} has no rows; scan first")
 
 
 def read_manifest(path: str | Path) -> list[ManifestRow]:
@@ -272,7 +290,7 @@ def rewrite_manifest(path: str | Path, rows: list[ManifestRow]) -> Path:
 def _csv_header(path: Path) -> tuple[str, ...]:
     """Return the columns of an existing CSV manifest's header (the known ones: a resume appends to it)."""
     with open(path, encoding=ENCODING, errors=ERRORS, newline="") as handle:
-        header = next(csv.reader(handle), [])
+        header = [name.removeprefix(_BOM) for name in next(csv.reader(handle), [])]
     return ALL_COLUMNS if all(column in header for column in ALL_COLUMNS) else COLUMNS
 
 
@@ -288,9 +306,22 @@ def _truncate_torn_tail(path: Path) -> None:
     """
     data = path.read_bytes()
     keep = _complete_csv_length(data, path) if path.suffix.lower() == ".csv" else data.rfind(b"\n") + 1
-    if keep < len(data):
-        with open(path, "rb+") as handle:
-            handle.truncate(keep)
+    if keep == len(data):
+        return
+    if path.suffix.lower() != ".csv" and _is_json_object(data[keep:]):  # a whole row: readers count it, so keep it
+        with open(path, "ab") as handle:
+            handle.write(b"\n")
+        return
+    with open(path, "rb+") as handle:
+        handle.truncate(keep)
+
+
+def _is_json_object(line: bytes) -> bool:
+    """Whether ``line`` is one whole JSON object (a JSONL row's last line that only lacks its newline)."""
+    try:
+        return isinstance(parse_json(line), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
 
 
 def _complete_csv_records(text: str, path: Path) -> tuple[list[list[str]], int]:
@@ -356,7 +387,9 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestRow]:
         return
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.endswith(b"\n"):  # the part after the last newline is torn
+            if not line.endswith(b"\n") and not _is_json_object(line):  # torn: a write cut short
+                if line.strip():
+                    _warn_incomplete(path, f"its last line (line {number}) is incomplete")
                 return
             if not line.strip():
                 continue
@@ -370,9 +403,18 @@ def _iter_jsonl(path: Path) -> Iterator[ManifestRow]:
             yield row_from_record(record, f"{path} line {number}")
 
 
+def _warn_incomplete(path: Path, what: str) -> None:
+    """Warn that the end of a manifest was cut short (so not read), naming the file."""
+    warnings.warn(f"manifest {path}: {what}, e.g. from an interrupted write, and was not read; a scan resumed with "
+                  "--resume scores that file again, or complete or remove it by hand", stacklevel=3)
+
+
 def _read_csv(path: Path) -> list[ManifestRow]:
     text = path.read_bytes().decode(ENCODING, ERRORS)  # names that are not UTF-8 are stored as their bytes
-    records, _ = _complete_csv_records(text, path)
+    text = text.removeprefix(_BOM)  # a spreadsheet's "CSV UTF-8" starts with one
+    records, end = _complete_csv_records(text, path)
+    if text[end:].strip():  # a record without its newline may be cut anywhere (a number, a name): never guessed at
+        _warn_incomplete(path, f"its last record (record {len(records) + 1}, or its end) is incomplete")
     if not records:
         return []
     header, rows = records[0], []

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from oodfilter.errors import InputError, MissingDependencyError
-from oodfilter.sinks.manifest import iter_manifest
+from oodfilter.sinks.manifest import check_manifest_file, iter_manifest, manifest_format, no_rows_error, sidecar
 from oodfilter.sinks.names import arrow_text_column
 from oodfilter.sinks.rows import COLUMNS, ManifestRow
 
@@ -58,7 +58,9 @@ def read_manifest(path: str | Path, *, as_: str = "pandas") -> Any:
             :class:`~oodfilter.sinks.rows.ManifestRow`, as :func:`oodfilter.sinks.manifest.read_manifest`).
 
     Raises:
-        InputError: an unknown ``as_`` or format, or a record that is not a valid row (names the file and line).
+        InputError: an unknown ``as_`` or format, a path that is not a file (missing, a folder), a manifest
+            with no rows (empty, or not a manifest at all), or a record that is not a valid row (names the
+            file and line).
         MissingDependencyError: pandas (or pyarrow) is not installed; the message says what to install.
 
     """
@@ -66,7 +68,11 @@ def read_manifest(path: str | Path, *, as_: str = "pandas") -> Any:
         raise InputError(f"read_manifest(as_={as_!r}): choose one of {', '.join(FORMS)}")
     module = {"pandas": "pandas", "arrow": "pyarrow"}.get(as_)
     library = _require(module) if module is not None else None  # before reading: a missing one fails at once
+    if not (manifest_format(path) == ".parquet" and sidecar(path, "partial.jsonl").is_file()):  # a scan running
+        check_manifest_file(path)
     rows = list(iter_manifest(path))
+    if not rows:
+        raise no_rows_error(path)
     if library is None:
         return rows
     columns = _columns(rows)

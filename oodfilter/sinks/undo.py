@@ -24,7 +24,7 @@ from pathlib import Path
 
 from oodfilter.sinks.action_report import ActionReport
 from oodfilter.sinks.file_ops import move_at, os_failure
-from oodfilter.sinks.journal import JournalEntry, entry_problem, read_journal, trust_problem
+from oodfilter.sinks.journal import JournalEntry, entry_problem, read_journal, torn_tail, trust_problem
 from oodfilter.sinks.safe_paths import (
     At,
     FileActionError,
@@ -50,7 +50,8 @@ def undo_journal(journal: str | Path) -> ActionReport:
 
     Returns:
         The counts: ``done`` (restored or removed), ``already_done`` (nothing left to undo) and
-        ``skipped``, one "path: reason" message per refused entry.
+        ``skipped``, one "path: reason" message per refused entry (and, first, one naming the journal's
+        last line when it is torn mid-line: its action, if it ran, could not be undone).
 
     Raises:
         InputError: the journal is missing or malformed, or of an older version (then nothing at all is
@@ -61,6 +62,9 @@ def undo_journal(journal: str | Path) -> ActionReport:
     entries = read_journal(Path(journal))
     key = journal_key(create=False)
     report = ActionReport()
+    torn = torn_tail(Path(journal))
+    if torn is not None:  # the complete entries are still undone; the torn line is reported, never passed over
+        report.skipped.append(torn)
     for entry in reversed(entries):
         try:
             problem = entry_problem(entry) or trust_problem(entry, key)

@@ -293,9 +293,40 @@ def test_undo_finishes_what_a_killed_action_or_undo_left(world, two_file_systems
     # Killed while writing a journal line: a torn last line.
     with open(journal, "a") as log:
         log.write('{"version": 2, "op": "mo')
-    _undo(journal, expect=0)
+    lines = journal.read_text().count("\n") + 1
+    # Every complete line is undone, but the torn one is reported (its action may have run), never passed over.
+    assert f"line {lines} is incomplete" in _undo(journal, expect=EXIT_REFUSED)
     assert _snapshot(inputs) == before and not any(dest.iterdir())
     assert not _leftover_temps(inputs, dest)
+
+
+def test_a_journal_cut_mid_line_undoes_its_complete_lines_and_reports_the_cut_one(world):
+    inputs, files, dest, journal = world
+    before = _snapshot(inputs)
+    _act("move", inputs, files, dest, journal)
+    data = journal.read_bytes()
+    journal.write_bytes(data[:-20])  # the last action's line cut: its file was moved, and cannot be put back
+    output = _undo(journal, expect=EXIT_REFUSED)
+    last = data.count(b"\n")
+    assert f"journal {journal} line {last} is incomplete" in output and "was not undone" in output
+    assert "undone: 3;" in output
+    moved = json.loads(data.splitlines()[-1])
+    assert not Path(moved["src"]).exists() and Path(moved["dst"]).exists()
+    assert sum(path.exists() for path in files) == 3
+    journal.write_bytes(data[:30])  # only the header, cut
+    assert "line 1 is incomplete" in _undo(journal, expect=EXIT_REFUSED)
+    journal.write_bytes(data)
+    _undo(journal, expect=0)
+    assert _snapshot(inputs) == before
+
+
+def test_a_journal_whose_last_line_only_lacks_its_newline_is_undone_whole(world):
+    inputs, files, dest, journal = world
+    before = _snapshot(inputs)
+    _act("move", inputs, files, dest, journal)
+    journal.write_bytes(journal.read_bytes()[:-1])
+    assert "undone: 4; already as before: 0; refused: 0" in _undo(journal, expect=0)
+    assert _snapshot(inputs) == before and not any(dest.iterdir())
 
 
 def test_rerun_after_a_kill_resumes_the_move(world):
@@ -452,3 +483,16 @@ def test_kill_9_during_a_cross_file_system_move_and_its_undo(tmp_path):
         assert _run_child("undo", inputs, dest, journal, kill_after=None) == 0
         assert _snapshot(inputs) == before
         assert not any(dest.iterdir()) and not _leftover_temps(inputs, dest)
+
+
+def test_a_next_run_keeps_a_last_journal_line_that_only_lacks_its_newline(tmp_path, world):
+    inputs, files, dest, journal = world
+    before = _snapshot(inputs)
+    _act("move", inputs, files, dest, journal)
+    journal.write_bytes(journal.read_bytes()[:-1])
+    more = tmp_path / "more"
+    others = _make_inputs(more, count=2, seed=1)
+    later = _snapshot(more)
+    _act("move", more, others, tmp_path / "dest2", journal)
+    assert "undone: 6; already as before: 0; refused: 0" in _undo(journal, expect=0)
+    assert _snapshot(inputs) == before and _snapshot(more) == later

@@ -92,3 +92,28 @@ def test_rows_form_and_refusals(manifests, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(MissingDependencyError, match=r"read_manifest\(as_='arrow'\) needs pyarrow"):
         oodfilter.read_manifest(manifests[".jsonl"], as_="arrow")
+
+
+@pytest.mark.parametrize("as_", ["pandas", "arrow", "rows"])
+def test_a_path_that_is_no_manifest_is_the_cli_s_error_not_an_empty_frame(tmp_path, as_):
+    (tmp_path / "folder.jsonl").mkdir()
+    (tmp_path / "garbage.jsonl").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "garbage.csv").write_bytes(b"\x00\xff\xfe")
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    for name in ("missing.jsonl", "folder.jsonl"):
+        with pytest.raises(InputError, match=f"manifest {tmp_path / name} does not exist"):
+            oodfilter.read_manifest(tmp_path / name, as_=as_)
+    for name in ("garbage.jsonl", "garbage.csv", "empty.jsonl"):
+        with pytest.raises(InputError, match=f"manifest {tmp_path / name} (has no rows|line 1 is not valid JSON)"):
+            oodfilter.read_manifest(tmp_path / name, as_=as_)
+
+
+def test_a_parquet_scan_still_running_reads_from_its_journal(tmp_path, manifests):
+    rows = manifest_module.read_manifest(manifests[".jsonl"])
+    out = tmp_path / "running.parquet"
+    writer = manifest_module.ManifestWriter(out, append=False)
+    writer.write(rows[:3])  # not closed: the rows are in the journal only
+    try:
+        assert oodfilter.read_manifest(out, as_="rows") == rows[:3]
+    finally:
+        writer.abort()

@@ -54,3 +54,62 @@ def test_the_tally_counts_only_this_scans_files_and_collects_the_selected_paths(
     assert [(r.name, r.images, r.flagged) for r in tally.per_class] == [("cat", 2, 1), ("dog", 1, 1)]
     kept = readback.tally_manifest(manifest, ["/a.jpg", "/b.jpg"], select_ood=False)
     assert kept.selected == {"/b.jpg"} and readback.tally_manifest(manifest, ["/b.jpg"]).selected == set()
+
+
+def test_a_last_row_without_its_newline_is_read_like_any_other(tmp_path, recwarn):
+    data = b"".join(json.dumps(r.to_dict()).encode() + b"\n" for r in ROWS).removesuffix(b"\n")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(data)
+    assert read_manifest(manifest) == list(iter_manifest(manifest)) == ROWS
+    assert readback.done_paths(manifest) == {"/a.jpg", "/b.jpg", "/c.jpg", "/d.jpg"}
+    assert not [w for w in recwarn if "incomplete" in str(w.message)]
+
+
+def test_a_torn_last_line_is_reported_naming_the_file(tmp_path):
+    manifest = _write(tmp_path / "m.jsonl", ROWS, tail=b'{"path": "/torn')
+    with pytest.warns(UserWarning, match=r"m\.jsonl: its last line \(line 5\) is incomplete.*interrupted write.*"
+                                         r"not read"):
+        assert read_manifest(manifest) == ROWS
+
+
+def test_a_resume_keeps_a_last_row_without_its_newline_and_cuts_a_torn_one(tmp_path):
+    from oodfilter.sinks.manifest import ManifestWriter
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(json.dumps(ROWS[0].to_dict()).encode())
+    writer = ManifestWriter(manifest, append=True)
+    writer.write([ROWS[1]])
+    writer.close()
+    assert read_manifest(manifest) == ROWS[:2]
+    with open(manifest, "ab") as handle:
+        handle.write(b'{"path": "/c.jp')
+    writer = ManifestWriter(manifest, append=True)
+    writer.write([ROWS[2]])
+    writer.close()
+    assert read_manifest(manifest) == ROWS[:3]
+
+
+def test_a_csv_manifest_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    import csv
+
+    from oodfilter.sinks.rows import COLUMNS
+
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", encoding="utf-8-sig", newline="") as handle:  # as a spreadsheet saves "CSV UTF-8"
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows([{k: "" if v is None else v for k, v in row.to_dict().items()} for row in ROWS])
+    assert manifest.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert read_manifest(manifest) == ROWS
+
+
+def test_a_csv_record_without_its_newline_is_reported_not_silently_dropped(tmp_path):
+    from oodfilter.sinks.manifest import ManifestWriter
+
+    manifest = tmp_path / "m.csv"
+    writer = ManifestWriter(manifest, append=False)
+    writer.write(ROWS)
+    writer.close()
+    manifest.write_bytes(manifest.read_bytes().rstrip(b"\r\n"))
+    with pytest.warns(UserWarning, match=r"m\.csv: its last record \(record 5, or its end\) is incomplete.*not read"):
+        assert read_manifest(manifest) == ROWS[:3]
