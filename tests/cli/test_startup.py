@@ -160,6 +160,7 @@ def test_apply_decides_and_acts_without_torch(tmp_path):
                      "is_ood": None, "top_class": "tench", "top_prob": 0.5})
     (tmp_path / "scan.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     (tmp_path / "scan.jsonl.meta.json").write_text(json.dumps({"cwd": str(tmp_path), "method": "mcm"}))
+    (tmp_path / "scan.jsonl.config.yaml").write_text("inputs:\n- images\n")  # what the scan read, as a scan records it
     code, heavy, output = run_cli("apply", "scan.jsonl", "--action", "copy", "--dest", "images/sub", "--threshold",
                                   "0.4", cwd=tmp_path)
     assert (code, heavy) == (2, []) and "inside the scanned folder" in output, output
