@@ -45,7 +45,7 @@ def apply_command(manifest: str, quiet: bool, **options: Any) -> None:
     Each ok row is decided by the --review mark, else the review's threshold, else --threshold,
     --calibration, --id-recall or --keep-fraction, else the decision MANIFEST holds (with --only-marked:
     the marks alone; the other rows get no decision and no action takes them). Error rows stay as
-    they are; a file modified or replaced (a later mtime or ctime) or deleted since the scan becomes an
+    they are; a file modified (a later mtime) or deleted since the scan becomes an
     error row and is not acted on. The new manifest's meta says what decided (applied_from, the review's
     sha256). Nothing is overwritten, only files below the folders the scan read are acted on, files go only
     to --dest outside them, and a dry run writes nothing.

@@ -103,7 +103,7 @@ def apply_manifest(manifest: str | Path, *, out: str | Path | None = None, thres
 
     Each ok row is decided by the review's mark, else the review's threshold, else the decision option
     given here, else the manifest's own decision; error rows stay as they are, and a row whose file was
-    modified or replaced (a later mtime or ctime) or deleted after the scan becomes an error row. The rows
+    modified (a later mtime) or deleted after the scan becomes an error row. The rows
     are written to ``out`` (never over an existing file unless ``overwrite``), then the action runs as a
     scan's does (``move``/``copy``/``link`` journaled for ``oodfilter undo``, and only on rows below the
     folders the scan read). With ``only_marked`` the review's marks alone decide: the other rows get no

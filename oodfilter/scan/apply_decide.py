@@ -4,8 +4,8 @@ Each ok row is decided by, in this order: a review file's mark ("drop": OOD, "ke
 else the review's threshold (when the reviewer moved the slider); else apply's own decision option
 (``--threshold``, ``--calibration``, ``--id-recall`` on manifests of known-ID images, ``--keep-fraction``);
 else the decision the manifest already holds. Error rows are left as they are. A row whose file was
-modified or replaced after the scan read it (its mtime or ctime is later: a file put back with an old
-mtime still has a new ctime), or deleted since, becomes an error row: its score is not a file's any more.
+modified after the scan read it (a later mtime), or deleted since, becomes an error row: its score is not
+the file's any more.
 """
 
 from __future__ import annotations
@@ -125,9 +125,10 @@ def decide_rows(config: ApplyConfig, rows: list[ManifestRow], meta: dict[str, An
 def _since_scan(path: str, moment: int) -> str | None:
     """Return "changed" when the local file (or shard) ``path`` names changed after ``moment`` (ns); "missing": gone.
 
-    Both the mtime and the ctime count: tools that put another file in place (``cp -p``, ``rsync -t``,
-    ``mv``, ``tar``, ``git checkout``) can set the mtime back, never the ctime (which chmod and new hard
-    links also move on: such a row errs on the safe side).
+    Only the mtime counts. The ctime would also catch another file put in place with an old mtime
+    (``cp -p``, ``rsync -t``, ``tar``), but every rename moves it on: the files ``oodfilter undo`` put back
+    (byte for byte the scanned ones) would all read as changed, and the README's own flow (scan, move,
+    undo, apply) would fail. A file replaced with an older mtime is not detected: scan it again.
     """
     if is_url(path):
         return None
@@ -139,7 +140,7 @@ def _since_scan(path: str, moment: int) -> str | None:
         return "missing"
     except OSError:  # a link loop, a path through a file: the scan made such a row an error row
         return None
-    return "changed" if max(status.st_mtime_ns, status.st_ctime_ns) > moment else None
+    return "changed" if status.st_mtime_ns > moment else None
 
 
 def _base_rule(config: ApplyConfig, meta: dict[str, Any],

@@ -446,18 +446,19 @@ def test_a_manifest_without_a_record_of_its_inputs_is_not_acted_on(tmp_path, sca
     _apply(out, "--keep-fraction", 0.05, "--action", "list", "--out", tmp_path / "l.jsonl")
 
 
-def test_a_file_replaced_with_an_older_mtime_is_still_changed_since_the_scan(tmp_path, scanned):
+def test_a_file_moved_away_and_back_is_not_changed_but_a_newer_one_is(tmp_path, scanned):
     _, out = scanned
     rows = [row for row in read_manifest(out) if row.ok]
-    replaced, other = _file(out, rows[0].path), _file(out, rows[1].path)
-    old = os.stat(sidecar(out, "meta.json")).st_mtime_ns - 10**10
-    shutil.copyfile(other, replaced)  # another image put in its place, its mtime set back (cp -p, rsync -t, tar)
-    os.utime(replaced, ns=(old, old))
-    dest = tmp_path / "flagged"
-    summary = oodfilter.apply_manifest(out, keep_fraction=0.05, action="move", dest=dest, out=tmp_path / "a.jsonl")
+    restored, rewritten = _file(out, rows[0].path), _file(out, rows[1].path)
+    os.rename(restored, tmp_path / "away")  # as a move and its undo do: same bytes and mtime, a new ctime
+    os.rename(tmp_path / "away", restored)
+    later = os.stat(sidecar(out, "meta.json")).st_mtime_ns + 10**10
+    os.utime(rewritten, ns=(later, later))  # written after the scan
+    summary = oodfilter.apply_manifest(out, threshold=-1e9, out=tmp_path / "a.jsonl")
     applied = {row.path: row for row in read_manifest(tmp_path / "a.jsonl")}
-    assert applied[rows[0].path].status == "error" and "changed since the scan" in str(applied[rows[0].path].error)
-    assert summary.changed == [rows[0].path] and replaced.exists()
+    assert applied[rows[0].path].status == "ok" and applied[rows[0].path].is_ood is True
+    assert applied[rows[1].path].status == "error" and "changed since the scan" in str(applied[rows[1].path].error)
+    assert summary.changed == [rows[1].path]
 
 
 def test_a_file_deleted_since_the_scan_becomes_an_error_row_and_no_folder_is_made_for_it(tmp_path, scanned):
@@ -489,9 +490,9 @@ def test_reshard_refuses_shards_changed_since_the_scan(tmp_path, real_images, ti
                         workers=0, templates="photo", cache_dir=str(text_cache), device="cpu", method="mcm")
     scan(config, model=tiny_model)
     replacement = write_shards(tmp_path / "other", real_images[12:18], per_shard=6)[0]
-    old = os.stat(sidecar(out, "meta.json")).st_mtime_ns - 10**10
-    shutil.copyfile(replacement, shards[1])  # other samples under the scanned shard's name, its mtime set back
-    os.utime(shards[1], ns=(old, old))
+    later = os.stat(sidecar(out, "meta.json")).st_mtime_ns + 10**10
+    shutil.copyfile(replacement, shards[1])  # other samples under the scanned shard's name, written after the scan
+    os.utime(shards[1], ns=(later, later))
     dest = tmp_path / "filtered"
     for dry_run in (True, False):
         with pytest.raises(InputError, match="changed since the scan") as refused:
