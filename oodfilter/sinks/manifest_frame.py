@@ -117,7 +117,7 @@ def _arrow_column(pa: Any, name: str, values: list[Any]) -> Any:
 
 
 def _require(module: str) -> Any:
-    install = {"pandas": "pandas", "pyarrow": "'oodfilter[parquet]' (pyarrow)"}[module]
+    install = {"pandas": "'oodfilter[pandas]' (pandas)", "pyarrow": "'oodfilter[parquet]' (pyarrow)"}[module]
     try:
         return importlib.import_module(module)
     except ImportError as error:

@@ -87,7 +87,7 @@ def test_rows_form_and_refusals(manifests, monkeypatch):
     with pytest.raises(InputError, match="choose one of"):
         oodfilter.read_manifest(manifests[".jsonl"], as_="polars")
     monkeypatch.setitem(sys.modules, "pandas", None)  # as if pandas were not installed
-    with pytest.raises(MissingDependencyError, match="pip install pandas"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'oodfilter\[pandas\]' \(pandas\)"):
         oodfilter.read_manifest(manifests[".jsonl"])
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(MissingDependencyError, match=r"read_manifest\(as_='arrow'\) needs pyarrow"):
