@@ -25,8 +25,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,7 +33,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
-from machine import cpu_name
+from machine import cpu_name, run_stage_process
 
 QUICK = {"rows": [20000, 200000], "model": "test-tiny", "classes": 20}
 STAGES = ("floor", "stream", "baseline")
@@ -112,7 +110,7 @@ class AnonPeak:
 
 
 def run_stage(stage: str, features: Path, model_name: str, classes: int, cache_dir: str) -> dict[str, float]:
-    """Run one stage in this process; return its seconds, peak RSS (MB) and a digest of the scores."""
+    """Run one stage in this process; return its seconds, peak memory (MB) and the file holding its scores."""
     from oodfilter.scoring.adaptive import adaptive_scores
 
     scorer = make_scorer(model_name, classes, cache_dir)
@@ -120,26 +118,22 @@ def run_stage(stage: str, features: Path, model_name: str, classes: int, cache_d
     stored = np.memmap(features, dtype="<f2", mode="r").reshape(-1, dim)  # (N, D), nothing read yet
     sampler = AnonPeak()
     started = time.perf_counter()
-    digest, negatives = "", 0
+    scores_file, negatives = "", 0
     if stage != "floor":
         given = stored if stage == "stream" else np.asarray(stored, dtype=np.float32)  # baseline: all of it
         result = adaptive_scores(scorer, given)
-        np.save(f"{features}.{stage}.npy", result.ood_score)
-        digest = f"{features}.{stage}.npy"
+        scores_file = f"{features}.{stage}.npy"
+        np.save(scores_file, result.ood_score)
         negatives = int(result.meta["negatives"])
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "digest": digest, "negatives": negatives, "anon_mb": sampler.stop(),
+    return {"seconds": seconds, "scores_file": scores_file, "negatives": negatives, "anon_mb": sampler.stop(),
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def measure(stage: str, features: Path, args: argparse.Namespace, cache_dir: str) -> dict[str, float]:
     """Run a stage in a fresh process and return what it measured."""
-    command = [sys.executable, __file__, "--stage", stage, "--features", str(features), "--model", args.model,
-               "--classes", str(args.classes), "--cache-dir", cache_dir]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"stage {stage} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_stage_process(__file__, stage, "--features", str(features), "--model", args.model,
+                             "--classes", str(args.classes), "--cache-dir", cache_dir)
 
 
 def main() -> None:
@@ -157,7 +151,7 @@ def main() -> None:
             write_features(features, rows, dim)
             print(f"{rows} rows x {dim}: {features.stat().st_size / 1e6:.0f} MB of stored features", flush=True)
             results[rows] = {stage: measure(stage, features, args, tmp) for stage in STAGES}
-            streamed, held = (np.load(str(results[rows][stage]["digest"])) for stage in ("stream", "baseline"))
+            streamed, held = (np.load(str(results[rows][stage]["scores_file"])) for stage in ("stream", "baseline"))
             results[rows]["stream"]["diff"] = float(np.abs(streamed.astype(np.float64) - held).max())
     print(f"{'rows':>9} | {'negatives':>9} | {'stream s':>8} | {'stream MB above floor':>21} | "
           f"{'baseline s':>10} | {'baseline MB above floor':>23} | {'MB vs baseline':>14} | {'max score diff':>14}")

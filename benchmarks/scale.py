@@ -23,13 +23,13 @@ import json
 import os
 import random
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from machine import run_stage_process
 
 QUICK = {"rows": [2000, 20000]}
 STAGES = ("floor", "resume", "summary", "report")
@@ -110,13 +110,7 @@ def run_stage(stage: str, manifest: Path, baseline: bool) -> dict[str, float]:
 
 def measure(stage: str, manifest: Path, baseline: bool) -> dict[str, float]:
     """Run a stage in a fresh process and return what it measured."""
-    command = [sys.executable, __file__, "--stage", stage, "--manifest", str(manifest)]
-    if baseline:
-        command.append("--baseline")
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"stage {stage} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_stage_process(__file__, stage, "--manifest", str(manifest), *(["--baseline"] if baseline else []))
 
 
 def main() -> None:
